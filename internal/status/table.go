@@ -41,6 +41,7 @@ var errnoTable = map[syscall.Errno]*Status{
 	syscall.EPERM:   MailboxUnavail,
 	syscall.ENOENT:  MailboxUnavail,
 	syscall.ENOTDIR: MailboxUnavail,
+	syscall.EISDIR:  NotRegular,     // the mailbox is a directory
 	syscall.ELOOP:   MailboxUnavail, // a symlink where none may be
 	syscall.EXDEV:   MailboxUnavail, // openat2 RESOLVE_BENEATH escape
 	syscall.EMLINK:  MailboxUnavail, // hard link count check

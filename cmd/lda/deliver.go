@@ -1,0 +1,182 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"lda/internal/delivery"
+	"lda/internal/job"
+	"lda/internal/status"
+	"lda/internal/userdb"
+	"lda/policy"
+)
+
+const defaultPolicy = "/etc/lda/policy.yaml"
+
+// common holds the flags shared by deliver, explain and check.
+type common struct {
+	policy  string
+	userdb  string
+	log     string
+	timeout time.Duration
+}
+
+func (c *common) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.policy, "policy", defaultPolicy, `system policy file, or "embedded" for the built-in default`)
+	fs.StringVar(&c.userdb, "userdb", "passwd", `user database: "passwd" (/etc/passwd) or "getent" (NSS)`)
+	fs.StringVar(&c.log, "log", "syslog", `structured log: "syslog", "stderr", "none" or a file`)
+	fs.DurationVar(&c.timeout, "timeout", 10*time.Minute, "time limit for one delivery")
+}
+
+// agent loads the system policy (as root it is the administrator's file;
+// the worker parses it again from the same path) and returns the agent.
+func (c *common) agent() (*delivery.Agent, *policy.System, error) {
+	var sys *policy.System
+	path := c.policy
+	if path == "embedded" {
+		sys, path = policy.Default(), ""
+	} else {
+		var err error
+		if sys, err = policy.LoadSystem(path); err != nil {
+			return nil, nil, err
+		}
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, nil, err
+	}
+	if exe, err = filepath.EvalSymlinks(exe); err != nil {
+		return nil, nil, err
+	}
+	return &delivery.Agent{Exe: exe, PolicyPath: path, MinUID: sys.MinUID, Timeout: c.timeout, Log: newLogger(c.log)}, sys, nil
+}
+
+// lookupUser resolves name, and refuses anyone but oneself when not root.
+func (c *common) lookupUser(name string) (*userdb.User, *status.Status) {
+	u, err := userdb.Lookup(c.userdb, name)
+	if errors.Is(err, userdb.ErrNotFound) {
+		return nil, status.UnknownUser.Wrap(err)
+	}
+	if err != nil {
+		return nil, status.Unknown.Wrap(err)
+	}
+	if me := os.Getuid(); me != 0 && me != u.UID {
+		return nil, status.PolicyRefused.Wrapf("uid %d may deliver only as itself, not as %s", me, name)
+	}
+	return u, nil
+}
+
+// parseDest parses KIND:PATH (mbox:/var/mail/u, maildir:/home/u/Maildir)
+// or program:NAME. The empty string is the user's default destination.
+func parseDest(s string) (kind, path, program string, err error) {
+	if s == "" {
+		return job.KindDefault, "", "", nil
+	}
+	k, v, ok := strings.Cut(s, ":")
+	if !ok || v == "" {
+		return "", "", "", fmt.Errorf("destination %q is not KIND:VALUE", s)
+	}
+	switch k {
+	case job.KindMbox, job.KindMaildir:
+		if err := policy.ValidPath(v); err != nil {
+			return "", "", "", fmt.Errorf("destination %q: %v", s, err)
+		}
+		return k, v, "", nil
+	case job.KindProgram:
+		return k, "", v, nil
+	}
+	return "", "", "", fmt.Errorf("destination kind %q is not mbox, maildir or program", k)
+}
+
+func cmdDeliver(args []string) int {
+	fs := flag.NewFlagSet("deliver", flag.ContinueOnError)
+	var c common
+	c.register(fs)
+	sender := fs.String("f", "", "envelope sender (empty: the null sender)")
+	user := fs.String("d", "", "destination user (required)")
+	rcpt := fs.String("a", "", "original recipient address, for Delivered-To")
+	dest := fs.String("dest", "", "explicit destination KIND:VALUE (default: the user's default)")
+	folder := fs.String("folder", "", "Maildir++ folder of a maildir destination")
+	maxSize := fs.Int64("max-size", 100<<20, "largest message accepted, in bytes")
+	noHeaders := fs.Bool("no-headers", false, "do not add Return-Path and Delivered-To")
+	if err := fs.Parse(args); err != nil {
+		return status.ExUsage
+	}
+	if *user == "" || fs.NArg() != 0 {
+		return fail(status.ExUsage, "deliver: -d USER is required and no operands are taken")
+	}
+	kind, path, program, err := parseDest(*dest)
+	if err != nil {
+		return fail(status.ExUsage, "deliver: %v", err)
+	}
+	st := deliverStdin(&c, request{
+		user: *user, sender: *sender, rcpt: *rcpt, kind: kind, path: path, program: program,
+		folder: *folder, headers: !*noHeaders, maxSize: *maxSize,
+	}, os.Stdin)
+	if !st.OK() {
+		return fail(st.Exit(), "%s", st.Reply())
+	}
+	return status.ExOK
+}
+
+type request struct {
+	user, sender, rcpt, kind, path, program, folder string
+	headers                                         bool
+	maxSize                                         int64
+}
+
+func deliverStdin(c *common, r request, in io.Reader) *status.Status {
+	agent, _, err := c.agent()
+	if err != nil {
+		// The one-line message names the file; the peer (an MTA's log)
+		// is the local administrator here.
+		fmt.Fprintf(os.Stderr, "lda: %v\n", err)
+		return status.ConfigError.Wrap(err)
+	}
+	u, st := c.lookupUser(r.user)
+	if st != nil {
+		agent.Log.Warn("delivery", "user", r.user, "sender", r.sender, "recipient", r.rcpt, "status", fmt.Sprintf("%d %s", st.Code, st.Enhanced), "detail", st.Error())
+		return st
+	}
+	spool, size, st := spoolMessage(in, r.maxSize)
+	if st != nil {
+		agent.Log.Warn("delivery", "user", r.user, "sender", r.sender, "status", fmt.Sprintf("%d %s", st.Code, st.Enhanced), "detail", st.Error())
+		return st
+	}
+	defer spool.Close()
+	out := agent.Deliver(context.Background(), delivery.Request{
+		User: u, Kind: r.kind, Path: r.path, Folder: r.folder, Program: r.program,
+		Sender: r.sender, Recipient: r.rcpt, Headers: r.headers, Message: spool, Size: size,
+	})
+	return out.Status
+}
+
+// TooBig is the reply for a message over -max-size.
+var TooBig = status.New(552, "5.3.4", "message too big")
+
+// spoolMessage copies the message to an unlinked temporary file, so that
+// workers read it by descriptor.
+func spoolMessage(in io.Reader, max int64) (*os.File, int64, *status.Status) {
+	f, err := os.CreateTemp("", "lda-spool-")
+	if err != nil {
+		return nil, 0, status.From(err)
+	}
+	os.Remove(f.Name())
+	n, err := io.Copy(f, io.LimitReader(in, max+1))
+	if err != nil {
+		f.Close()
+		return nil, 0, status.From(fmt.Errorf("spool: %w", err))
+	}
+	if n > max {
+		f.Close()
+		return nil, 0, TooBig.Wrapf("message larger than %d bytes", max)
+	}
+	return f, n, nil
+}

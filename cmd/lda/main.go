@@ -1,0 +1,99 @@
+// Command lda is a secure local delivery agent. See lda(8).
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+
+	"lda/internal/spawn"
+	"lda/internal/status"
+	"lda/internal/syslog"
+	"lda/internal/worker"
+)
+
+const usage = `usage: lda COMMAND [flags]
+
+commands:
+  deliver   deliver one message from standard input (sysexits exit codes)
+  explain   print the policy decision for USER DEST and the rule behind it
+  check     validate the system policy (and a user's own file) and print it
+  demo      deliver a sample message into a temporary Maildir and mbox
+  version   print the version
+
+See lda(8), lda-policy(5).
+`
+
+// Version is set at build time with -ldflags "-X main.Version=...".
+var Version = "0.1.0-dev"
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(status.ExUsage)
+	}
+	// Only the descriptors spawn hands a worker may reach it; the worker
+	// itself keeps 3 and 4 (message and policy) until it has opened them.
+	if os.Args[1] == "worker" {
+		spawn.SealDescriptors(5)
+	} else {
+		spawn.SealDescriptors(3)
+	}
+	var code int
+	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
+	case "worker":
+		// Started by package spawn only, as the destination user.
+		code = worker.Main()
+	case "deliver":
+		code = cmdDeliver(args)
+	case "explain":
+		code = cmdExplain(args)
+	case "check":
+		code = cmdCheck(args)
+	case "demo":
+		code = cmdDemo(args)
+	case "version":
+		fmt.Println("lda", Version)
+	case "help", "-h", "-help", "--help":
+		fmt.Print(usage)
+	default:
+		fmt.Fprintf(os.Stderr, "lda: unknown command %q\n%s", cmd, usage)
+		code = status.ExUsage
+	}
+	os.Exit(code)
+}
+
+// fail prints the one-line message of a failed command and returns its
+// sysexits code.
+func fail(code int, format string, args ...any) int {
+	fmt.Fprintf(os.Stderr, "lda: "+format+"\n", args...)
+	return code
+}
+
+// newLogger returns the structured logger selected by -log: "syslog"
+// (facility mail; falls back to standard error when there is no syslog),
+// "stderr", "none", or a file name to append to.
+func newLogger(dest string) *slog.Logger {
+	var w io.Writer
+	switch dest {
+	case "none":
+		w = io.Discard
+	case "stderr":
+		w = os.Stderr
+	case "syslog", "":
+		if sw, err := syslog.Dial(syslog.FacilityMail|syslog.SevInfo, "lda"); err == nil {
+			w = sw
+		} else {
+			w = os.Stderr
+		}
+	default:
+		f, err := os.OpenFile(dest, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			w = os.Stderr
+		} else {
+			w = f
+		}
+	}
+	return slog.New(slog.NewTextHandler(w, nil))
+}

@@ -1,0 +1,211 @@
+// Package delivery is the root side of one delivery: it turns a request
+// into a job record, starts a worker as the destination user through
+// package spawn, validates the worker's result and logs one structured
+// line. It never opens a user's path itself.
+//
+// Security: the request's user comes from the user database, never from
+// the peer. The worker's result is parsed strictly (package job) and
+// trusted only as far as the user's own mail: a worker can lie about its own
+// delivery, not about anyone else's. When a worker dies after it announced
+// an mbox append, a second worker, as the same user, cuts the partial
+// message off again (mbox.Recover) before the failure is reported.
+package delivery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"lda/internal/job"
+	"lda/internal/spawn"
+	"lda/internal/status"
+	"lda/internal/userdb"
+)
+
+// Agent holds what every delivery shares.
+type Agent struct {
+	Exe        string        // our own binary, executable by every user
+	PolicyPath string        // "" for the embedded default policy
+	MinUID     int           // enforced here as well as in spawn and the policy
+	Timeout    time.Duration // per worker
+	Log        *slog.Logger
+}
+
+// Request is one recipient's delivery.
+type Request struct {
+	Mode      string // job.ModeDeliver (default) or job.ModeExplain
+	User      *userdb.User
+	Kind      string // job.KindDefault, KindMbox, KindMaildir, KindProgram
+	Path      string
+	Folder    string
+	Program   string
+	Sender    string
+	Recipient string
+	Headers   bool
+	Message   *os.File // read by offset only
+	Size      int64
+}
+
+// Outcome is what happened.
+type Outcome struct {
+	Status *status.Status
+	Result *job.Result // nil when no worker answered
+}
+
+// Deliver runs one worker and returns the outcome. It always returns a
+// Status; anything unexpected is 451 4.3.0.
+func (a *Agent) Deliver(ctx context.Context, r Request) Outcome {
+	start := time.Now()
+	out := a.deliver(ctx, r)
+	a.log(r, out, time.Since(start))
+	return out
+}
+
+func (a *Agent) job(r Request) *job.Job {
+	mode := r.Mode
+	if mode == "" {
+		mode = job.ModeDeliver
+	}
+	pol := a.PolicyPath
+	if pol == "" {
+		pol = "embedded"
+	}
+	return &job.Job{
+		Mode: mode, User: r.User.Name, UID: r.User.UID, GID: r.User.GID, Home: r.User.Home,
+		Kind: r.Kind, Path: r.Path, Folder: r.Folder, Program: r.Program,
+		Sender: r.Sender, Recipient: r.Recipient, Headers: r.Headers,
+		Policy: pol, Size: r.Size,
+	}
+}
+
+func (a *Agent) deliver(ctx context.Context, r Request) Outcome {
+	if r.User == nil {
+		return Outcome{Status: status.UnknownUser}
+	}
+	if r.User.UID < a.MinUID || r.User.UID == 0 {
+		return Outcome{Status: status.PolicyRefused.Wrapf("uid %d is below the minimum uid %d", r.User.UID, a.MinUID)}
+	}
+	j := a.job(r)
+	res, st := a.run(ctx, j, r.Message)
+	if res != nil && res.Progress != nil && st != nil && errors.Is(st, job.ErrIncomplete) {
+		a.recover(ctx, j, r.Message, res.Progress)
+	}
+	return Outcome{Status: st, Result: res}
+}
+
+// run spawns one worker for j and decodes its answer.
+func (a *Agent) run(ctx context.Context, j *job.Job, msg *os.File) (*job.Result, *status.Status) {
+	rec, err := j.Encode()
+	if err != nil {
+		return nil, status.Usage.Wrap(err)
+	}
+	files := []*os.File{msg, nil}
+	if msg == nil {
+		files[0] = devNull()
+		defer files[0].Close()
+	}
+	if a.PolicyPath != "" {
+		pf, err := os.Open(a.PolicyPath)
+		if err != nil {
+			return nil, status.ConfigError.Wrap(err)
+		}
+		defer pf.Close()
+		files[1] = pf
+	} else {
+		files = files[:1]
+	}
+	out, err := spawn.Run(ctx, spawn.Request{
+		Exe: a.Exe, Args: []string{"worker"}, UID: j.UID, GID: j.GID, MinUID: a.MinUID,
+		Stdin: rec, Files: files, Timeout: a.Timeout,
+	})
+	if err != nil {
+		if errors.Is(err, spawn.ErrRefused) {
+			return nil, status.PolicyRefused.Wrap(err)
+		}
+		return nil, status.Unknown.Wrap(err)
+	}
+	res, err := job.DecodeResult(out.Stdout)
+	switch {
+	case out.TimedOut:
+		return res, status.Timeout.Wrap(fmt.Errorf("worker killed after %s: %w", a.Timeout, job.ErrIncomplete))
+	case errors.Is(err, job.ErrIncomplete):
+		return res, status.Unknown.Wrap(fmt.Errorf("worker exited %d: %w (stderr: %q)", out.ExitCode, err, clip(out.Stderr)))
+	case err != nil:
+		return nil, status.Unknown.Wrap(fmt.Errorf("worker result: %w (stderr: %q)", err, clip(out.Stderr)))
+	}
+	return res, res.Status
+}
+
+// recover asks a fresh worker, as the same user, to cut off the partial
+// message a dead worker left.
+func (a *Agent) recover(ctx context.Context, j *job.Job, msg *os.File, p *job.Progress) {
+	if j.Kind == job.KindProgram {
+		return
+	}
+	rj := *j
+	rj.Mode = job.ModeRecover
+	rj.Recover = p
+	res, st := a.run(ctx, &rj, msg)
+	level := slog.LevelWarn
+	if st == nil || !st.OK() {
+		level = slog.LevelError
+	}
+	detail := ""
+	if res != nil {
+		detail = res.Status.Text
+	}
+	a.Log.Log(ctx, level, "mbox recovery", "user", j.User, "offset", p.Offset, "status", reply(st), "detail", detail)
+}
+
+func (a *Agent) log(r Request, out Outcome, d time.Duration) {
+	st := out.Status
+	attrs := []any{
+		"user", r.User.Name, "sender", r.Sender, "recipient", r.Recipient,
+		"status", reply(st), "size", r.Size, "duration_ms", float64(d.Microseconds()) / 1000,
+	}
+	if res := out.Result; res != nil {
+		attrs = append(attrs, "dest", res.Where, "rule", res.Rule)
+		if res.Detail != "" {
+			attrs = append(attrs, "detail", res.Detail)
+		}
+		if res.Warning != "" {
+			attrs = append(attrs, "warning", res.Warning)
+		}
+	} else if st != nil && st.Cause != nil {
+		attrs = append(attrs, "detail", st.Cause.Error())
+	}
+	level := slog.LevelInfo
+	if st == nil || !st.OK() {
+		level = slog.LevelWarn
+	}
+	msg := "delivery"
+	if r.Mode == job.ModeExplain {
+		msg = "explain"
+	}
+	a.Log.Log(context.Background(), level, msg, attrs...)
+}
+
+func reply(st *status.Status) string {
+	if st == nil {
+		return "none"
+	}
+	return fmt.Sprintf("%d %s", st.Code, st.Enhanced)
+}
+
+func clip(b []byte) string {
+	if len(b) > 300 {
+		b = b[:300]
+	}
+	return string(b)
+}
+
+func devNull() *os.File {
+	f, err := os.Open(os.DevNull)
+	if err != nil {
+		panic(err)
+	}
+	return f
+}

@@ -1,0 +1,450 @@
+// Package job is the one wire format between the root side of lda and a
+// per-delivery worker. A job travels to the worker on its standard input;
+// the result comes back on its standard output. Both are short, versioned,
+// line-oriented records:
+//
+//	lda-job 1            lda-result 1
+//	key value            progress OFFSET DEV INO FROMLINE
+//	...                  status CODE ENHANCED TEXT
+//	end                  key value ... end
+//
+// Every value is RFC 3461 xtext, so no record can carry a raw CR, LF, NUL
+// or space. Keys are fixed, each may appear once, and unknown keys, a
+// missing "end", trailing bytes or an oversized record are errors.
+//
+// Security: the root side trusts nothing it reads here. Decode validates
+// every field (user names and paths with the policy's own lexical checks,
+// numbers without signs or leading zeros, reply codes with status.Validate)
+// before anything acts on it. The worker decodes the job with the same
+// strictness, because it must not assume the parent is the only writer of
+// its standard input.
+package job
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"lda/internal/status"
+	"lda/internal/xtext"
+	"lda/policy"
+)
+
+// Version is the only job and result version this binary speaks.
+const Version = 1
+
+// MaxRecord bounds a job or a result, in bytes.
+const MaxRecord = 16 << 10
+
+// Modes of a job.
+const (
+	ModeDeliver = "deliver" // deliver the message on fd 3
+	ModeExplain = "explain" // report the policy decision, change nothing
+	ModeRecover = "recover" // undo a partial mbox append described by Recover
+)
+
+// Kinds of destination in a job. "default" asks the worker for the user's
+// effective default destination.
+const (
+	KindDefault = "default"
+	KindMbox    = "mbox"
+	KindMaildir = "maildir"
+	KindProgram = "program"
+)
+
+// Progress says where an mbox append is about to start, so that a dead
+// worker's partial message can be cut off again.
+type Progress struct {
+	Offset   int64
+	Dev, Ino uint64
+	FromLine string
+}
+
+// Job is one delivery instruction for one user.
+type Job struct {
+	Mode      string
+	User      string
+	UID, GID  int
+	Home      string
+	Kind      string
+	Path      string
+	Folder    string
+	Program   string
+	Sender    string
+	Recipient string
+	Headers   bool   // prepend Return-Path and Delivered-To
+	Policy    string // "embedded", or the system policy's path (its content is on fd 4)
+	Size      int64  // bytes of the message on fd 3
+	Recover   *Progress
+}
+
+// Encode returns the wire form of j. It validates j first, so that the
+// parent can never send what the worker would refuse.
+func (j *Job) Encode() ([]byte, error) {
+	if err := j.Validate(); err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "lda-job %d\n", Version)
+	kv := func(k, v string) { fmt.Fprintf(&b, "%s %s\n", k, xtext.Encode(v)) }
+	kv("mode", j.Mode)
+	kv("user", j.User)
+	kv("uid", strconv.Itoa(j.UID))
+	kv("gid", strconv.Itoa(j.GID))
+	kv("home", j.Home)
+	kv("kind", j.Kind)
+	kv("path", j.Path)
+	kv("folder", j.Folder)
+	kv("program", j.Program)
+	kv("sender", j.Sender)
+	kv("recipient", j.Recipient)
+	kv("headers", strconv.FormatBool(j.Headers))
+	kv("policy", j.Policy)
+	kv("size", strconv.FormatInt(j.Size, 10))
+	if p := j.Recover; p != nil {
+		fmt.Fprintf(&b, "recover %d %d %d %s\n", p.Offset, p.Dev, p.Ino, xtext.Encode(p.FromLine))
+	}
+	b.WriteString("end\n")
+	if b.Len() > MaxRecord {
+		return nil, errors.New("job: record too large")
+	}
+	return b.Bytes(), nil
+}
+
+// Validate checks every field of j.
+func (j *Job) Validate() error {
+	switch j.Mode {
+	case ModeDeliver, ModeExplain, ModeRecover:
+	default:
+		return fmt.Errorf("job: bad mode %q", j.Mode)
+	}
+	if err := policy.ValidUserName(j.User); err != nil {
+		return fmt.Errorf("job: user: %w", err)
+	}
+	if j.UID < 1 || j.GID < 0 {
+		return fmt.Errorf("job: bad uid/gid %d/%d", j.UID, j.GID)
+	}
+	if err := policy.ValidPath(j.Home); err != nil {
+		return fmt.Errorf("job: home: %w", err)
+	}
+	switch j.Kind {
+	case KindDefault:
+		if j.Path != "" || j.Program != "" {
+			return errors.New("job: default destination with a path or program")
+		}
+	case KindMbox, KindMaildir:
+		if err := policy.ValidPath(j.Path); err != nil {
+			return fmt.Errorf("job: path: %w", err)
+		}
+		if j.Program != "" || (j.Kind == KindMbox && j.Folder != "") {
+			return errors.New("job: stray program or folder")
+		}
+	case KindProgram:
+		if !validProgramName(j.Program) || j.Path != "" || j.Folder != "" {
+			return fmt.Errorf("job: bad program %q", j.Program)
+		}
+	default:
+		return fmt.Errorf("job: bad kind %q", j.Kind)
+	}
+	if j.Folder != "" {
+		if err := policy.ValidFolder(j.Folder); err != nil {
+			return fmt.Errorf("job: folder: %w", err)
+		}
+	}
+	for _, f := range []struct{ name, v string }{{"sender", j.Sender}, {"recipient", j.Recipient}} {
+		if err := validAddress(f.v); err != nil {
+			return fmt.Errorf("job: %s: %w", f.name, err)
+		}
+	}
+	if j.Policy != "embedded" && policy.ValidPath(j.Policy) != nil {
+		return fmt.Errorf("job: bad policy source %q", j.Policy)
+	}
+	if j.Size < 0 {
+		return errors.New("job: negative size")
+	}
+	if (j.Mode == ModeRecover) != (j.Recover != nil) {
+		return errors.New("job: recover mode and recover record must go together")
+	}
+	if j.Recover != nil && ((j.Kind != KindMbox && j.Kind != KindDefault) || j.Recover.Offset < 0 || validLine(j.Recover.FromLine) != nil) {
+		return errors.New("job: bad recover record")
+	}
+	return nil
+}
+
+func validProgramName(s string) bool {
+	if s == "" || len(s) > 64 || s[0] == '-' || s[0] == '.' {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// validAddress accepts an envelope address: printable, no space or
+// control character, at most 512 bytes. The empty string is the null
+// sender or an absent recipient.
+func validAddress(s string) error {
+	if len(s) > 512 {
+		return errors.New("address too long")
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] == 0x7f {
+			return errors.New("control character or space in address")
+		}
+	}
+	return nil
+}
+
+func validLine(s string) error {
+	if len(s) > 1024 {
+		return errors.New("line too long")
+	}
+	for i := 0; i < len(s); i++ {
+		if (s[i] < ' ' && s[i] != '\t' && !(s[i] == '\n' && i == len(s)-1)) || s[i] == 0x7f {
+			return errors.New("control character in line")
+		}
+	}
+	return nil
+}
+
+// record is a parsed "lda-job 1" or "lda-result 1" record.
+type record struct {
+	fields   map[string]string
+	progress *Progress
+	complete bool
+}
+
+var errTruncated = errors.New("job: record has no end line")
+
+func parse(data []byte, magic string, keys map[string]bool, allowPartial bool) (*record, error) {
+	if len(data) > MaxRecord {
+		return nil, errors.New("job: record too large")
+	}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 0, 4096), MaxRecord)
+	if !sc.Scan() || sc.Text() != fmt.Sprintf("%s %d", magic, Version) {
+		return nil, fmt.Errorf("job: not a version %d %s record", Version, magic)
+	}
+	rec := &record{fields: map[string]string{}}
+	consumed := len(sc.Bytes()) + 1
+	for sc.Scan() {
+		line := sc.Text()
+		consumed += len(line) + 1
+		if line == "end" {
+			rec.complete = true
+			break
+		}
+		k, v, ok := strings.Cut(line, " ")
+		if !ok && line != "" {
+			k, v = line, ""
+		}
+		if k == "progress" || k == "recover" {
+			if rec.progress != nil {
+				return nil, fmt.Errorf("job: duplicate %s", k)
+			}
+			if !keys[k] {
+				return nil, fmt.Errorf("job: unexpected key %q", k)
+			}
+			p, err := parseProgress(v)
+			if err != nil {
+				return nil, err
+			}
+			rec.progress = p
+			continue
+		}
+		if !keys[k] {
+			return nil, fmt.Errorf("job: unknown key %q", k)
+		}
+		if _, dup := rec.fields[k]; dup {
+			return nil, fmt.Errorf("job: duplicate key %q", k)
+		}
+		dv, err := xtext.Decode(v)
+		if err != nil {
+			return nil, fmt.Errorf("job: key %q: %w", k, err)
+		}
+		rec.fields[k] = dv
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("job: %w", err)
+	}
+	if !rec.complete {
+		if allowPartial {
+			return rec, errTruncated
+		}
+		return nil, errTruncated
+	}
+	if consumed != len(data) {
+		return nil, errors.New("job: bytes after end line")
+	}
+	return rec, nil
+}
+
+func parseProgress(v string) (*Progress, error) {
+	f := strings.Split(v, " ")
+	if len(f) != 4 {
+		return nil, errors.New("job: malformed progress record")
+	}
+	off, err1 := parseUint(f[0])
+	dev, err2 := parseUint(f[1])
+	ino, err3 := parseUint(f[2])
+	line, err4 := xtext.Decode(f[3])
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
+		return nil, fmt.Errorf("job: malformed progress record: %w", err)
+	}
+	if off > 1<<62 {
+		return nil, errors.New("job: progress offset out of range")
+	}
+	if err := validLine(line); err != nil || !strings.HasPrefix(line, "From ") {
+		return nil, errors.New("job: bad From_ line in progress record")
+	}
+	return &Progress{Offset: int64(off), Dev: dev, Ino: ino, FromLine: line}, nil
+}
+
+// parseUint accepts canonical decimal only: no sign, no leading zero.
+func parseUint(s string) (uint64, error) {
+	if s == "" || len(s) > 20 || (len(s) > 1 && s[0] == '0') {
+		return 0, fmt.Errorf("bad number %q", s)
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, fmt.Errorf("bad number %q", s)
+		}
+	}
+	return strconv.ParseUint(s, 10, 64)
+}
+
+var jobKeys = map[string]bool{
+	"mode": true, "user": true, "uid": true, "gid": true, "home": true, "kind": true,
+	"path": true, "folder": true, "program": true, "sender": true, "recipient": true,
+	"headers": true, "policy": true, "size": true, "recover": true,
+}
+
+// Decode parses and validates a job record.
+func Decode(data []byte) (*Job, error) {
+	rec, err := parse(data, "lda-job", jobKeys, false)
+	if err != nil {
+		return nil, err
+	}
+	f := rec.fields
+	for k := range jobKeys {
+		if _, ok := f[k]; !ok && k != "recover" {
+			return nil, fmt.Errorf("job: missing key %q", k)
+		}
+	}
+	uid, err1 := parseUint(f["uid"])
+	gid, err2 := parseUint(f["gid"])
+	size, err3 := parseUint(f["size"])
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return nil, fmt.Errorf("job: %w", err)
+	}
+	if uid > 1<<31-1 || gid > 1<<31-1 || size > 1<<62 {
+		return nil, errors.New("job: number out of range")
+	}
+	var headers bool
+	switch f["headers"] {
+	case "true":
+		headers = true
+	case "false":
+	default:
+		return nil, errors.New("job: bad headers flag")
+	}
+	j := &Job{
+		Mode: f["mode"], User: f["user"], UID: int(uid), GID: int(gid), Home: f["home"],
+		Kind: f["kind"], Path: f["path"], Folder: f["folder"], Program: f["program"],
+		Sender: f["sender"], Recipient: f["recipient"], Headers: headers,
+		Policy: f["policy"], Size: int64(size), Recover: rec.progress,
+	}
+	if err := j.Validate(); err != nil {
+		return nil, err
+	}
+	return j, nil
+}
+
+// Result is what a worker reports.
+type Result struct {
+	Progress *Progress // set once an mbox append has started
+	Status   *status.Status
+	Detail   string // the cause, for the log only
+	Where    string // where the message went, for the log only
+	Rule     string // the policy rule that decided
+	Warning  string // e.g. an ignored per-user policy file
+}
+
+var resultKeys = map[string]bool{
+	"progress": true, "status": true, "detail": true, "where": true, "rule": true, "warning": true,
+}
+
+// ResultHeader is the first line of a result; a worker writes it, then
+// an optional progress line, then the rest of EncodeResult's output.
+func ResultHeader() []byte { return []byte(fmt.Sprintf("lda-result %d\n", Version)) }
+
+// EncodeProgress is the progress line.
+func EncodeProgress(p Progress) []byte {
+	return []byte(fmt.Sprintf("progress %d %d %d %s\n", p.Offset, p.Dev, p.Ino, xtext.Encode(p.FromLine)))
+}
+
+// EncodeResultBody is everything after the header and progress lines.
+func EncodeResultBody(r *Result) []byte {
+	var b bytes.Buffer
+	st := r.Status
+	fmt.Fprintf(&b, "status %s\n", xtext.Encode(fmt.Sprintf("%d %s %s", st.Code, st.Enhanced, status.Sanitize(st.Text))))
+	kv := func(k, v string) {
+		if v != "" {
+			fmt.Fprintf(&b, "%s %s\n", k, xtext.Encode(clip(v, 2048)))
+		}
+	}
+	kv("detail", r.Detail)
+	kv("where", r.Where)
+	kv("rule", r.Rule)
+	kv("warning", r.Warning)
+	b.WriteString("end\n")
+	return b.Bytes()
+}
+
+func clip(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// ErrIncomplete is returned by DecodeResult when the worker stopped
+// before its end line; the returned Result may still carry Progress.
+var ErrIncomplete = errors.New("job: worker result incomplete")
+
+// DecodeResult parses a worker's output. The status line is validated:
+// its codes must agree (RFC 3463) and its text is reduced to one safe line.
+func DecodeResult(data []byte) (*Result, error) {
+	rec, err := parse(data, "lda-result", resultKeys, true)
+	if rec == nil {
+		return nil, err
+	}
+	r := &Result{Progress: rec.progress}
+	if err == errTruncated {
+		return r, ErrIncomplete
+	}
+	f := rec.fields
+	line, ok := f["status"]
+	if !ok {
+		return nil, errors.New("job: result without status")
+	}
+	code, rest, _ := strings.Cut(line, " ")
+	enh, text, _ := strings.Cut(rest, " ")
+	n, err := parseUint(code)
+	if err != nil {
+		return nil, fmt.Errorf("job: status: %w", err)
+	}
+	st := &status.Status{Code: int(n % 1000), Enhanced: enh, Text: status.Sanitize(text)}
+	if n > 999 || st.Validate() != nil {
+		return nil, fmt.Errorf("job: invalid status %q", status.Sanitize(line))
+	}
+	r.Status = st
+	r.Detail, r.Where, r.Rule, r.Warning = status.Sanitize(f["detail"]), status.Sanitize(f["where"]), status.Sanitize(f["rule"]), status.Sanitize(f["warning"])
+	return r, nil
+}

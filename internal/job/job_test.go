@@ -1,0 +1,161 @@
+package job
+
+import (
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+
+	"lda/internal/status"
+)
+
+func sample() *Job {
+	return &Job{
+		Mode: ModeDeliver, User: "alice", UID: 1001, GID: 1001, Home: "/home/alice",
+		Kind: KindMbox, Path: "/var/mail/alice", Sender: "bob+x=y@example.org",
+		Recipient: "alice@example.org", Headers: true, Policy: "/etc/lda/policy.yaml", Size: 1234,
+	}
+}
+
+func TestJobRoundTrip(t *testing.T) {
+	rec := sample()
+	rec.Mode, rec.Recover = ModeRecover, &Progress{Offset: 42, Dev: 2049, Ino: 77, FromLine: "From bob@example.org Sun Nov 22 05:00:00 2026"}
+	maildir := sample()
+	maildir.Kind, maildir.Path, maildir.Folder = KindMaildir, "/home/alice/Maildir", "Lists.go"
+	prog := sample()
+	prog.Kind, prog.Path, prog.Program = KindProgram, "", "procmail"
+	def := sample()
+	def.Kind, def.Path, def.Sender, def.Policy = KindDefault, "", "", "embedded"
+	for _, tc := range []struct {
+		name string
+		j    *Job
+	}{{"mbox", sample()}, {"recover", rec}, {"maildir folder", maildir}, {"program", prog}, {"default null sender", def}} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := tc.j.Encode()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := Decode(b)
+			if err != nil {
+				t.Fatalf("Decode: %v\n%s", err, b)
+			}
+			if !reflect.DeepEqual(got, tc.j) {
+				t.Fatalf("round trip:\n got %+v\nwant %+v", got, tc.j)
+			}
+		})
+	}
+}
+
+func TestDecodeRefuses(t *testing.T) {
+	good, err := sample().Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := string(good)
+	for _, tc := range []struct{ name, rec string }{
+		{"empty", ""},
+		{"wrong version", strings.Replace(g, "lda-job 1", "lda-job 2", 1)},
+		{"no end", strings.TrimSuffix(g, "end\n")},
+		{"trailing bytes", g + "x"},
+		{"unknown key", strings.Replace(g, "end\n", "shell /bin/sh\nend\n", 1)},
+		{"duplicate key", strings.Replace(g, "end\n", "user bob\nend\n", 1)},
+		{"missing key", strings.Replace(g, "size 1234\n", "", 1)},
+		{"uid 0", strings.Replace(g, "uid 1001", "uid 0", 1)},
+		{"signed uid", strings.Replace(g, "uid 1001", "uid +1001", 1)},
+		{"leading zero", strings.Replace(g, "uid 1001", "uid 01001", 1)},
+		{"huge uid", strings.Replace(g, "uid 1001", "uid 99999999999", 1)},
+		{"relative path", strings.Replace(g, "path /var/mail/alice", "path var/mail/alice", 1)},
+		{"dotdot path", strings.Replace(g, "path /var/mail/alice", "path /var/mail/../../etc/passwd", 1)},
+		{"nul in path", strings.Replace(g, "path /var/mail/alice", "path /var/mail/a+00", 1)},
+		{"newline in sender", strings.Replace(g, "sender ", "sender a+0Ab", 1)},
+		{"raw space", strings.Replace(g, "sender ", "sender a b", 1)},
+		{"bad xtext", strings.Replace(g, "sender ", "sender a+0", 1)},
+		{"user with slash", strings.Replace(g, "user alice", "user a/b", 1)},
+		{"user dash", strings.Replace(g, "user alice", "user -alice", 1)},
+		{"bad mode", strings.Replace(g, "mode deliver", "mode exec", 1)},
+		{"bad kind", strings.Replace(g, "kind mbox", "kind pipe", 1)},
+		{"folder on mbox", strings.Replace(g, "folder ", "folder Work", 1)},
+		{"recover without mode", strings.Replace(g, "end\n", "recover 1 2 3 From+20x\nend\n", 1)},
+		{"bad headers flag", strings.Replace(g, "headers true", "headers yes", 1)},
+		{"oversize", g[:len(g)-4] + "detail " + strings.Repeat("a", MaxRecord) + "\nend\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if j, err := Decode([]byte(tc.rec)); err == nil {
+				t.Fatalf("Decode accepted %+v", j)
+			}
+		})
+	}
+}
+
+func TestResult(t *testing.T) {
+	p := Progress{Offset: 10, Dev: 1, Ino: 2, FromLine: "From a@b Sun Nov 22 05:00:00 2026"}
+	full := string(ResultHeader()) + string(EncodeProgress(p)) + string(EncodeResultBody(&Result{
+		Status: status.NoSpace, Detail: "write /var/mail/x: no space left\r\n", Where: "/var/mail/x", Rule: "f:1: allow",
+	}))
+	t.Run("complete", func(t *testing.T) {
+		r, err := DecodeResult([]byte(full))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Status.Code != 452 || r.Status.Enhanced != "4.3.1" || r.Progress == nil || *r.Progress != p {
+			t.Fatalf("got %+v", r)
+		}
+		if strings.ContainsAny(r.Detail, "\r\n") {
+			t.Fatalf("detail not sanitised: %q", r.Detail)
+		}
+	})
+	t.Run("worker died after progress", func(t *testing.T) {
+		part := string(ResultHeader()) + string(EncodeProgress(p))
+		r, err := DecodeResult([]byte(part))
+		if !errors.Is(err, ErrIncomplete) || r == nil || r.Progress == nil || r.Progress.Offset != 10 {
+			t.Fatalf("got %+v, %v", r, err)
+		}
+	})
+	for _, tc := range []struct{ name, rec string }{
+		{"class mismatch", string(ResultHeader()) + "status 250+204.2.0+20x\nend\n"},
+		{"code out of range", string(ResultHeader()) + "status 1250+202.0.0+20x\nend\n"},
+		{"no status", string(ResultHeader()) + "end\n"},
+		{"two progress", string(ResultHeader()) + string(EncodeProgress(p)) + string(EncodeProgress(p)) + "status 250+202.0.0+20x\nend\n"},
+		{"progress without From", string(ResultHeader()) + "progress 1 2 3 xyz\nstatus 250+202.0.0+20x\nend\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if r, err := DecodeResult([]byte(tc.rec)); err == nil {
+				t.Fatalf("accepted %+v", r)
+			}
+		})
+	}
+}
+
+// FuzzDecode asserts that whatever Decode accepts is a valid job that
+// encodes back to the very same bytes (one canonical form), and that
+// results decode without panics into validated statuses.
+func FuzzDecode(f *testing.F) {
+	for _, j := range []*Job{sample()} {
+		b, _ := j.Encode()
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		j, err := Decode(data)
+		if err == nil {
+			if err := j.Validate(); err != nil {
+				t.Fatalf("Decode accepted an invalid job: %v", err)
+			}
+			again, err := j.Encode()
+			if err != nil {
+				t.Fatalf("re-encode: %v", err)
+			}
+			j2, err := Decode(again)
+			if err != nil || !reflect.DeepEqual(j, j2) {
+				t.Fatalf("not stable: %+v vs %+v (%v)", j, j2, err)
+			}
+		}
+		if r, err := DecodeResult(data); err == nil {
+			if r.Status == nil || r.Status.Validate() != nil {
+				t.Fatalf("DecodeResult accepted an invalid status: %+v", r.Status)
+			}
+			if strings.ContainsAny(r.Status.Text+r.Detail+r.Where+r.Rule, "\r\n\x00") {
+				t.Fatalf("control characters survived: %+v", r)
+			}
+		}
+	})
+}

@@ -1,0 +1,129 @@
+package status
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+func TestFromErrno(t *testing.T) {
+	wrap := func(e syscall.Errno) error {
+		return fmt.Errorf("deliver: %w", &fs.PathError{Op: "write", Path: "/var/mail/x", Err: e})
+	}
+	for _, tc := range []struct {
+		name     string
+		err      error
+		tempfail bool
+		code     int
+		enh      string
+		exit     int
+	}{
+		{"nil", nil, false, 250, "2.0.0", 0},
+		{"ENOSPC", wrap(syscall.ENOSPC), false, 452, "4.3.1", 75},
+		{"EDQUOT", wrap(syscall.EDQUOT), false, 552, "5.2.2", 73},
+		{"EFBIG", wrap(syscall.EFBIG), false, 552, "5.2.2", 73},
+		{"EDQUOT tempfail", wrap(syscall.EDQUOT), true, 452, "4.2.2", 75},
+		{"EFBIG tempfail", wrap(syscall.EFBIG), true, 452, "4.2.2", 75},
+		{"ELOOP symlink", wrap(syscall.ELOOP), false, 450, "4.2.0", 75},
+		{"EISDIR", wrap(syscall.EISDIR), false, 550, "5.2.0", 73},
+		{"EACCES", wrap(syscall.EACCES), false, 450, "4.2.0", 75},
+		{"EIO", wrap(syscall.EIO), false, 451, "4.3.0", 75},
+		{"unlisted errno", wrap(syscall.ENOTSOCK), false, 451, "4.3.0", 75},
+		{"unknown error", errors.New("something odd"), false, 451, "4.3.0", 75},
+		{"policy refusal", PolicyRefused.Wrapf("no rule"), false, 550, "5.7.1", 77},
+		{"unknown user", fmt.Errorf("lookup: %w", UnknownUser), false, 550, "5.1.1", 67},
+		{"usage", Usage, false, 501, "5.5.4", 64},
+		{"bad message", BadMessage, false, 554, "5.6.0", 65},
+		{"config", ConfigError, false, 451, "4.3.5", 75},
+		{"not regular", NotRegular, false, 550, "5.2.0", 73},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			QuotaTempfail = tc.tempfail
+			defer func() { QuotaTempfail = false }()
+			st := From(tc.err)
+			if st.Code != tc.code || st.Enhanced != tc.enh {
+				t.Fatalf("From(%v) = %d %s, want %d %s", tc.err, st.Code, st.Enhanced, tc.code, tc.enh)
+			}
+			if got := st.Exit(); got != tc.exit {
+				t.Fatalf("Exit() = %d, want %d", got, tc.exit)
+			}
+			if tc.err != nil && !errors.Is(st, tc.err) && !errors.Is(tc.err, st) {
+				t.Fatalf("cause lost: %v", st)
+			}
+			if strings.Contains(st.Reply(), "/var/mail") {
+				t.Fatalf("reply leaks the path: %q", st.Reply())
+			}
+		})
+	}
+}
+
+func TestFromExit(t *testing.T) {
+	for _, tc := range []struct {
+		exit int
+		code int
+		enh  string
+	}{
+		{0, 250, "2.0.0"}, {64, 554, "5.3.0"}, {65, 554, "5.6.0"}, {67, 550, "5.1.1"},
+		{69, 554, "5.3.0"}, {71, 451, "4.3.0"}, {73, 550, "5.2.0"}, {74, 451, "4.3.0"},
+		{75, 451, "4.3.0"}, {77, 550, "5.7.1"}, {78, 451, "4.3.5"}, {1, 451, "4.3.0"}, {255, 451, "4.3.0"},
+	} {
+		t.Run(fmt.Sprint(tc.exit), func(t *testing.T) {
+			st := FromExit(tc.exit)
+			if st.Code != tc.code || st.Enhanced != tc.enh {
+				t.Fatalf("FromExit(%d) = %d %s, want %d %s", tc.exit, st.Code, st.Enhanced, tc.code, tc.enh)
+			}
+		})
+	}
+}
+
+func TestTablesAreValid(t *testing.T) {
+	for e, st := range errnoTable {
+		if err := st.Validate(); err != nil || st.OK() {
+			t.Errorf("errno %v: %v (%d)", e, err, st.Code)
+		}
+	}
+	for c, st := range sysexitTable {
+		if err := st.Validate(); err != nil {
+			t.Errorf("exit %d: %v", c, err)
+		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		s    Status
+		ok   bool
+	}{
+		{"ok", Status{Code: 550, Enhanced: "5.7.1"}, true},
+		{"three digit detail", Status{Code: 451, Enhanced: "4.3.123"}, true},
+		{"class mismatch", Status{Code: 250, Enhanced: "4.2.0"}, false},
+		{"bad code", Status{Code: 600, Enhanced: "5.0.0"}, false},
+		{"two parts", Status{Code: 550, Enhanced: "5.7"}, false},
+		{"letters", Status{Code: 550, Enhanced: "5.x.1"}, false},
+		{"empty part", Status{Code: 550, Enhanced: "5..1"}, false},
+		{"class 3", Status{Code: 354, Enhanced: "3.0.0"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.s.Validate(); (err == nil) != tc.ok {
+				t.Fatalf("Validate(%+v) = %v, want ok=%v", tc.s, err, tc.ok)
+			}
+		})
+	}
+}
+
+func TestSanitize(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"plain", "plain"},
+		{"a\r\nb", "a  b"},
+		{"x\x00y", "x?y"},
+		{strings.Repeat("z", 500), strings.Repeat("z", 200)},
+	} {
+		if got := Sanitize(tc.in); got != tc.want {
+			t.Errorf("Sanitize(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}

@@ -1,0 +1,142 @@
+// Package userdb resolves a user name to the account facts delivery needs:
+// uid, gid and home directory.
+//
+// Two backends exist: the passwd file, parsed in pure Go, and NSS through
+// getent(1), so that LDAP or sssd users resolve in a CGO_ENABLED=0 binary.
+//
+// Security: names are validated (policy.ValidUserName) before any lookup,
+// so nothing that starts with "-" or holds a separator ever reaches getent's
+// argv or a comparison. Results are validated too: the home directory must
+// be an absolute clean path and the uid and gid plain decimal numbers.
+package userdb
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+
+	"lda/policy"
+)
+
+// User is one account.
+type User struct {
+	Name     string
+	UID, GID int
+	Home     string
+}
+
+// ErrNotFound means the user does not exist.
+var ErrNotFound = errors.New("userdb: no such user")
+
+// Lookup finds name by a backend: "passwd" (the file /etc/passwd) or
+// "getent" (NSS). Any other value is an error.
+func Lookup(backend, name string) (*User, error) {
+	if err := policy.ValidUserName(name); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNotFound, err)
+	}
+	switch backend {
+	case "passwd", "":
+		f, err := os.Open("/etc/passwd")
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		return lookupPasswd(f, func(u *User) bool { return u.Name == name })
+	case "getent":
+		return lookupGetent(name)
+	}
+	return nil, fmt.Errorf("userdb: unknown backend %q", backend)
+}
+
+// LookupUID finds the passwd entry of uid in /etc/passwd.
+func LookupUID(uid int) (*User, error) {
+	f, err := os.Open("/etc/passwd")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return lookupPasswd(f, func(u *User) bool { return u.UID == uid })
+}
+
+func lookupPasswd(r io.Reader, match func(*User) bool) (*User, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 4096), 64<<10)
+	for sc.Scan() {
+		u, err := ParsePasswdLine(sc.Text())
+		if err != nil {
+			continue // comments, NIS "+" lines and garbage are not users
+		}
+		if match(u) {
+			return u, nil
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	return nil, ErrNotFound
+}
+
+// ParsePasswdLine parses one passwd(5) line.
+func ParsePasswdLine(line string) (*User, error) {
+	f := strings.Split(line, ":")
+	if len(f) != 7 {
+		return nil, errors.New("userdb: malformed passwd line")
+	}
+	if policy.ValidUserName(f[0]) != nil {
+		return nil, errors.New("userdb: bad user name")
+	}
+	uid, err1 := strictAtoi(f[2])
+	gid, err2 := strictAtoi(f[3])
+	if err1 != nil || err2 != nil {
+		return nil, errors.New("userdb: bad uid or gid")
+	}
+	if policy.ValidPath(f[5]) != nil {
+		return nil, errors.New("userdb: bad home directory")
+	}
+	return &User{Name: f[0], UID: uid, GID: gid, Home: f[5]}, nil
+}
+
+func strictAtoi(s string) (int, error) {
+	if s == "" || len(s) > 10 || (len(s) > 1 && s[0] == '0') {
+		return 0, errors.New("bad number")
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, errors.New("bad number")
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n > 1<<31-1 {
+		return 0, errors.New("bad number")
+	}
+	return int(n), nil
+}
+
+func lookupGetent(name string) (*User, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "getent", "passwd", "--", name)
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "LC_ALL=C"}
+	out, err := cmd.Output()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && ee.ExitCode() == 2 {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("userdb: getent: %w", err)
+	}
+	line, _, _ := bytes.Cut(out, []byte("\n"))
+	u, err := ParsePasswdLine(string(line))
+	if err != nil || u.Name != name {
+		return nil, fmt.Errorf("userdb: getent returned an unusable entry for %q", name)
+	}
+	return u, nil
+}

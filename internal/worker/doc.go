@@ -1,0 +1,29 @@
+// Package worker is `lda worker`: the process that performs one delivery
+// as the destination user. The spawn package starts it with the user's uid
+// and gid, no supplementary groups, an empty environment and only these
+// descriptors: 0 the job record, 1 the result record, 2 diagnostics,
+// 3 the message (read with pread only, so that workers sharing one spool
+// file never disturb each other's offsets) and 4 the system policy file.
+//
+// # Security
+//
+// It trusts nothing it is given. In order it:
+//
+//  1. makes itself harmless: PR_SET_NO_NEW_PRIVS on all threads, not
+//     dumpable, RLIMIT_CORE 0, umask 077;
+//  2. refuses to run as uid or euid 0, and refuses a job whose uid and gid
+//     are not its own;
+//  3. decodes the job strictly (package job);
+//  4. reads the system policy from fd 4 and the user's own policy file as
+//     the user, ignoring (with a warning) a file not owned by the user or
+//     writable by group or others;
+//  5. checks the destination with policy.Check, which refuses bad paths
+//     lexically before any file system call;
+//  6. opens the decision's trusted Root and lets mbox.Append or
+//     maildir.Deliver open Rel beneath it without following any symlink;
+//     runs an allowed program only if it and every directory above it are
+//     owned by root and not writable by others, with argv and never a shell;
+//  7. reports exactly one Status; for mbox it first reports where the append
+//     starts, so that the parent can have a dead worker's partial message
+//     cut off again (mbox.Recover).
+package worker

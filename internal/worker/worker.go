@@ -1,0 +1,400 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"lda/internal/job"
+	"lda/internal/status"
+	"lda/maildir"
+	"lda/mbox"
+	"lda/policy"
+)
+
+// Main runs one job and returns the process exit code. The outcome of the
+// delivery is in the result record, not in the exit code.
+func Main() int {
+	if _, err := os.Stdout.Write(job.ResultHeader()); err != nil {
+		return 1
+	}
+	if err := harden(); err != nil {
+		return report(&job.Result{Status: status.Unknown.Wrapf("worker: harden: %v", err)})
+	}
+	return report(run())
+}
+
+func report(r *job.Result) int {
+	if r.Status == nil {
+		r.Status = status.Unknown
+	}
+	if r.Detail == "" && r.Status.Cause != nil {
+		r.Detail = r.Status.Cause.Error()
+	}
+	if _, err := os.Stdout.Write(job.EncodeResultBody(r)); err != nil {
+		return 1
+	}
+	return 0
+}
+
+// harden applies the process-wide restrictions listed in the package
+// documentation. The credentials themselves were set by spawn.
+func harden() error {
+	if _, _, e := syscall.AllThreadsSyscall(syscall.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0); e != 0 {
+		return fmt.Errorf("no_new_privs: %w", e)
+	}
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return fmt.Errorf("dumpable: %w", err)
+	}
+	if err := unix.Setrlimit(unix.RLIMIT_CORE, &unix.Rlimit{}); err != nil {
+		return fmt.Errorf("rlimit_core: %w", err)
+	}
+	syscall.Umask(0o077)
+	// fds 3 (message) and 4 (policy) were inherited; a delivery program
+	// must not inherit them again.
+	for fd := 3; fd <= 4; fd++ {
+		unix.CloseOnExec(fd)
+	}
+	return nil
+}
+
+// maxPolicy bounds the system and user policy files.
+const maxPolicy = 1 << 20
+
+func run() *job.Result {
+	if os.Getuid() == 0 || os.Geteuid() == 0 || os.Getgid() == 0 || os.Getegid() == 0 {
+		return &job.Result{Status: status.Unknown.Wrapf("worker refuses to run with root credentials")}
+	}
+	data, err := io.ReadAll(io.LimitReader(os.Stdin, job.MaxRecord+1))
+	if err != nil {
+		return &job.Result{Status: status.Unknown.Wrapf("worker: read job: %v", err)}
+	}
+	j, err := job.Decode(data)
+	if err != nil {
+		return &job.Result{Status: status.Unknown.Wrap(err)}
+	}
+	if j.UID != os.Getuid() || j.GID != os.Getgid() {
+		return &job.Result{Status: status.Unknown.Wrapf("worker: job for uid %d/%d given to uid %d/%d", j.UID, j.GID, os.Getuid(), os.Getgid())}
+	}
+	sys, err := loadSystem(j.Policy)
+	if err != nil {
+		return &job.Result{Status: status.ConfigError.Wrap(err)}
+	}
+	status.QuotaTempfail = sys.QuotaTempfail
+	u := policy.User{Name: j.User, Home: j.Home}
+	res := &job.Result{}
+	up, warn, err := loadUser(sys, u)
+	res.Warning = warn
+	if err != nil {
+		res.Status = status.ConfigError.Wrap(err)
+		return res
+	}
+	p := &policy.Policy{Sys: sys, User: up}
+
+	var d policy.Destination
+	var dec policy.Decision
+	if j.Kind == job.KindDefault {
+		d, dec = p.Default(u)
+		if j.Folder != "" && d.Kind == policy.Maildir {
+			d.Folder = j.Folder
+			dec = p.Check(u, d)
+		}
+	} else {
+		d = policy.Destination{Path: j.Path, Folder: j.Folder, Program: j.Program}
+		d.Kind, _ = policy.ParseKind(j.Kind)
+		dec = p.Check(u, d)
+	}
+	res.Where = d.String()
+	if dec.Rule != nil {
+		res.Rule = dec.Rule.String()
+	}
+	if !dec.Allowed {
+		res.Status = status.PolicyRefused.Wrap(errors.New(dec.Reason))
+		return res
+	}
+	switch j.Mode {
+	case job.ModeExplain:
+		res.Status = status.New(250, "2.0.0", "allowed")
+		res.Detail = dec.Reason
+		return res
+	case job.ModeRecover:
+		res.Status = recoverMbox(sys, dec, j)
+		return res
+	}
+
+	msg := messageReader(j)
+	switch d.Kind {
+	case policy.Mbox:
+		res.Status = deliverMbox(sys, dec, j, msg)
+	case policy.Maildir:
+		var where string
+		where, res.Status = deliverMaildir(dec, d.Folder, msg)
+		if where != "" {
+			res.Where = filepath.Join(d.Path, where)
+		}
+	case policy.Program:
+		res.Status, res.Detail = runProgram(dec.Program, j, msg)
+	default:
+		res.Status = status.Unknown.Wrapf("worker: unknown destination kind")
+	}
+	return res
+}
+
+func loadSystem(src string) (*policy.System, error) {
+	if src == "embedded" {
+		return policy.Default(), nil
+	}
+	f := os.NewFile(4, src)
+	if f == nil {
+		return nil, errors.New("worker: no policy descriptor")
+	}
+	defer f.Close()
+	return policy.ParseSystem(io.LimitReader(f, maxPolicy), src)
+}
+
+// loadUser reads the user's own policy file as the user. A file that is
+// missing is no policy; one that is not a regular file, not owned by the
+// user, or writable by group or others is ignored with a warning; one that
+// does not parse defers delivery (the user's stated wishes are unknown).
+func loadUser(sys *policy.System, u policy.User) (*policy.UserPolicy, string, error) {
+	if sys.UserFile == "" {
+		return nil, "", nil
+	}
+	name := filepath.Join(u.Home, sys.UserFile)
+	fd, err := unix.Open(name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+		return nil, "", nil
+	}
+	if err != nil {
+		return nil, fmt.Sprintf("user policy %s ignored: %v", name, err), nil
+	}
+	f := os.NewFile(uintptr(fd), name)
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, "", fmt.Errorf("stat %s: %w", name, err)
+	}
+	switch {
+	case st.Mode&unix.S_IFMT != unix.S_IFREG:
+		return nil, fmt.Sprintf("user policy %s ignored: not a regular file", name), nil
+	case int(st.Uid) != os.Getuid():
+		return nil, fmt.Sprintf("user policy %s ignored: owned by uid %d, not the user", name, st.Uid), nil
+	case st.Mode&0o022 != 0:
+		return nil, fmt.Sprintf("user policy %s ignored: writable by group or others", name), nil
+	}
+	up, err := policy.ParseUser(io.LimitReader(f, maxPolicy), name, sys, u)
+	if err != nil {
+		return nil, "", err
+	}
+	return up, "", nil
+}
+
+// messageReader returns the message on fd 3, read by offset so that workers
+// that share one spool file cannot disturb each other, behind the
+// per-recipient trace headers. Their values were validated by job.Decode:
+// no CR, LF, NUL or space can be in them.
+func messageReader(j *job.Job) io.Reader {
+	body := io.NewSectionReader(os.NewFile(3, "message"), 0, j.Size)
+	if !j.Headers {
+		return body
+	}
+	rcpt := j.Recipient
+	if rcpt == "" {
+		rcpt = j.User
+	}
+	hdr := fmt.Sprintf("Return-Path: <%s>\nDelivered-To: %s\n", j.Sender, rcpt)
+	return io.MultiReader(strings.NewReader(hdr), body)
+}
+
+func openRoot(dec policy.Decision) (*os.File, error) {
+	return os.OpenFile(dec.Root, os.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+}
+
+func mboxOptions(sys *policy.System, dec policy.Decision, j *job.Job) (mbox.Options, error) {
+	locks, err := mbox.ParseLocking(sys.Mbox.Locking)
+	if err != nil {
+		return mbox.Options{}, err
+	}
+	q, err := mbox.ParseQuoting(sys.Mbox.Quoting)
+	if err != nil {
+		return mbox.Options{}, err
+	}
+	return mbox.Options{
+		Owner:       os.Getuid(),
+		Create:      dec.Create,
+		Locks:       locks,
+		LockTimeout: sys.Mbox.LockTimeout,
+		StaleLock:   sys.Mbox.StaleLock,
+		Quoting:     q,
+		Sender:      j.Sender,
+	}, nil
+}
+
+func deliverMbox(sys *policy.System, dec policy.Decision, j *job.Job, msg io.Reader) *status.Status {
+	opt, err := mboxOptions(sys, dec, j)
+	if err != nil {
+		return status.ConfigError.Wrap(err)
+	}
+	opt.Progress = func(p mbox.Progress) {
+		// Written unbuffered, before the first byte of the message, so the
+		// parent knows what to cut off if this process dies.
+		os.Stdout.Write(job.EncodeProgress(job.Progress{Offset: p.Offset, Dev: p.Dev, Ino: p.Ino, FromLine: p.FromLine}))
+	}
+	dir, err := openRoot(dec)
+	if err != nil {
+		return status.From(fmt.Errorf("open mailbox root: %w", err))
+	}
+	defer dir.Close()
+	if _, err := mbox.Append(dir, dec.Rel, msg, opt); err != nil {
+		return status.From(err)
+	}
+	return status.Delivered
+}
+
+func recoverMbox(sys *policy.System, dec policy.Decision, j *job.Job) *status.Status {
+	opt, err := mboxOptions(sys, dec, j)
+	if err != nil {
+		return status.ConfigError.Wrap(err)
+	}
+	dir, err := openRoot(dec)
+	if err != nil {
+		return status.From(err)
+	}
+	defer dir.Close()
+	p := j.Recover
+	cut, err := mbox.Recover(dir, dec.Rel, mbox.Progress{Offset: p.Offset, Dev: p.Dev, Ino: p.Ino, FromLine: p.FromLine}, opt)
+	if err != nil {
+		return status.From(err)
+	}
+	if cut {
+		return status.New(250, "2.0.0", "partial message removed")
+	}
+	return status.New(250, "2.0.0", "nothing to remove")
+}
+
+func deliverMaildir(dec policy.Decision, folder string, msg io.Reader) (string, *status.Status) {
+	dir, err := openRoot(dec)
+	if err != nil {
+		return "", status.From(fmt.Errorf("open maildir root: %w", err))
+	}
+	defer dir.Close()
+	r, err := maildir.Deliver(dir, dec.Rel, folder, msg, maildir.Options{Create: dec.Create, CreateFolders: dec.CreateFolders})
+	if err != nil {
+		return "", status.From(err)
+	}
+	return r.Path, status.Delivered
+}
+
+// runProgram runs an allowed program with argv (never a shell), the message
+// on its standard input and a small fixed environment.
+func runProgram(spec *policy.ProgramSpec, j *job.Job, msg io.Reader) (*status.Status, string) {
+	if spec == nil || len(spec.Argv) == 0 {
+		return status.ConfigError.Wrapf("program without argv"), ""
+	}
+	exe, err := trustedProgram(spec.Argv[0])
+	if err != nil {
+		return status.ConfigError.Wrap(err), ""
+	}
+	timeout := spec.Timeout
+	if timeout <= 0 {
+		timeout = 5 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, exe, spec.Argv[1:]...)
+	cmd.Args[0] = spec.Argv[0]
+	cmd.Env = []string{
+		"PATH=/usr/bin:/bin",
+		"HOME=" + j.Home,
+		"USER=" + j.User,
+		"LOGNAME=" + j.User,
+		"SENDER=" + j.Sender,
+		"RECIPIENT=" + j.Recipient,
+	}
+	cmd.Dir = j.Home
+	cmd.Stdin = msg
+	var out bytes.Buffer
+	lw := &capped{buf: &out, max: 4096}
+	cmd.Stdout, cmd.Stderr = lw, lw
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 2 * time.Second
+	err = cmd.Run()
+	if cmd.Process != nil {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	detail := fmt.Sprintf("program %s: %s", spec.Name, strings.TrimSpace(out.String()))
+	if ctx.Err() == context.DeadlineExceeded {
+		return status.Timeout.Wrapf("program %s timed out after %s", spec.Name, timeout), detail
+	}
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return status.Delivered, detail
+	case errors.As(err, &ee):
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return status.Unknown.Wrapf("program %s killed by %v", spec.Name, ws.Signal()), detail
+		}
+		return status.FromExit(ee.ExitCode()).Wrapf("program %s exited %d", spec.Name, ee.ExitCode()), detail
+	}
+	return status.From(fmt.Errorf("program %s: %w", spec.Name, err)), detail
+}
+
+// trustedProgram resolves path and checks that the program and every
+// directory above it are owned by root and cannot be changed by anyone
+// else (a sticky directory such as /tmp is accepted, since its other users
+// cannot replace root's entries). Then nobody but root can swap the
+// program between this check and exec.
+func trustedProgram(path string) (string, error) {
+	if !filepath.IsAbs(path) || filepath.Clean(path) != path {
+		return "", fmt.Errorf("program %q is not an absolute clean path", path)
+	}
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return "", fmt.Errorf("program %q: %w", path, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(real, &st); err != nil {
+		return "", fmt.Errorf("program %q: %w", real, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Uid != 0 || st.Mode&0o022 != 0 || st.Mode&0o111 == 0 {
+		return "", fmt.Errorf("program %q is not a root-owned executable writable only by root", real)
+	}
+	for dir := filepath.Dir(real); ; dir = filepath.Dir(dir) {
+		if err := unix.Lstat(dir, &st); err != nil {
+			return "", fmt.Errorf("program directory %q: %w", dir, err)
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR || st.Uid != 0 || (st.Mode&0o022 != 0 && st.Mode&unix.S_ISVTX == 0) {
+			return "", fmt.Errorf("program directory %q is not owned and controlled by root", dir)
+		}
+		if dir == "/" {
+			return real, nil
+		}
+	}
+}
+
+type capped struct {
+	buf *bytes.Buffer
+	max int
+}
+
+func (c *capped) Write(p []byte) (int, error) {
+	if room := c.max - c.buf.Len(); room > 0 {
+		if len(p) > room {
+			c.buf.Write(p[:room])
+		} else {
+			c.buf.Write(p)
+		}
+	}
+	return len(p), nil
+}

@@ -1,0 +1,78 @@
+// Package xtext encodes and decodes RFC 3461 section 4 xtext, the encoding
+// lda uses for every value that crosses a process boundary or the wire.
+//
+// Security: Decode is strict. A "+" must be followed by exactly two
+// upper-case hexadecimal digits, and characters outside "!".."~" or equal
+// to "=" are refused. Callers decide separately which decoded bytes they
+// accept (CR, LF and NUL are refused by most of them).
+package xtext
+
+import (
+	"errors"
+	"strings"
+)
+
+const hexdigits = "0123456789ABCDEF"
+
+// Encode returns the xtext form of s. Every byte outside "!".."~", and
+// "+" and "=", is written as "+HH".
+func Encode(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= '!' && c <= '~' && c != '+' && c != '=' {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('+')
+		b.WriteByte(hexdigits[c>>4])
+		b.WriteByte(hexdigits[c&15])
+	}
+	return b.String()
+}
+
+// ErrSyntax is returned for malformed xtext.
+var ErrSyntax = errors.New("xtext: malformed value")
+
+// Decode returns the value encoded by s.
+func Decode(s string) (string, error) {
+	if strings.IndexByte(s, '+') < 0 {
+		for i := 0; i < len(s); i++ {
+			if s[i] < '!' || s[i] > '~' || s[i] == '=' {
+				return "", ErrSyntax
+			}
+		}
+		return s, nil
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '+':
+			if i+2 >= len(s) {
+				return "", ErrSyntax
+			}
+			h, l := unhex(s[i+1]), unhex(s[i+2])
+			if h < 0 || l < 0 {
+				return "", ErrSyntax
+			}
+			b.WriteByte(byte(h<<4 | l))
+			i += 2
+		case c < '!' || c > '~' || c == '=':
+			return "", ErrSyntax
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String(), nil
+}
+
+func unhex(c byte) int {
+	switch {
+	case c >= '0' && c <= '9':
+		return int(c - '0')
+	case c >= 'A' && c <= 'F':
+		return int(c-'A') + 10
+	}
+	return -1
+}

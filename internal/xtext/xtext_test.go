@@ -1,0 +1,63 @@
+package xtext
+
+import "testing"
+
+func TestRoundTrip(t *testing.T) {
+	for _, tc := range []struct{ name, in, enc string }{
+		{"plain", "alice@example.org", "alice@example.org"},
+		{"plus", "a+b", "a+2Bb"},
+		{"equals", "a=b", "a+3Db"},
+		{"space", "a b", "a+20b"},
+		{"crlf", "a\r\nb", "a+0D+0Ab"},
+		{"nul", "\x00", "+00"},
+		{"utf8", "é", "+C3+A9"},
+		{"empty", "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Encode(tc.in); got != tc.enc {
+				t.Fatalf("Encode(%q) = %q, want %q", tc.in, got, tc.enc)
+			}
+			got, err := Decode(tc.enc)
+			if err != nil || got != tc.in {
+				t.Fatalf("Decode(%q) = %q, %v; want %q", tc.enc, got, err, tc.in)
+			}
+		})
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	for _, tc := range []struct{ name, in string }{
+		{"trailing plus", "abc+"},
+		{"one digit", "abc+4"},
+		{"lower hex", "a+2b"},
+		{"non hex", "a+GG"},
+		{"space", "a b"},
+		{"equals", "a=b"},
+		{"control", "a\x01"},
+		{"high byte", "a\xc3\xa9"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got, err := Decode(tc.in); err == nil {
+				t.Fatalf("Decode(%q) = %q, want error", tc.in, got)
+			}
+		})
+	}
+}
+
+func FuzzRoundTrip(f *testing.F) {
+	for _, s := range []string{"", "a+b", "x\r\n", "\x00\xff", "plain"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		enc := Encode(s)
+		for i := 0; i < len(enc); i++ {
+			if enc[i] < '!' || enc[i] > '~' || enc[i] == '=' {
+				t.Fatalf("Encode(%q) produced byte %#x", s, enc[i])
+			}
+		}
+		dec, err := Decode(enc)
+		if err != nil || dec != s {
+			t.Fatalf("round trip of %q: %q, %v", s, dec, err)
+		}
+	})
+}

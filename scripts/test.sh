@@ -1,0 +1,15 @@
+#!/bin/sh
+# The test command of README.md; .ci/run runs exactly this.
+# gofmt check, go vet, a CGO_ENABLED=0 build, then every test with -race.
+# Tests that need root (real users, real attacks on the real binary) skip
+# cleanly without it; CI runs as root, so there they run.
+set -eu
+cd "$(dirname "$0")/.."
+unformatted=$(gofmt -l $(find . -name '*.go' -not -path './.git/*'))
+if [ -n "$unformatted" ]; then
+	echo "gofmt would change: $unformatted" >&2
+	exit 1
+fi
+CGO_ENABLED=0 go vet ./...
+CGO_ENABLED=0 go build -o /dev/null ./cmd/lda ./cmd/allowgen
+go test -race -count=1 -timeout 20m ./...
