@@ -81,18 +81,18 @@ func parseDest(s string) (kind, path, program string, err error) {
 	}
 	k, v, ok := strings.Cut(s, ":")
 	if !ok || v == "" {
-		return "", "", "", fmt.Errorf("destination %q is not KIND:VALUE", s)
+		return "", "", "", errors.New("destination is not KIND:VALUE")
 	}
 	switch k {
 	case job.KindMbox, job.KindMaildir:
 		if err := policy.ValidPath(v); err != nil {
-			return "", "", "", fmt.Errorf("destination %q: %v", s, err)
+			return "", "", "", errors.New("destination path must be absolute and clean (no .., //, /./, trailing /, control characters)")
 		}
 		return k, v, "", nil
 	case job.KindProgram:
 		return k, "", v, nil
 	}
-	return "", "", "", fmt.Errorf("destination kind %q is not mbox, maildir or program", k)
+	return "", "", "", errors.New("destination kind is not mbox, maildir or program")
 }
 
 func cmdDeliver(args []string) int {

@@ -37,6 +37,7 @@ func TestFromErrno(t *testing.T) {
 		{"unknown user", fmt.Errorf("lookup: %w", UnknownUser), false, 550, "5.1.1", 67},
 		{"usage", Usage, false, 501, "5.5.4", 64},
 		{"bad message", BadMessage, false, 554, "5.6.0", 65},
+		{"too big", New(552, "5.3.4", "message too big"), false, 552, "5.3.4", 65},
 		{"config", ConfigError, false, 451, "4.3.5", 75},
 		{"not regular", NotRegular, false, 550, "5.2.0", 73},
 	} {

@@ -131,7 +131,7 @@ func (s *Status) Exit() int {
 		return ExNoPerm
 	case s.Enhanced == "5.5.4" || s.Enhanced == "5.5.2":
 		return ExUsage
-	case s.Enhanced == "5.6.0":
+	case s.Enhanced == "5.6.0" || s.Enhanced == "5.3.4":
 		return ExDataErr
 	case s.Enhanced == "5.3.5":
 		return ExConfig

@@ -1,0 +1,446 @@
+package maildir
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"lda/internal/status"
+)
+
+// Options control a delivery. The zero value delivers into an existing
+// maildir's new/ and creates nothing.
+type Options struct {
+	Create        bool             // create the maildir (and missing parent directories of it beneath dir) with tmp/ new/ cur/, mode 0700
+	CreateFolders bool             // create a missing Maildir++ folder (".Folder" with tmp/new/cur and a "maildirfolder" file), mode 0700
+	Flags         string           // IMAP flags as maildir info letters (subset of "DFPRST", any order); non-empty -> deliver into cur/ as NAME:2,SORTEDFLAGS
+	Host          string           // host name for unique names; "" = os.Hostname(); "/" and ":" escaped as \057 and \072 (also ",", "\\", control bytes)
+	Now           func() time.Time // nil = time.Now
+}
+
+// Result describes a delivered message.
+type Result struct {
+	Path string // relative to the maildir root, e.g. "new/1700000000.M1P2Q3R4.host,S=123" or ".Work/cur/...:2,S"
+	Size int64  // bytes written
+}
+
+// maxTries bounds the attempts to find an unused name in tmp/ and in new/
+// (or cur/). With 64 random bits per name, a collision means names are being
+// planted; giving up then is right.
+const maxTries = 8
+
+// faultHook, when set by a test, is called at each stage of a delivery with
+// the name involved: "create" (tmp name, before openat), "write" (tmp name,
+// after the copy), "fsync" and "close" (tmp name), "link" (final name,
+// before linkat) and "dirsync" (final name, before fsync of new/ or cur/).
+// A non-nil result is handled as if the system call had returned it.
+var faultHook func(stage, name string) error
+
+func fault(stage, name string) error {
+	if faultHook != nil {
+		return faultHook(stage, name)
+	}
+	return nil
+}
+
+// useRename makes tests take the Renameat2(RENAME_NOREPLACE) path that is
+// otherwise only used where the file system refuses hard links.
+var useRename bool
+
+// bufPool holds copy buffers; a delivery from a pipe or socket moves data in
+// 256 KiB chunks without allocating.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+
+// Deliver writes msg into the maildir `name` (a relative path beneath dir;
+// may have several components) or into its Maildir++ folder `folder` (""
+// = INBOX). Nothing becomes visible in new/ (or cur/) until the file is
+// complete and fsync'ed; new/ (or cur/) is fsync'ed before Deliver returns
+// nil. See the package documentation for the exact order of operations.
+//
+// Errors: an invalid name is status.ConfigError, an invalid folder
+// status.PolicyRefused, invalid flags status.Usage and an unusable host
+// name status.ConfigError; a non-directory is status.MailboxUnavail. System
+// call errors are wrapped with %w so that status.From maps the errno (a
+// symlink, ELOOP or EXDEV, and a missing maildir, ENOENT, give 450 4.2.0;
+// ENOSPC 452 4.3.1; EDQUOT 552 5.2.2). Errors from msg are returned wrapped.
+func Deliver(dir *os.File, name, folder string, msg io.Reader, opt Options) (Result, error) {
+	// Step 1: everything lexical, before any system call.
+	if err := validName(name); err != nil {
+		return Result{}, status.ConfigError.Wrap(err)
+	}
+	if folder != "" {
+		if err := ValidFolder(folder); err != nil {
+			return Result{}, status.PolicyRefused.Wrap(err)
+		}
+	}
+	flags, err := ParseFlags(opt.Flags)
+	if err != nil {
+		return Result{}, status.Usage.Wrap(err)
+	}
+	host, err := escapeHost(opt.Host)
+	if err != nil {
+		return Result{}, status.ConfigError.Wrap(err)
+	}
+	if dir == nil || msg == nil {
+		return Result{}, status.ConfigError.Wrapf("maildir: nil directory or message")
+	}
+	now := opt.Now
+	if now == nil {
+		now = time.Now
+	}
+	defer runtime.KeepAlive(dir)
+
+	// Step 2: the directories, each resolved beneath its parent, never
+	// through a symlink.
+	root, err := openMaildir(int(dir.Fd()), name, opt.Create)
+	if err != nil {
+		return Result{}, err
+	}
+	defer unix.Close(root)
+	box, prefix, create := root, "", opt.Create
+	if folder != "" {
+		fd, err := openFolder(root, folder, opt.CreateFolders)
+		if err != nil {
+			return Result{}, err
+		}
+		defer unix.Close(fd)
+		if err := checkDir(fd, "."+folder); err != nil {
+			return Result{}, err
+		}
+		box, prefix, create = fd, "."+folder+"/", opt.CreateFolders
+	}
+	dst := "new"
+	if flags != "" {
+		dst = "cur"
+	}
+	tmpfd, err := openSub(box, "tmp", create)
+	if err != nil {
+		return Result{}, err
+	}
+	defer unix.Close(tmpfd)
+	dstfd, err := openSub(box, dst, create)
+	if err != nil {
+		return Result{}, err
+	}
+	defer unix.Close(dstfd)
+
+	// Steps 3 and 4: a fresh file in tmp/, written and fsync'ed.
+	uniq, size, err := writeTmp(tmpfd, msg, now, host)
+	if err != nil {
+		return Result{}, err
+	}
+
+	// Step 5: link it into new/ (cur/) under a name that is not taken.
+	final, err := moveIn(tmpfd, uniq, dstfd, size, flags, dst == "cur", now, host)
+	if err != nil {
+		unix.Unlinkat(tmpfd, uniq, 0)
+		return Result{}, err
+	}
+
+	// Step 6: make the new entry durable; never report success otherwise.
+	err = fault("dirsync", final)
+	if err == nil {
+		err = fsync(dstfd)
+	}
+	if err != nil {
+		unix.Unlinkat(dstfd, final, 0)
+		fsync(dstfd)
+		return Result{}, fmt.Errorf("maildir: fsync %s/: %w", dst, err)
+	}
+	return Result{Path: prefix + dst + "/" + final, Size: size}, nil
+}
+
+// openBeneath opens the directory path name (no "..", not absolute; checked
+// by the caller) beneath dirfd without following any symlink, magic link or
+// escaping dirfd. Kernels without openat2 (ENOSYS, before Linux 5.6) get an
+// equivalent walk: one component at a time with O_NOFOLLOW.
+func openBeneath(dirfd int, name string) (int, error) {
+	if !noOpenat2 {
+		how := unix.OpenHow{
+			Flags:   unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC,
+			Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+		}
+	retry:
+		for i := 0; ; i++ {
+			fd, err := unix.Openat2(dirfd, name, &how)
+			switch {
+			case err == unix.EINTR || (err == unix.EAGAIN && i < 3):
+				continue // EAGAIN: a concurrent rename somewhere; retry
+			case err == unix.ENOSYS:
+				break retry
+			}
+			return fd, err
+		}
+	}
+	fd := dirfd
+	for _, c := range strings.Split(name, "/") {
+		nfd, err := unix.Openat(fd, c, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		var st unix.Stat_t
+		if err == unix.ENOTDIR && unix.Fstatat(fd, c, &st, unix.AT_SYMLINK_NOFOLLOW) == nil &&
+			st.Mode&unix.S_IFMT == unix.S_IFLNK {
+			err = unix.ELOOP // as openat2 reports it; O_DIRECTORY|O_NOFOLLOW says ENOTDIR
+		}
+		if fd != dirfd {
+			unix.Close(fd)
+		}
+		if err != nil {
+			return -1, err
+		}
+		fd = nfd
+	}
+	return fd, nil
+}
+
+// noOpenat2 makes openBeneath use its fallback walk (set by tests).
+var noOpenat2 bool
+
+// openOrMkdir opens the single component name beneath dirfd. If it is
+// missing and create is set, it is made with mode 0700, opened, and fchmod'ed
+// to 0700 (umask and default ACLs cannot loosen it); created reports that,
+// and the caller must then fsync dirfd. A concurrent creator's directory
+// (EEXIST) is used as found.
+func openOrMkdir(dirfd int, name string, create bool) (fd int, created bool, err error) {
+	fd, err = openBeneath(dirfd, name)
+	if err == unix.ENOENT && create {
+		err = unix.Mkdirat(dirfd, name, 0o700)
+		created = err == nil
+		if err == nil || err == unix.EEXIST {
+			fd, err = openBeneath(dirfd, name)
+		}
+		if err == nil && created {
+			if err = unix.Fchmod(fd, 0o700); err != nil {
+				unix.Close(fd)
+			}
+		}
+	}
+	if err != nil {
+		return -1, false, fmt.Errorf("maildir: open %q: %w", name, err)
+	}
+	return fd, created, nil
+}
+
+// openMaildir opens the maildir root. With create, missing components are
+// made one at a time, each parent fsync'ed, and a new root gets tmp/ new/
+// cur/.
+func openMaildir(dirfd int, name string, create bool) (int, error) {
+	fd, err := openBeneath(dirfd, name)
+	if err != nil && (err != unix.ENOENT || !create) {
+		return -1, fmt.Errorf("maildir: open maildir %q: %w", name, err)
+	}
+	if err != nil {
+		created := false
+		fd = dirfd
+		for _, c := range strings.Split(name, "/") {
+			nfd, made, err := openOrMkdir(fd, c, true)
+			if err == nil && made {
+				err = fsyncDir(fd)
+			}
+			if fd != dirfd {
+				unix.Close(fd)
+			}
+			if err != nil {
+				if nfd >= 0 {
+					unix.Close(nfd)
+				}
+				return -1, err
+			}
+			fd, created = nfd, made
+		}
+		if created {
+			if err := makeSubdirs(fd); err != nil {
+				unix.Close(fd)
+				return -1, err
+			}
+		}
+	}
+	if err := checkDir(fd, name); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// makeSubdirs creates whichever of tmp/ new/ cur/ is missing in box and
+// fsyncs box if it created any.
+func makeSubdirs(box int) error {
+	made := false
+	for _, d := range [...]string{"tmp", "new", "cur"} {
+		fd, created, err := openOrMkdir(box, d, true)
+		if err != nil {
+			return err
+		}
+		unix.Close(fd)
+		made = made || created
+	}
+	if made {
+		return fsyncDir(box)
+	}
+	return nil
+}
+
+// openSub opens tmp/, new/ or cur/ of box; with create, a missing one is
+// made together with its siblings.
+func openSub(box int, sub string, create bool) (int, error) {
+	fd, err := openBeneath(box, sub)
+	if err == unix.ENOENT && create {
+		if err = makeSubdirs(box); err != nil {
+			return -1, err
+		}
+		fd, err = openBeneath(box, sub)
+	}
+	if err != nil {
+		return -1, fmt.Errorf("maildir: open %s/: %w", sub, err)
+	}
+	if err := checkDir(fd, sub); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// checkDir confirms with fstat that fd is a directory.
+func checkDir(fd int, name string) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("maildir: fstat %q: %w", name, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return status.MailboxUnavail.Wrapf("maildir: %q is not a directory", name)
+	}
+	return nil
+}
+
+// fsyncFn is unix.Fsync; tests wrap it to see what is synced, and when.
+var fsyncFn = unix.Fsync
+
+func fsync(fd int) error {
+	for {
+		if err := fsyncFn(fd); err != unix.EINTR {
+			return err
+		}
+	}
+}
+
+func fsyncDir(fd int) error {
+	if err := fsync(fd); err != nil {
+		return fmt.Errorf("maildir: fsync directory: %w", err)
+	}
+	return nil
+}
+
+// writeTmp creates a new file in tmp/ (O_EXCL, O_NOFOLLOW, 0600; a name
+// that exists is never opened, another is picked), copies msg into it,
+// fsyncs and closes it. On error nothing it made is left in tmp/.
+func writeTmp(tmpfd int, msg io.Reader, now func() time.Time, host string) (uniq string, size int64, err error) {
+	fd := -1
+	for i := 0; ; i++ {
+		uniq = uniqueName(now(), host)
+		err = fault("create", uniq)
+		if err == nil {
+			fd, err = unix.Openat(tmpfd, uniq,
+				unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		}
+		if err == unix.EEXIST && i+1 < maxTries {
+			continue
+		}
+		if err != nil {
+			return "", 0, fmt.Errorf("maildir: create in tmp/: %w", err)
+		}
+		break
+	}
+	f, name := os.NewFile(uintptr(fd), uniq), uniq
+	defer func() {
+		if err != nil {
+			f.Close()
+			unix.Unlinkat(tmpfd, name, 0)
+		}
+	}()
+	if err = unix.Fchmod(fd, 0o600); err != nil {
+		return "", 0, fmt.Errorf("maildir: fchmod: %w", err)
+	}
+	size, err = copyMsg(f, msg)
+	if err == nil {
+		err = fault("write", uniq)
+	}
+	if err != nil {
+		return "", 0, fmt.Errorf("maildir: write: %w", err)
+	}
+	if err = fault("fsync", uniq); err == nil {
+		err = fsync(fd)
+	}
+	if err != nil {
+		return "", 0, fmt.Errorf("maildir: fsync: %w", err)
+	}
+	if err = fault("close", uniq); err != nil {
+		f.Close()
+	} else {
+		err = f.Close()
+	}
+	if err != nil {
+		return "", 0, fmt.Errorf("maildir: close: %w", err)
+	}
+	return uniq, size, nil
+}
+
+// copyMsg copies msg into f. An *os.File source lets the kernel copy
+// (copy_file_range, splice); anything else goes through a pooled 256 KiB
+// buffer (or its own WriteTo).
+func copyMsg(f *os.File, msg io.Reader) (int64, error) {
+	if src, ok := msg.(*os.File); ok {
+		return f.ReadFrom(src)
+	}
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	return io.CopyBuffer(struct{ io.Writer }{f}, msg, *bp)
+}
+
+// moveIn gives the complete tmp file its final name in dst with linkat
+// (which, like RENAME_NOREPLACE, fails with EEXIST instead of replacing),
+// then removes the tmp name. A taken name is never replaced: a new unique
+// name is drawn, up to maxTries times. File systems without hard links
+// get renameat2(RENAME_NOREPLACE).
+func moveIn(tmpfd int, uniq string, dstfd int, size int64, flags string, cur bool, now func() time.Time, host string) (string, error) {
+	final := finalName(uniq, size, flags, cur)
+	rename := useRename
+	for i := 0; ; i++ {
+		err := fault("link", final)
+		if err == nil {
+			if rename {
+				err = unix.Renameat2(tmpfd, uniq, dstfd, final, unix.RENAME_NOREPLACE)
+			} else {
+				err = unix.Linkat(tmpfd, uniq, dstfd, final, 0)
+				if err == unix.EPERM || err == unix.EOPNOTSUPP || err == unix.ENOSYS {
+					rename = true
+					err = unix.Renameat2(tmpfd, uniq, dstfd, final, unix.RENAME_NOREPLACE)
+				}
+			}
+		}
+		if err == unix.EEXIST && i+1 < maxTries {
+			final = finalName(uniqueName(now(), host), size, flags, cur)
+			continue
+		}
+		if err != nil {
+			return "", fmt.Errorf("maildir: link into %s: %w", dirName(cur), err)
+		}
+		break
+	}
+	if !rename {
+		// The message is in place; a tmp name left by a failed unlink is
+		// harmless (readers remove tmp files older than 36 hours).
+		unix.Unlinkat(tmpfd, uniq, 0)
+	}
+	return final, nil
+}
+
+func dirName(cur bool) string {
+	if cur {
+		return "cur/"
+	}
+	return "new/"
+}

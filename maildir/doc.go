@@ -1,0 +1,82 @@
+// Package maildir delivers one message into a Maildir
+// (https://cr.yp.to/proto/maildir.html) or into a Maildir++ folder of one
+// (Courier's Maildir++: a folder "A.B" is the maildir ".A.B" inside the
+// root maildir, marked by an empty "maildirfolder" file), durably and
+// without following symlinks.
+//
+// The package is pure: it takes an open directory and names relative to it,
+// and knows nothing of users, uids or configuration. The caller runs it with
+// the recipient's credentials, in a process that may write only what that
+// user may write.
+//
+// # Delivery order
+//
+// Deliver does exactly this, in this order:
+//
+//  1. Validate the maildir name lexically (relative, clean, no "..", no NUL
+//     or control character, valid UTF-8), the folder with ValidFolder, the
+//     flags with ParseFlags and the host name, before any system call.
+//  2. Open the maildir beneath dir with openat2(O_RDONLY|O_DIRECTORY|
+//     O_CLOEXEC, RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS).
+//     If it is missing and Options.Create is set, walk it one component at a
+//     time, mkdirat'ing each missing one with mode 0700, opening it the same
+//     way and fchmod'ing it to 0700 (so a umask of 000 or a default ACL
+//     cannot loosen it), fsync'ing each parent; a new maildir gets tmp/
+//     new/ cur/. Then the folder "."+folder beneath the maildir the same way
+//     (Options.CreateFolders; a new folder also gets tmp/ new/ cur/ and
+//     "maildirfolder", 0600). Then tmp/ and new/ (cur/ when flags are given)
+//     the same way. Each opened directory is fstat'ed to be a directory.
+//  3. Create "<unique>" in tmp/ with openat(O_WRONLY|O_CREAT|O_EXCL|
+//     O_NOFOLLOW|O_CLOEXEC, 0600), then fchmod it to 0600. On EEXIST a new
+//     unique name is drawn: a planted name is never opened or overwritten.
+//  4. Copy the message (kernel copy from an *os.File, else a 256 KiB
+//     buffer), fsync the file and close it, checking the close error.
+//  5. Link it into new/ (or cur/) as "<unix seconds>.M<microseconds>P<pid>
+//     Q<counter>R<16 hex random>.<host>,S=<size>" (plus ":2,<sorted flags>"
+//     in cur/) with linkat, which never replaces an existing name (EEXIST:
+//     a new unique name, up to 8 tries), then unlink the tmp name. Where
+//     hard links are not supported (EPERM, EOPNOTSUPP) renameat2 with
+//     RENAME_NOREPLACE is used instead.
+//  6. fsync new/ (or cur/). If that fails, the new entry is unlinked, the
+//     directory fsync'ed again and the error returned: success is never
+//     reported for a message that may not survive a crash.
+//  7. On any failure the tmp file is unlinked and nothing is left in new/
+//     or cur/.
+//
+// # Security
+//
+// Trusted: the directory dir given by the caller (it is where the caller's
+// policy put the mailbox; it may be reached through any path), and the
+// kernel's openat2 resolution. Everything beneath dir is untrusted: the
+// user, or anyone able to write there, may have planted symlinks, files or
+// names.
+//
+// Checked, in this order: (1) names, lexically, before any system call, so
+// "../x", "/etc", "a//b", "a/./b", a trailing "/", NUL and control
+// characters never reach the kernel, and folder names such as "../x",
+// "a/b", ".", "..", "a..b" or longer than 254 bytes are refused; (2) every
+// directory (each component of the maildir path, the folder, tmp/, new/,
+// cur/) is resolved beneath its parent with RESOLVE_BENEATH and
+// RESOLVE_NO_SYMLINKS, so a symlink anywhere, including one planted where
+// Create would make a directory, fails with ELOOP or EXDEV (450 4.2.0 via
+// status.From) and nothing is written through it; kernels without openat2
+// get the equivalent walk of single components opened with O_NOFOLLOW;
+// (3) each opened directory is fstat'ed to be a directory; (4) the message
+// file is created O_EXCL|O_NOFOLLOW, so a planted name in tmp/ (file,
+// symlink, FIFO) is never opened, and is 0600 whatever the umask;
+// (5) the final name is made with linkat or RENAME_NOREPLACE, never with a
+// rename that could replace a planted name in new/ or cur/; (6) nothing is
+// visible in new/ or cur/ before the file is fsync'ed, and success is
+// returned only after new/ or cur/ is fsync'ed (the order of qmail-local,
+// with fsync added).
+//
+// Not checked: ownership and modes of existing directories (the caller
+// runs as the recipient and decides who owns what), and tmp/ or new/
+// writable by other users (such a maildir offers no integrity to defend).
+//
+// Errors carry a *status.Status for the package's own conditions (invalid
+// name: 451 4.3.5; invalid folder: 550 5.7.1; invalid flags: 501 5.5.4; not
+// a directory: 450 4.2.0) and wrap the errno otherwise, so status.From maps
+// ENOSPC to 452 4.3.1, EDQUOT to 552 5.2.2, ENOENT, ELOOP and EXDEV to
+// 450 4.2.0 and EIO to 451 4.3.0.
+package maildir
