@@ -19,7 +19,7 @@ import (
 // the binary, a policy file, a log file, and two real users whose homes
 // live under base/home.
 type fixture struct {
-	t      *testing.T
+	t      testing.TB
 	base   string
 	bin    string
 	policy string
@@ -46,7 +46,7 @@ func nextUserName() string {
 }
 
 // newFixture needs root; it builds the binary once per run.
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	testutil.RequireRoot(t)
 	base := testutil.RootDir(t)
@@ -151,7 +151,7 @@ func (f *fixture) mkdirAs(u *testutil.User, dir string) {
 }
 
 // snapshot returns the bytes of path, or nil if it does not exist.
-func snapshot(t *testing.T, path string) []byte {
+func snapshot(t testing.TB, path string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if os.IsNotExist(err) {
