@@ -434,15 +434,9 @@ func DecodeResult(data []byte) (*Result, error) {
 	if !ok {
 		return nil, errors.New("job: result without status")
 	}
-	code, rest, _ := strings.Cut(line, " ")
-	enh, text, _ := strings.Cut(rest, " ")
-	n, err := parseUint(code)
+	st, err := parseStatus(line)
 	if err != nil {
-		return nil, fmt.Errorf("job: status: %w", err)
-	}
-	st := &status.Status{Code: int(n % 1000), Enhanced: enh, Text: status.Sanitize(text)}
-	if n > 999 || st.Validate() != nil {
-		return nil, fmt.Errorf("job: invalid status %q", status.Sanitize(line))
+		return nil, err
 	}
 	r.Status = st
 	r.Detail, r.Where, r.Rule, r.Warning = status.Sanitize(f["detail"]), status.Sanitize(f["where"]), status.Sanitize(f["rule"]), status.Sanitize(f["warning"])

@@ -1,0 +1,133 @@
+package job
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"lda/internal/status"
+	"lda/internal/xtext"
+)
+
+// Request is what the unprivileged LMTP listener may ask of the root
+// parent: deliver the message passed alongside (as a descriptor) for one
+// recipient. It names the user only: root looks up uid, gid and home
+// itself, so a compromised listener can do no more than a legitimate MTA.
+type Request struct {
+	ID        uint64
+	User      string
+	Kind      string // KindDefault, KindMbox, KindMaildir, KindProgram
+	Path      string
+	Folder    string
+	Program   string
+	Sender    string
+	Recipient string
+	Size      int64
+}
+
+var requestKeys = map[string]bool{
+	"id": true, "user": true, "kind": true, "path": true, "folder": true, "program": true,
+	"sender": true, "recipient": true, "size": true,
+}
+
+// Validate checks r with the rules of a Job.
+func (r *Request) Validate() error {
+	j := Job{Mode: ModeDeliver, User: r.User, UID: 1, GID: 1, Home: "/", Kind: r.Kind, Path: r.Path,
+		Folder: r.Folder, Program: r.Program, Sender: r.Sender, Recipient: r.Recipient, Policy: "embedded", Size: r.Size}
+	return j.Validate()
+}
+
+// Encode returns the wire form of r ("lda-req 1").
+func (r *Request) Encode() ([]byte, error) {
+	if err := r.Validate(); err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "lda-req %d\n", Version)
+	kv := func(k, v string) { fmt.Fprintf(&b, "%s %s\n", k, xtext.Encode(v)) }
+	kv("id", strconv.FormatUint(r.ID, 10))
+	kv("user", r.User)
+	kv("kind", r.Kind)
+	kv("path", r.Path)
+	kv("folder", r.Folder)
+	kv("program", r.Program)
+	kv("sender", r.Sender)
+	kv("recipient", r.Recipient)
+	kv("size", strconv.FormatInt(r.Size, 10))
+	b.WriteString("end\n")
+	return b.Bytes(), nil
+}
+
+// DecodeRequest parses and validates a request.
+func DecodeRequest(data []byte) (*Request, error) {
+	rec, err := parse(data, "lda-req", requestKeys, false)
+	if err != nil {
+		return nil, err
+	}
+	f := rec.fields
+	for k := range requestKeys {
+		if _, ok := f[k]; !ok {
+			return nil, fmt.Errorf("job: missing key %q", k)
+		}
+	}
+	id, err1 := parseUint(f["id"])
+	size, err2 := parseUint(f["size"])
+	if err := errors.Join(err1, err2); err != nil || size > 1<<62 {
+		return nil, fmt.Errorf("job: bad number in request: %v", err)
+	}
+	r := &Request{ID: id, User: f["user"], Kind: f["kind"], Path: f["path"], Folder: f["folder"],
+		Program: f["program"], Sender: f["sender"], Recipient: f["recipient"], Size: int64(size)}
+	if err := r.Validate(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Reply answers one Request.
+type Reply struct {
+	ID     uint64
+	Status *status.Status
+}
+
+// Encode returns the wire form of r ("lda-rep 1").
+func (r *Reply) Encode() []byte {
+	st := r.Status
+	return []byte(fmt.Sprintf("lda-rep %d\nid %d\nstatus %s\nend\n", Version, r.ID,
+		xtext.Encode(fmt.Sprintf("%d %s %s", st.Code, st.Enhanced, status.Sanitize(st.Text)))))
+}
+
+var replyKeys = map[string]bool{"id": true, "status": true}
+
+// DecodeReply parses a reply; its status is validated as in DecodeResult.
+func DecodeReply(data []byte) (*Reply, error) {
+	rec, err := parse(data, "lda-rep", replyKeys, false)
+	if err != nil {
+		return nil, err
+	}
+	id, err := parseUint(rec.fields["id"])
+	if err != nil {
+		return nil, fmt.Errorf("job: reply id: %w", err)
+	}
+	st, err := parseStatus(rec.fields["status"])
+	if err != nil {
+		return nil, err
+	}
+	return &Reply{ID: id, Status: st}, nil
+}
+
+// parseStatus parses "CODE ENHANCED TEXT" and validates it.
+func parseStatus(line string) (*status.Status, error) {
+	code, rest, _ := strings.Cut(line, " ")
+	enh, text, _ := strings.Cut(rest, " ")
+	n, err := parseUint(code)
+	if err != nil || n > 999 {
+		return nil, fmt.Errorf("job: bad status %q", status.Sanitize(line))
+	}
+	st := &status.Status{Code: int(n), Enhanced: enh, Text: status.Sanitize(text)}
+	if st.Validate() != nil {
+		return nil, fmt.Errorf("job: invalid status %q", status.Sanitize(line))
+	}
+	return st, nil
+}

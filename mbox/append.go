@@ -1,0 +1,363 @@
+package mbox
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"lda/internal/status"
+)
+
+// Progress says where an append is about to start, so that a supervisor
+// can undo it with Recover if the appending process dies.
+type Progress struct {
+	Offset   int64  // where the From_ line will start
+	Dev, Ino uint64 // the mailbox file
+	FromLine string // the From_ line, with its newline
+}
+
+// Options control Append and Recover.
+type Options struct {
+	Owner       int            // required st_uid of the mailbox; -1 disables the check (tests only)
+	Create      bool           // create a missing mailbox O_CREAT|O_EXCL 0600 (never following links)
+	Locks       Locking        // locks to take; 0 takes none
+	LockTimeout time.Duration  // for all locks together; 0 = 30s
+	StaleLock   time.Duration  // age after which a dot-lock is broken; 0 = 5m
+	Quoting     Quoting        // MboxRD (default) or MboxO
+	Sender      string         // envelope sender; "" is the null sender, written MAILER-DAEMON
+	Time        time.Time      // delivery time for the From_ line (zero = now)
+	Progress    func(Progress) // optional; called after locking and checks, before the first byte is written
+}
+
+// Result says where the appended message is: it starts (with its From_
+// line) at Offset and is Size bytes long, separating empty line included,
+// so that Offset+Size is the new size of the file. Any newlines written
+// before Offset to repair a previous writer's missing separator are in
+// neither.
+type Result struct {
+	Offset, Size int64
+}
+
+// ErrRecoverMismatch is wrapped by Recover's error when the mailbox is not
+// in the state Progress describes, so nothing was truncated.
+var ErrRecoverMismatch = errors.New("mbox: mailbox does not match the interrupted append")
+
+// faultHook, when set by a test, is called at named stages ("open" between
+// the lstat and the open, "opened" after the open, "create" before creating a missing mailbox,
+// "locked" after locking, "write" before each write
+// to the file, "sync", "close", "dirsync"); an error it returns is treated
+// as a failure of that stage.
+var faultHook func(stage string) error
+
+func hook(stage string) error {
+	if faultHook != nil {
+		return faultHook(stage)
+	}
+	return nil
+}
+
+const bufSize = 64 << 10
+
+func checkOptions(opt *Options) error {
+	if opt.Locks&^allLocks != 0 {
+		return status.Usage.Wrapf("mbox: unknown locking bits %v", opt.Locks)
+	}
+	if opt.Quoting != MboxRD && opt.Quoting != MboxO {
+		return status.Usage.Wrapf("mbox: unknown quoting %v", opt.Quoting)
+	}
+	return nil
+}
+
+// Append appends msg (LF line endings; CRLF is left as is) as one mbox
+// message to the file name (a relative path, possibly several components)
+// beneath dir. On success the file has been fsync'ed (and its directory,
+// if the file was created). On any failure after writing began, the file
+// is truncated back to its original size while the lock is still held,
+// and fsync'ed.
+//
+// Errors carry a *status.Status where the condition is specific (see the
+// package documentation); I/O errors are wrapped so that status.From maps
+// their errno.
+func Append(dir *os.File, name string, msg io.Reader, opt Options) (Result, error) {
+	if err := checkOptions(&opt); err != nil {
+		return Result{}, err
+	}
+	if err := checkSender(opt.Sender); err != nil {
+		return Result{}, err
+	}
+	t := opt.Time
+	if t.IsZero() {
+		t = time.Now()
+	}
+	from := FromLine(opt.Sender, t)
+
+	m, err := openMailbox(dir, name, opt, opt.Create)
+	if err != nil {
+		return Result{}, err
+	}
+	defer m.close()
+	l, err := lock(m, opt)
+	if err != nil {
+		return Result{}, err
+	}
+	defer l.unlock()
+	if err := hook("locked"); err != nil {
+		return Result{}, err
+	}
+	st, err := m.recheck(opt)
+	if err != nil {
+		return Result{}, err
+	}
+	orig := st.Size
+	pad, err := m.padding(orig)
+	if err != nil {
+		return Result{}, err
+	}
+	off := orig + int64(len(pad))
+	if opt.Progress != nil {
+		opt.Progress(Progress{Offset: off, Dev: st.Dev, Ino: st.Ino, FromLine: from})
+	}
+
+	n, err := m.write(l, pad, from, msg, opt.Quoting)
+	if err != nil {
+		if rerr := m.rollback(orig); rerr != nil {
+			err = fmt.Errorf("%w (and truncating back failed: %v)", err, rerr)
+		}
+		return Result{}, err
+	}
+	return Result{Offset: off, Size: n - int64(len(pad))}, nil
+}
+
+// padding returns the newlines needed so that a message appended at size
+// starts after an empty line: a writer that was killed may have left a
+// partial line or no separator.
+func (m *mailbox) padding(size int64) (string, error) {
+	if size == 0 {
+		return "", nil
+	}
+	var tail [2]byte
+	k := min(size, 2)
+	n, err := unix.Pread(m.fd, tail[:k], size-k)
+	if err != nil {
+		return "", fmt.Errorf("mbox: reading end of %q: %w", m.name, err)
+	}
+	if int64(n) != k {
+		return "", fmt.Errorf("mbox: reading end of %q: %w", m.name, io.ErrUnexpectedEOF)
+	}
+	switch {
+	case k == 2 && tail[0] == '\n' && tail[1] == '\n':
+		return "", nil
+	case tail[k-1] == '\n':
+		return "\n", nil
+	}
+	return "\n\n", nil
+}
+
+// write appends pad, the From_ line and the quoted message through a
+// duplicate descriptor, fsyncs and closes it (so that a close error is
+// seen while the original descriptor still holds the locks). It returns
+// the number of bytes written.
+func (m *mailbox) write(l *locker, pad, from string, msg io.Reader, q Quoting) (int64, error) {
+	wfd, err := unix.FcntlInt(uintptr(m.fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("mbox: dup: %w", err)
+	}
+	fw := &fdWriter{fd: wfd}
+	defer func() {
+		if fw.fd >= 0 {
+			unix.Close(fw.fd)
+		}
+	}()
+	bw := bufio.NewWriterSize(fw, bufSize)
+	bw.WriteString(pad)
+	bw.WriteString(from)
+	qw := newQuoteWriter(bw, q)
+	buf := make([]byte, bufSize)
+	for {
+		n, rerr := msg.Read(buf)
+		if n > 0 {
+			if _, err := qw.Write(buf[:n]); err != nil {
+				return fw.n, fmt.Errorf("mbox: writing %q: %w", m.name, err)
+			}
+			l.touch()
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return fw.n, fmt.Errorf("mbox: reading message: %w", rerr)
+		}
+	}
+	if err := qw.Close(); err != nil {
+		return fw.n, fmt.Errorf("mbox: writing %q: %w", m.name, err)
+	}
+	if err := bw.Flush(); err != nil {
+		return fw.n, fmt.Errorf("mbox: writing %q: %w", m.name, err)
+	}
+	if err := hook("sync"); err != nil {
+		return fw.n, fmt.Errorf("mbox: fsync %q: %w", m.name, err)
+	}
+	if err := unix.Fsync(fw.fd); err != nil {
+		return fw.n, fmt.Errorf("mbox: fsync %q: %w", m.name, err)
+	}
+	err = hook("close")
+	if cerr := unix.Close(fw.fd); err == nil {
+		err = cerr
+	}
+	fw.fd = -1
+	if err != nil {
+		return fw.n, fmt.Errorf("mbox: close %q: %w", m.name, err)
+	}
+	if m.created {
+		if err := hook("dirsync"); err != nil {
+			return fw.n, fmt.Errorf("mbox: fsync directory of %q: %w", m.name, err)
+		}
+		if err := unix.Fsync(m.dirfd); err != nil {
+			return fw.n, fmt.Errorf("mbox: fsync directory of %q: %w", m.name, err)
+		}
+	}
+	return fw.n, nil
+}
+
+// rollback truncates the file back to size and fsyncs it, under the lock.
+func (m *mailbox) rollback(size int64) error {
+	for {
+		err := unix.Ftruncate(m.fd, size)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("ftruncate: %w", err)
+		}
+		break
+	}
+	if err := unix.Fsync(m.fd); err != nil {
+		return fmt.Errorf("fsync: %w", err)
+	}
+	return nil
+}
+
+// fdWriter writes to a raw descriptor, handling short writes and EINTR.
+type fdWriter struct {
+	fd int
+	n  int64
+}
+
+func (w *fdWriter) Write(p []byte) (int, error) {
+	if err := hook("write"); err != nil {
+		return 0, err
+	}
+	done := 0
+	for done < len(p) {
+		n, err := unix.Write(w.fd, p[done:])
+		if n > 0 {
+			done += n
+			w.n += int64(n)
+		}
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return done, err
+		case n == 0:
+			return done, io.ErrShortWrite
+		}
+	}
+	return done, nil
+}
+
+// Recover undoes a partial append left by a process that died mid-write,
+// described by the Progress it reported. It opens the mailbox with the
+// same checks (never creating it), locks it, and truncates it back to
+// p.Offset only if it is the same file (dev, ino), is longer than
+// p.Offset, the bytes at p.Offset start with p.FromLine (or are a prefix
+// of it, if the writer died inside it), and no unquoted From_ line
+// follows within the region (which would mean that someone else
+// appended afterwards). It reports whether it truncated. If the file is
+// not longer than p.Offset there is nothing to undo: false, nil. If the
+// file does not match, it changes nothing and returns false and an error
+// wrapping ErrRecoverMismatch.
+func Recover(dir *os.File, name string, p Progress, opt Options) (bool, error) {
+	if err := checkOptions(&opt); err != nil {
+		return false, err
+	}
+	if p.Offset < 0 || !validFromLine(p.FromLine) {
+		return false, status.Usage.Wrapf("mbox: invalid progress record")
+	}
+	m, err := openMailbox(dir, name, opt, false)
+	if err != nil {
+		return false, err
+	}
+	defer m.close()
+	l, err := lock(m, opt)
+	if err != nil {
+		return false, err
+	}
+	defer l.unlock()
+	st, err := m.recheck(opt)
+	if err != nil {
+		return false, err
+	}
+	if st.Dev != p.Dev || st.Ino != p.Ino {
+		return false, fmt.Errorf("%w: %q is not the same file", ErrRecoverMismatch, name)
+	}
+	if st.Size <= p.Offset {
+		return false, nil
+	}
+	// The writer may have died inside its From_ line: then the region is
+	// a prefix of it, which is all ours.
+	head := make([]byte, min(int64(len(p.FromLine)), st.Size-p.Offset))
+	n, err := unix.Pread(m.fd, head, p.Offset)
+	if err != nil {
+		return false, fmt.Errorf("mbox: reading %q: %w", name, err)
+	}
+	if n != len(head) || string(head) != p.FromLine[:len(head)] {
+		return false, fmt.Errorf("%w: no matching From_ line at offset %d of %q", ErrRecoverMismatch, p.Offset, name)
+	}
+	if len(head) == len(p.FromLine) {
+		// Search from the From_ line's own newline, so that a From_
+		// line right after it is found too.
+		found, err := m.findFromLine(p.Offset+int64(len(p.FromLine))-1, st.Size)
+		if err != nil {
+			return false, err
+		}
+		if found >= 0 {
+			return false, fmt.Errorf("%w: another message follows at offset %d of %q", ErrRecoverMismatch, found, name)
+		}
+	}
+	if err := m.rollback(p.Offset); err != nil {
+		return false, fmt.Errorf("mbox: truncating %q: %w", name, err)
+	}
+	return true, nil
+}
+
+// findFromLine returns the offset of the first "From " that follows a '\n'
+// in [start, end), or -1.
+func (m *mailbox) findFromLine(start, end int64) (int64, error) {
+	const pat = "\n" + fromPrefix
+	buf := make([]byte, bufSize+len(pat))
+	carry := 0
+	for off := start; off < end; {
+		n, err := unix.Pread(m.fd, buf[carry:carry+int(min(bufSize, end-off))], off)
+		if err != nil {
+			return -1, fmt.Errorf("mbox: reading %q: %w", m.name, err)
+		}
+		if n == 0 {
+			break
+		}
+		data := buf[:carry+n]
+		if i := bytes.Index(data, []byte(pat)); i >= 0 {
+			return off - int64(carry) + int64(i) + 1, nil
+		}
+		off += int64(n)
+		carry = min(len(pat)-1, len(data))
+		copy(buf, data[len(data)-carry:])
+	}
+	return -1, nil
+}
