@@ -476,3 +476,40 @@ func TestMissing(t *testing.T) {
 		})
 	}
 }
+
+// TestForeignOwner: a maildir, or one of its directories, owned by another
+// user is refused with 4.2.0 when CheckOwner is set.
+func TestForeignOwner(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to chown")
+	}
+	for _, sub := range []string{"", "tmp", "new"} {
+		t.Run("owner of "+sub, func(t *testing.T) {
+			top := t.TempDir()
+			for _, d := range []string{"tmp", "new", "cur"} {
+				if err := os.MkdirAll(filepath.Join(top, "md", d), 0o700); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := os.Chown(filepath.Join(top, "md", sub), 4242, 4242); err != nil {
+				t.Fatal(err)
+			}
+			dir, err := os.Open(top)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer dir.Close()
+			_, err = Deliver(dir, "md", "", strings.NewReader("x\n"), Options{CheckOwner: true, Owner: 0})
+			var st *status.Status
+			if !errors.As(err, &st) || st.Enhanced != "4.2.0" {
+				t.Fatalf("err = %v, want 450 4.2.0", err)
+			}
+			if ents, _ := os.ReadDir(filepath.Join(top, "md", "new")); len(ents) != 0 {
+				t.Fatalf("delivered into a foreign-owned maildir")
+			}
+			if _, err := Deliver(dir, "md", "", strings.NewReader("x\n"), Options{}); err != nil {
+				t.Fatalf("without CheckOwner: %v", err)
+			}
+		})
+	}
+}

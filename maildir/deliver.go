@@ -17,6 +17,8 @@ import (
 // Options control a delivery. The zero value delivers into an existing
 // maildir's new/ and creates nothing.
 type Options struct {
+	CheckOwner    bool             // require that the maildir, the folder, tmp/ and new/ (or cur/) are owned by Owner
+	Owner         int              // the recipient's uid, for CheckOwner
 	Create        bool             // create the maildir (and missing parent directories of it beneath dir) with tmp/ new/ cur/, mode 0700
 	CreateFolders bool             // create a missing Maildir++ folder (".Folder" with tmp/new/cur and a "maildirfolder" file), mode 0700
 	Flags         string           // IMAP flags as maildir info letters (subset of "DFPRST", any order); non-empty -> deliver into cur/ as NAME:2,SORTEDFLAGS
@@ -129,6 +131,16 @@ func Deliver(dir *os.File, name, folder string, msg io.Reader, opt Options) (Res
 		return Result{}, err
 	}
 	defer unix.Close(dstfd)
+	if opt.CheckOwner {
+		for _, d := range [...]struct {
+			fd   int
+			name string
+		}{{root, name}, {box, prefix}, {tmpfd, prefix + "tmp"}, {dstfd, prefix + dst}} {
+			if err := checkOwner(d.fd, d.name, opt.Owner); err != nil {
+				return Result{}, err
+			}
+		}
+	}
 
 	// Steps 3 and 4: a fresh file in tmp/, written and fsync'ed.
 	uniq, size, err := writeTmp(tmpfd, msg, now, host)
@@ -312,6 +324,20 @@ func checkDir(fd int, name string) error {
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 		return status.MailboxUnavail.Wrapf("maildir: %q is not a directory", name)
+	}
+	return nil
+}
+
+// checkOwner refuses a directory that another user owns: that user could
+// remove or alter mail after it was acknowledged. Temporary (4.2.0), since
+// the owner can be corrected.
+func checkOwner(fd int, name string, uid int) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("maildir: fstat %q: %w", name, err)
+	}
+	if int(st.Uid) != uid {
+		return status.MailboxUnavail.Wrapf("maildir: %q is owned by uid %d, not the recipient (%d)", name, st.Uid, uid)
 	}
 	return nil
 }

@@ -70,9 +70,11 @@
 // returned only after new/ or cur/ is fsync'ed (the order of qmail-local,
 // with fsync added).
 //
-// Not checked: ownership and modes of existing directories (the caller
-// runs as the recipient and decides who owns what), and tmp/ or new/
-// writable by other users (such a maildir offers no integrity to defend).
+// With Options.CheckOwner (the worker always sets it), the maildir, the
+// folder, tmp/ and new/ (or cur/) must be owned by the recipient: a maildir
+// pre-created by another user is refused with 450 4.2.0, since that user
+// could remove mail after it was acknowledged. Not checked: the modes of
+// those directories.
 //
 // Errors carry a *status.Status for the package's own conditions (invalid
 // name: 451 4.3.5; invalid folder: 550 5.7.1; invalid flags: 501 5.5.4; not

@@ -107,14 +107,14 @@ func cmdDeliver(args []string) int {
 	maxSize := fs.Int64("max-size", 100<<20, "largest message accepted, in bytes")
 	noHeaders := fs.Bool("no-headers", false, "do not add Return-Path and Delivered-To")
 	if err := fs.Parse(args); err != nil {
-		return status.ExUsage
+		return fail(status.ExUsage, "%s: see lda(8)", status.Usage.Reply())
 	}
 	if *user == "" || fs.NArg() != 0 {
-		return fail(status.ExUsage, "deliver: -d USER is required and no operands are taken")
+		return fail(status.ExUsage, "%s: -d USER is required and no operands are taken", status.Usage.Reply())
 	}
 	kind, path, program, err := parseDest(*dest)
 	if err != nil {
-		return fail(status.ExUsage, "deliver: %v", err)
+		return fail(status.ExUsage, "%s: %v", status.Usage.Reply(), err)
 	}
 	st := deliverStdin(&c, request{
 		user: *user, sender: *sender, rcpt: *rcpt, kind: kind, path: path, program: program,

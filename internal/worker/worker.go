@@ -288,7 +288,7 @@ func deliverMaildir(dec policy.Decision, folder string, msg io.Reader) (string, 
 		return "", status.From(fmt.Errorf("open maildir root: %w", err))
 	}
 	defer dir.Close()
-	r, err := maildir.Deliver(dir, dec.Rel, folder, msg, maildir.Options{Create: dec.Create, CreateFolders: dec.CreateFolders})
+	r, err := maildir.Deliver(dir, dec.Rel, folder, msg, maildir.Options{CheckOwner: true, Owner: os.Getuid(), Create: dec.Create, CreateFolders: dec.CreateFolders})
 	if err != nil {
 		return "", status.From(err)
 	}
