@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 
+	"lda/internal/daemon"
 	"lda/internal/delivery"
 	"lda/internal/job"
 	"lda/internal/status"
@@ -90,9 +91,21 @@ func cmdCheck(args []string) int {
 	var c common
 	c.register(fs)
 	user := fs.String("u", "", "also check this user's own policy file and default destination")
+	cfgPath := fs.String("config", "", "also check this daemon configuration (lda.yaml); its policy is checked")
 	c.log = "none"
 	if err := fs.Parse(args); err != nil {
 		return status.ExUsage
+	}
+	if *cfgPath != "" {
+		cfg, err := daemon.LoadConfig(*cfgPath)
+		if err != nil {
+			return fail(status.ExConfig, "%v", err)
+		}
+		c.policy, c.userdb = cfg.Policy, cfg.UserDB
+		fmt.Printf("config: %s\nsocket: %s (mode %s, group %q)\ntcp: %q\nlistener_user: %s\npeers: %v\nspool_dir: %s\n",
+			cfg.File, cfg.Socket, cfg.SocketMode, cfg.SocketGroup, cfg.TCP, cfg.ListenerUser, cfg.Peers, cfg.SpoolDir)
+		fmt.Printf("limits: %+v\nrecipient_delimiter: %q, detail_to_folder: %v, bare_lf: %s, headers: %v, parallel: %d, delivery_timeout: %s\n",
+			cfg.Limits, cfg.Delimiter, cfg.DetailFolder, cfg.BareLF, cfg.Headers, cfg.Parallel, cfg.DeliveryTime)
 	}
 	agent, sys, err := c.agent()
 	if err != nil {

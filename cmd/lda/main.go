@@ -16,6 +16,7 @@ import (
 const usage = `usage: lda COMMAND [flags]
 
 commands:
+  serve     run the LMTP daemon (root parent, unprivileged listener, workers)
   deliver   deliver one message from standard input (sysexits exit codes)
   explain   print the policy decision for USER DEST and the rule behind it
   check     validate the system policy (and a user's own file) and print it
@@ -35,9 +36,12 @@ func main() {
 	}
 	// Only the descriptors spawn hands a worker may reach it; the worker
 	// itself keeps 3 and 4 (message and policy) until it has opened them.
-	if os.Args[1] == "worker" {
+	switch os.Args[1] {
+	case "worker":
 		spawn.SealDescriptors(5)
-	} else {
+	case "listener":
+		spawn.SealDescriptors(8)
+	default:
 		spawn.SealDescriptors(3)
 	}
 	var code int
@@ -45,6 +49,11 @@ func main() {
 	case "worker":
 		// Started by package spawn only, as the destination user.
 		code = worker.Main()
+	case "serve":
+		code = cmdServe(args)
+	case "listener":
+		// Started by `lda serve` only, as the listener user.
+		code = cmdListener()
 	case "deliver":
 		code = cmdDeliver(args)
 	case "explain":

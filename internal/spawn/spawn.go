@@ -56,8 +56,8 @@ const (
 // ErrRefused is returned for a request spawn will not run.
 var ErrRefused = errors.New("spawn: refused")
 
-// Run starts the worker, feeds it Stdin, and waits for it.
-func Run(ctx context.Context, r Request) (*Output, error) {
+// credential checks r and returns the child's process attributes.
+func credential(r Request) (*syscall.SysProcAttr, error) {
 	if r.UID <= 0 || r.GID <= 0 {
 		return nil, fmt.Errorf("%w: uid %d gid %d is privileged", ErrRefused, r.UID, r.GID)
 	}
@@ -69,6 +69,36 @@ func Run(ctx context.Context, r Request) (*Output, error) {
 		attr.Credential = &syscall.Credential{Uid: uint32(r.UID), Gid: uint32(r.GID), Groups: []uint32{}}
 	} else if me != r.UID {
 		return nil, fmt.Errorf("%w: cannot run as uid %d without root", ErrRefused, r.UID)
+	}
+	return attr, nil
+}
+
+// Start starts a long-lived child (the LMTP listener) under the same rules
+// as a worker: never root, an empty environment, only Files inherited.
+// Stdin is not used; standard output and error go to the parent's
+// standard error. The caller waits for it.
+func Start(r Request) (*exec.Cmd, error) {
+	attr, err := credential(r)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(r.Exe, r.Args...)
+	cmd.Env = []string{}
+	cmd.Dir = "/"
+	cmd.SysProcAttr = attr
+	cmd.ExtraFiles = r.Files
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("spawn: start: %w", err)
+	}
+	return cmd, nil
+}
+
+// Run starts the worker, feeds it Stdin, and waits for it.
+func Run(ctx context.Context, r Request) (*Output, error) {
+	attr, err := credential(r)
+	if err != nil {
+		return nil, err
 	}
 	if r.Timeout <= 0 {
 		r.Timeout = 10 * time.Minute
@@ -95,7 +125,7 @@ func Run(ctx context.Context, r Request) (*Output, error) {
 	if r.Started != nil {
 		r.Started(pid)
 	}
-	err := cmd.Wait()
+	err = cmd.Wait()
 	// Whatever the worker left behind in its group (a delivery program's
 	// children) does not outlive it.
 	_ = killGroup(pid)

@@ -1,0 +1,46 @@
+package main
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+
+	"lda/internal/daemon"
+	"lda/internal/status"
+)
+
+// cmdServe is `lda serve`: the root parent of the LMTP daemon.
+func cmdServe(args []string) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	cfgPath := fs.String("config", daemon.DefaultConfigFile, "daemon configuration file")
+	logTo := fs.String("log", "", `override the configuration's log ("stderr", "syslog" or a file)`)
+	if err := fs.Parse(args); err != nil || fs.NArg() != 0 {
+		return status.ExUsage
+	}
+	cfg, err := daemon.LoadConfig(*cfgPath)
+	if err != nil {
+		return fail(status.ExConfig, "%v", err)
+	}
+	dest := cfg.Log
+	if *logTo != "" {
+		dest = *logTo
+	}
+	exe, err := os.Executable()
+	if err == nil {
+		exe, err = filepath.EvalSymlinks(exe)
+	}
+	if err != nil {
+		return fail(status.ExOSErr, "%v", err)
+	}
+	p := &daemon.Parent{Exe: exe, Log: newLogger(dest)}
+	if err := p.Serve(*cfgPath); err != nil {
+		return fail(status.ExTempFail, "serve: %v", err)
+	}
+	return status.ExOK
+}
+
+// cmdListener is `lda listener`, started by `lda serve` only. It logs to
+// standard error, which the parent shares with it.
+func cmdListener() int {
+	return daemon.ListenerMain(newLogger("stderr"))
+}

@@ -1,0 +1,215 @@
+package daemon
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"lda/internal/delivery"
+	"lda/internal/job"
+	"lda/internal/status"
+	"lda/policy"
+)
+
+const goodConfig = `version: 1
+policy: embedded
+socket: /run/lda/lmtp.sock
+listener_user: lda
+peers: [postfix, "102"]
+`
+
+func TestParseConfig(t *testing.T) {
+	c, err := ParseConfig(strings.NewReader(goodConfig), "lda.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Limits.Connections != 64 || c.BareLF != "reject" || !c.Headers || c.Delimiter != "+" {
+		t.Fatalf("defaults not applied: %+v", c)
+	}
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"unknown key", goodConfig + "frobnicate: 1\n", "lda.yaml:6: field"},
+		{"bad version", strings.Replace(goodConfig, "version: 1", "version: 2", 1), "lda.yaml:1: version"},
+		{"root listener", strings.Replace(goodConfig, "listener_user: lda", "listener_user: root", 1), "lda.yaml:4: listener_user"},
+		{"no peers", strings.Replace(goodConfig, `peers: [postfix, "102"]`, "peers: []", 1), "lda.yaml:5: peers"},
+		{"bad peer", strings.Replace(goodConfig, `"102"`, `"-x"`, 1), "lda.yaml:5: peers"},
+		{"relative socket", strings.Replace(goodConfig, "/run/lda/lmtp.sock", "lmtp.sock", 1), "lda.yaml:3: socket"},
+		{"world-writable socket", goodConfig + "socket_mode: \"0666\"\n", "socket_mode"},
+		{"non-loopback tcp", goodConfig + "tcp: 0.0.0.0:24\n", "lda.yaml:6: tcp"},
+		{"bad bare_lf", goodConfig + "bare_lf: maybe\n", "bare_lf"},
+		{"bad delimiter", goodConfig + "recipient_delimiter: \"@\"\n", "recipient_delimiter"},
+		{"tiny message size", goodConfig + "limits: {message_size: 10}\n", "limits"},
+		{"bad duration", goodConfig + "limits: {idle_timeout: soon}\n", "lda.yaml"},
+		{"unknown limit", goodConfig + "limits: {sockets: 3}\n", "lda.yaml:6: field"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseConfig(strings.NewReader(tc.yaml), "lda.yaml")
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseDest(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		ok   bool
+		want policy.Destination
+	}{
+		{"mbox:/var/mail/a", true, policy.Destination{Kind: policy.Mbox, Path: "/var/mail/a"}},
+		{"maildir:/home/a/Maildir#Lists.go", true, policy.Destination{Kind: policy.Maildir, Path: "/home/a/Maildir", Folder: "Lists.go"}},
+		{"program:procmail", true, policy.Destination{Kind: policy.Program, Program: "procmail"}},
+		{"mbox:relative", false, policy.Destination{}},
+		{"mbox:/a/../b", false, policy.Destination{}},
+		{"maildir:/a#../x", false, policy.Destination{}},
+		{"pipe:/bin/sh", false, policy.Destination{}},
+		{"/var/mail/a", false, policy.Destination{}},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			d, err := parseDest(tc.in)
+			if (err == nil) != tc.ok || (tc.ok && d != tc.want) {
+				t.Fatalf("parseDest(%q) = %+v, %v", tc.in, d, err)
+			}
+		})
+	}
+}
+
+func TestDeliveredTo(t *testing.T) {
+	f, err := os.CreateTemp(t.TempDir(), "m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("Received: x\nDELIVERED-TO:  Alice@Example.org \nSubject: s\n\nDelivered-To: body@example.org\n")
+	got := deliveredTo(f)
+	if !got["alice@example.org"] || got["body@example.org"] || len(got) != 1 {
+		t.Fatalf("deliveredTo = %v", got)
+	}
+}
+
+// TestChannel passes records and a descriptor over the socketpair and
+// refuses more than one descriptor per packet.
+func TestChannel(t *testing.T) {
+	a, b, err := socketPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, cb := newChannel(a), newChannel(b)
+	defer ca.close()
+	defer cb.close()
+	f, _ := os.CreateTemp(t.TempDir(), "spool")
+	f.WriteString("hello")
+	if err := ca.send([]byte("record one"), f); err != nil {
+		t.Fatal(err)
+	}
+	msg, g, err := cb.recv()
+	if err != nil || string(msg) != "record one" || g == nil {
+		t.Fatalf("recv = %q, %v, %v", msg, g, err)
+	}
+	buf := make([]byte, 5)
+	if _, err := g.ReadAt(buf, 0); err != nil || string(buf) != "hello" {
+		t.Fatalf("passed descriptor reads %q, %v", buf, err)
+	}
+	g.Close()
+	if err := ca.send([]byte("no fd"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if msg, g, err := cb.recv(); err != nil || g != nil || string(msg) != "no fd" {
+		t.Fatalf("recv = %q, %v, %v", msg, g, err)
+	}
+	ca.close()
+	if _, _, err := cb.recv(); !errors.Is(err, io.EOF) {
+		t.Fatalf("after close: %v, want EOF", err)
+	}
+}
+
+// TestHostileListener plays a compromised listener against the root side:
+// it can ask only for deliveries, root looks users up itself, and anything
+// malformed closes the channel.
+func TestHostileListener(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	p := &Parent{Log: log}
+	agent := &delivery.Agent{Exe: "/nonexistent/lda", MinUID: 1000, Timeout: time.Second, Log: log}
+	cfg := &Config{UserDB: "passwd", Parallel: 1, Headers: true}
+	spool, _ := os.CreateTemp(t.TempDir(), "spool")
+	spool.WriteString("Subject: x\n\nbody\n")
+
+	t.Run("root is never a recipient", func(t *testing.T) {
+		st := p.handle(agent, cfg, &job.Request{ID: 1, User: "root", Kind: job.KindDefault}, dup(t, spool))
+		if st.Code != 550 || st.Enhanced != "5.7.1" {
+			t.Fatalf("root: %v, want 550 5.7.1", st)
+		}
+	})
+	t.Run("unknown user", func(t *testing.T) {
+		st := p.handle(agent, cfg, &job.Request{ID: 2, User: "no-such-user-q", Kind: job.KindDefault}, dup(t, spool))
+		if st.Enhanced != "5.1.1" {
+			t.Fatalf("unknown: %v", st)
+		}
+	})
+	t.Run("no descriptor", func(t *testing.T) {
+		if st := p.handle(agent, cfg, &job.Request{ID: 3, User: "root", Kind: job.KindDefault}, nil); !st.Temporary() {
+			t.Fatalf("no fd: %v", st)
+		}
+	})
+	t.Run("descriptor that is not a regular file", func(t *testing.T) {
+		c1, c2 := net.Pipe()
+		defer c1.Close()
+		defer c2.Close()
+		r, w, _ := os.Pipe()
+		defer w.Close()
+		if st := p.handle(agent, cfg, &job.Request{ID: 4, User: "root", Kind: job.KindDefault}, r); !st.Temporary() || st.Enhanced != status.Unknown.Enhanced {
+			t.Fatalf("pipe fd: %v", st)
+		}
+	})
+	t.Run("malformed request closes the channel", func(t *testing.T) {
+		a, b, err := socketPair()
+		if err != nil {
+			t.Fatal(err)
+		}
+		mine, theirs := newChannel(a), newChannel(b)
+		done := make(chan struct{})
+		go func() { p.serveRequests(mine, agent, cfg); close(done) }()
+		bad := []byte("lda-req 1\nid 1\nuser root\nkind default\npath \nfolder \nprogram \nsender \nrecipient \nsize 1\nuid 0\nend\n")
+		theirs.send(bad, nil)
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("root kept serving a listener that sent a malformed request")
+		}
+		if _, _, err := theirs.recv(); !errors.Is(err, io.EOF) {
+			t.Fatalf("channel still open: %v", err)
+		}
+	})
+	t.Run("valid request gets exactly one reply", func(t *testing.T) {
+		a, b, err := socketPair()
+		if err != nil {
+			t.Fatal(err)
+		}
+		mine, theirs := newChannel(a), newChannel(b)
+		go p.serveRequests(mine, agent, cfg)
+		req := &job.Request{ID: 77, User: "root", Kind: job.KindDefault, Size: 3}
+		rec, _ := req.Encode()
+		theirs.send(rec, dup(t, spool))
+		msg, _, err := theirs.recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep, err := job.DecodeReply(msg)
+		if err != nil || rep.ID != 77 || rep.Status.Enhanced != "5.7.1" {
+			t.Fatalf("reply %+v, %v", rep, err)
+		}
+		theirs.close()
+	})
+}
+
+func dup(t *testing.T, f *os.File) *os.File {
+	g, err := os.Open(f.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}

@@ -1,0 +1,30 @@
+// Package daemon is `lda serve`: the privilege-separated LMTP daemon.
+//
+// Three kinds of process, visible in the process tree:
+//
+//   - the root parent (Serve): it binds the sockets, starts the listener
+//     and the per-delivery workers, and accepts from the listener only one
+//     request record ("lda-req 1", package job) with one spool descriptor
+//     attached, over a SOCK_SEQPACKET socketpair. It never parses LMTP.
+//   - the listener (ListenerMain), running as an unprivileged service user
+//     (never root): it authenticates every peer by SO_PEERCRED, speaks LMTP
+//     (package lmtp), spools each message to a file and asks the parent to
+//     deliver it, recipient by recipient.
+//   - the workers (package worker), one per delivery, as the recipient.
+//
+// # Security
+//
+// The parent trusts the listener no more than an MTA. A request names a
+// user, never a uid or a home: the parent looks the user up itself, refuses
+// uid 0 and uids below the policy's min_uid, checks that the passed
+// descriptor is a regular file, and leaves the authoritative policy check
+// to the worker running as the user. So a compromised listener can deliver
+// only to a user's allowed destinations. A request that does not decode is
+// a broken or hostile listener: the parent logs it and closes the channel,
+// which ends that listener; the parent starts no new one for it.
+//
+// The listener refuses to run as root, reads its configuration and the
+// system policy from descriptors the parent opened, refuses at RCPT time
+// what the system policy can never allow (policy.Precheck), and never sends
+// a peer internal detail: paths and errno text go to the log.
+package daemon

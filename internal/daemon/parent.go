@@ -1,0 +1,369 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"lda/internal/delivery"
+	"lda/internal/job"
+	"lda/internal/spawn"
+	"lda/internal/status"
+	"lda/internal/userdb"
+	"lda/policy"
+)
+
+// Descriptors of the listener.
+const (
+	fdControl = 3
+	fdConfig  = 4
+	fdPolicy  = 5
+	fdUnix    = 6
+	fdTCP     = 7
+)
+
+// Parent is the root process of `lda serve`.
+type Parent struct {
+	Exe string
+	Log *slog.Logger
+
+	mu       sync.Mutex
+	cfg      *Config
+	agent    *delivery.Agent
+	unixL    *os.File
+	tcpL     *os.File
+	listener *exec.Cmd
+	ctl      *channel
+}
+
+// Serve runs the parent until SIGTERM (drain and exit) or the listener's
+// death. SIGHUP reloads: a new configuration that loads replaces the
+// listener (the old one drains); one that does not is logged and ignored.
+func (p *Parent) Serve(cfgPath string) error {
+	if os.Getuid() != 0 {
+		return errors.New("lda serve must be started as root (it runs no delivery as root)")
+	}
+	cfg, err := LoadConfig(cfgPath)
+	if err != nil {
+		return err
+	}
+	if err := p.configure(cfg); err != nil {
+		return err
+	}
+	if err := p.bind(); err != nil {
+		return err
+	}
+	done, err := p.startListener()
+	if err != nil {
+		return err
+	}
+	sig := make(chan os.Signal, 4)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	for {
+		select {
+		case s := <-sig:
+			if s == syscall.SIGHUP {
+				p.reload(cfgPath, &done)
+				continue
+			}
+			p.Log.Info("draining", "signal", s.String())
+			p.mu.Lock()
+			l := p.listener
+			p.mu.Unlock()
+			l.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-done:
+			case <-time.After(p.cfg.DeliveryTime + time.Minute):
+				l.Process.Kill()
+			}
+			p.cleanup()
+			return nil
+		case err := <-done:
+			p.cleanup()
+			return fmt.Errorf("listener exited: %v", err)
+		}
+	}
+}
+
+// configure checks cfg and builds the delivery agent from it.
+func (p *Parent) configure(cfg *Config) error {
+	var sys *policy.System
+	polPath := cfg.Policy
+	if polPath == "embedded" {
+		sys, polPath = policy.Default(), ""
+	} else {
+		var err error
+		if sys, err = policy.LoadSystem(polPath); err != nil {
+			return err
+		}
+	}
+	if _, err := userdb.Lookup(cfg.UserDB, cfg.ListenerUser); err != nil {
+		return fmt.Errorf("%s: listener_user %q: %v", cfg.File, cfg.ListenerUser, err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cfg = cfg
+	p.agent = &delivery.Agent{Exe: p.Exe, PolicyPath: polPath, MinUID: sys.MinUID, Timeout: cfg.DeliveryTime, Log: p.Log}
+	return nil
+}
+
+// bind creates the sockets (or takes the Unix socket from systemd) and the
+// listener's spool directory.
+func (p *Parent) bind() error {
+	cfg := p.cfg
+	lu, err := userdb.Lookup(cfg.UserDB, cfg.ListenerUser)
+	if err != nil {
+		return err
+	}
+	if err := makeOwnedDir(cfg.SpoolDir, lu.UID, lu.GID); err != nil {
+		return fmt.Errorf("spool_dir: %w", err)
+	}
+	if f := systemdSocket(); f != nil {
+		p.unixL = f
+		p.Log.Info("listening", "socket", "systemd")
+	} else if cfg.Socket != "" {
+		os.MkdirAll(filepath.Dir(cfg.Socket), 0o755)
+		var st unix.Stat_t
+		if unix.Lstat(cfg.Socket, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFSOCK {
+			os.Remove(cfg.Socket)
+		}
+		old := syscall.Umask(0o177)
+		l, err := net.ListenUnix("unix", &net.UnixAddr{Name: cfg.Socket, Net: "unix"})
+		syscall.Umask(old)
+		if err != nil {
+			return err
+		}
+		l.SetUnlinkOnClose(false)
+		mode, _ := cfg.Mode()
+		gid := -1
+		if cfg.SocketGroup != "" {
+			if gid, err = lookupGroup(cfg.SocketGroup); err != nil {
+				return fmt.Errorf("socket_group: %w", err)
+			}
+		}
+		if err := os.Chown(cfg.Socket, 0, gid); err != nil {
+			return err
+		}
+		if err := os.Chmod(cfg.Socket, mode); err != nil {
+			return err
+		}
+		if p.unixL, err = l.File(); err != nil {
+			return err
+		}
+		l.Close()
+		p.Log.Info("listening", "socket", cfg.Socket, "mode", fmt.Sprintf("%#o", mode), "group", cfg.SocketGroup)
+	}
+	if cfg.TCP != "" {
+		l, err := net.Listen("tcp", cfg.TCP)
+		if err != nil {
+			return err
+		}
+		if p.tcpL, err = l.(*net.TCPListener).File(); err != nil {
+			return err
+		}
+		l.Close()
+		p.Log.Warn("listening on TCP: peers are NOT authenticated", "tcp", cfg.TCP)
+	}
+	return nil
+}
+
+// startListener re-executes lda as the listener user and serves its
+// requests until it exits; the returned channel reports that exit.
+func (p *Parent) startListener() (chan error, error) {
+	cfg := p.cfg
+	lu, err := userdb.Lookup(cfg.UserDB, cfg.ListenerUser)
+	if err != nil {
+		return nil, err
+	}
+	cf, err := os.Open(cfg.File)
+	if err != nil {
+		return nil, err
+	}
+	defer cf.Close()
+	var pf *os.File
+	if cfg.Policy != "embedded" {
+		if pf, err = os.Open(cfg.Policy); err != nil {
+			return nil, err
+		}
+		defer pf.Close()
+	}
+	mine, theirs, err := socketPair()
+	if err != nil {
+		return nil, err
+	}
+	defer theirs.Close()
+	files := []*os.File{theirs, cf, pf, p.unixL, p.tcpL}
+	cmd, err := spawn.Start(spawn.Request{Exe: p.Exe, Args: []string{"listener"}, UID: lu.UID, GID: lu.GID, MinUID: 1, Files: files})
+	if err != nil {
+		mine.Close()
+		return nil, err
+	}
+	ctl := newChannel(mine)
+	p.mu.Lock()
+	p.listener, p.ctl = cmd, ctl
+	agent := p.agent
+	p.mu.Unlock()
+	p.Log.Info("listener started", "pid", cmd.Process.Pid, "user", lu.Name, "uid", lu.UID)
+	done := make(chan error, 1)
+	go func() {
+		p.serveRequests(ctl, agent, cfg)
+		done <- cmd.Wait()
+	}()
+	return done, nil
+}
+
+// reload validates the configuration again and, if it loads, replaces the
+// listener; the old one finishes its transactions and exits.
+func (p *Parent) reload(cfgPath string, done *chan error) {
+	cfg, err := LoadConfig(cfgPath)
+	if err == nil {
+		err = p.configure(cfg)
+	}
+	if err != nil {
+		p.Log.Error("reload failed; keeping the running configuration", "error", err.Error())
+		return
+	}
+	p.mu.Lock()
+	old := p.listener
+	p.mu.Unlock()
+	newDone, err := p.startListener()
+	if err != nil {
+		p.Log.Error("reload: cannot start a new listener; keeping the old one", "error", err.Error())
+		return
+	}
+	oldDone := *done
+	*done = newDone
+	old.Process.Signal(syscall.SIGTERM)
+	go func() { <-oldDone }()
+	p.Log.Info("reloaded", "config", cfgPath)
+}
+
+// serveRequests answers the listener's requests, each in its own goroutine
+// (bounded), until the channel closes or a request does not decode.
+func (p *Parent) serveRequests(ctl *channel, agent *delivery.Agent, cfg *Config) {
+	defer ctl.close()
+	sem := make(chan struct{}, cfg.Parallel*8)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		msg, f, err := ctl.recv()
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				p.Log.Error("control channel", "error", err.Error())
+			}
+			return
+		}
+		req, err := job.DecodeRequest(msg)
+		if err != nil {
+			if f != nil {
+				f.Close()
+			}
+			p.Log.Error("listener sent an invalid request; closing its channel", "error", err.Error())
+			return
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			st := p.handle(agent, cfg, req, f)
+			if err := ctl.send((&job.Reply{ID: req.ID, Status: st}).Encode(), nil); err != nil {
+				p.Log.Error("control channel", "error", err.Error())
+			}
+		}()
+	}
+}
+
+// handle performs one request. The user is looked up here, by root, from
+// the name alone.
+func (p *Parent) handle(agent *delivery.Agent, cfg *Config, req *job.Request, f *os.File) *status.Status {
+	if f == nil {
+		return status.Unknown.Wrapf("request %d without a message descriptor", req.ID)
+	}
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return status.Unknown.Wrapf("request %d: message descriptor is not a regular file", req.ID)
+	}
+	u, err := userdb.Lookup(cfg.UserDB, req.User)
+	if errors.Is(err, userdb.ErrNotFound) {
+		return status.UnknownUser.Wrap(err)
+	}
+	if err != nil {
+		return status.Unknown.Wrap(err)
+	}
+	out := agent.Deliver(context.Background(), delivery.Request{
+		User: u, Kind: req.Kind, Path: req.Path, Folder: req.Folder, Program: req.Program,
+		Sender: req.Sender, Recipient: req.Recipient, Headers: cfg.Headers, Message: f, Size: req.Size,
+	})
+	return out.Status
+}
+
+func (p *Parent) cleanup() {
+	if p.cfg != nil && p.cfg.Socket != "" && systemdSocket() == nil {
+		os.Remove(p.cfg.Socket)
+	}
+}
+
+// systemdSocket returns the first socket passed by systemd socket
+// activation (LISTEN_PID, LISTEN_FDS), if any.
+func systemdSocket() *os.File {
+	if os.Getenv("LISTEN_PID") != strconv.Itoa(os.Getpid()) {
+		return nil
+	}
+	if n, err := strconv.Atoi(os.Getenv("LISTEN_FDS")); err != nil || n < 1 {
+		return nil
+	}
+	return os.NewFile(3, "systemd-socket")
+}
+
+// makeOwnedDir creates dir (0700) for uid, or checks that an existing one
+// is a real directory, and gives it to uid.
+func makeOwnedDir(dir string, uid, gid int) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		return err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return fmt.Errorf("%s is not a directory", dir)
+	}
+	if err := os.Chown(dir, uid, gid); err != nil {
+		return err
+	}
+	return os.Chmod(dir, 0o700)
+}
+
+// lookupGroup resolves a group name or number from /etc/group.
+func lookupGroup(name string) (int, error) {
+	if n, err := strconv.Atoi(name); err == nil && n >= 0 {
+		return n, nil
+	}
+	data, err := os.ReadFile("/etc/group")
+	if err != nil {
+		return -1, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Split(line, ":")
+		if len(f) >= 3 && f[0] == name {
+			return strconv.Atoi(f[2])
+		}
+	}
+	return -1, fmt.Errorf("no group %q", name)
+}

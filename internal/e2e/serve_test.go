@@ -1,0 +1,245 @@
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"lda/internal/testutil"
+)
+
+// daemon is a running `lda serve` for one test.
+type daemon struct {
+	f        *fixture
+	cmd      *exec.Cmd
+	socket   string
+	listener *testutil.User
+	stderr   *syncBuffer
+}
+
+// syncBuffer collects the daemon's output; tests may read it (String)
+// while the daemon is still writing.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startDaemon starts `lda serve`; extra is appended to its configuration.
+// peers are the users allowed to connect (default: root).
+func startDaemon(t *testing.T, f *fixture, extra string, peers ...string) *daemon {
+	t.Helper()
+	if len(peers) == 0 {
+		peers = []string{"root"}
+	}
+	d := &daemon{f: f, socket: filepath.Join(f.base, "run", "lmtp.sock"), stderr: &syncBuffer{}}
+	d.listener = testutil.CreateUser(t, nextUserName(), filepath.Join(f.base, "home"))
+	cfg := fmt.Sprintf(`version: 1
+policy: %s
+socket: %s
+socket_mode: "0660"
+listener_user: %s
+peers: [%s]
+spool_dir: %s
+hostname: lda.test
+log: stderr
+limits: {connections: 16, recipients: 50, message_size: 1048576, line_length: 4096, idle_timeout: 30s, data_timeout: 30s}
+%s`, f.policy, d.socket, d.listener.Name, strings.Join(peers, ", "), filepath.Join(f.base, "spool-lda"), extra)
+	cfgPath := filepath.Join(f.base, "lda.yaml")
+	testutil.WriteFile(t, cfgPath, []byte(cfg), 0o640, 0, 0)
+	d.cmd = exec.Command(f.bin, "serve", "-config", cfgPath)
+	d.cmd.Stderr = d.stderr
+	d.cmd.Stdout = d.stderr
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		d.cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan error, 1)
+		go func() { done <- d.cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			d.cmd.Process.Kill()
+			t.Errorf("lda serve did not drain and exit after SIGTERM")
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.Dial("unix", d.socket)
+		if err == nil {
+			c.Close()
+			return d
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("socket never came up: %v\n%s", err, d.stderr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// lmtpClient is a minimal client that reads whole (multi-line) replies.
+type lmtpClient struct {
+	t *testing.T
+	c net.Conn
+	r *bufio.Reader
+}
+
+func dialLMTP(t *testing.T, socket string) *lmtpClient {
+	t.Helper()
+	c, err := net.Dial("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	t.Cleanup(func() { c.Close() })
+	cl := &lmtpClient{t: t, c: c, r: bufio.NewReader(c)}
+	cl.expect("220")
+	return cl
+}
+
+func (cl *lmtpClient) reply() string {
+	cl.t.Helper()
+	var all []string
+	for {
+		line, err := cl.r.ReadString('\n')
+		if err != nil {
+			cl.t.Fatalf("read reply: %v (so far %q)", err, all)
+		}
+		all = append(all, strings.TrimRight(line, "\r\n"))
+		if len(line) < 4 || line[3] != '-' {
+			return strings.Join(all, "\n")
+		}
+	}
+}
+
+func (cl *lmtpClient) expect(prefix string) string {
+	cl.t.Helper()
+	r := cl.reply()
+	last := r[strings.LastIndex(r, "\n")+1:]
+	if !strings.HasPrefix(last, prefix) {
+		cl.t.Fatalf("got %q, want a reply starting %q", r, prefix)
+	}
+	return r
+}
+
+func (cl *lmtpClient) cmd(line, prefix string) string {
+	cl.t.Helper()
+	fmt.Fprintf(cl.c, "%s\r\n", line)
+	return cl.expect(prefix)
+}
+
+// TestServe runs a transaction through the real daemon: root parent,
+// unprivileged listener, one worker per recipient.
+func TestServe(t *testing.T) {
+	f := newFixture(t)
+	d := startDaemon(t, f, "")
+	u1, u2 := f.u1, f.u2
+	f.mkdirAs(u1, filepath.Join(u1.Home, "mail"))
+
+	cl := dialLMTP(t, d.socket)
+	caps := cl.cmd("LHLO mta.test", "250")
+	for _, want := range []string{"PIPELINING", "ENHANCEDSTATUSCODES", "8BITMIME", "SIZE 1048576", "SMTPUTF8", "XLDA"} {
+		if !strings.Contains(caps, want) {
+			t.Errorf("LHLO lacks %s:\n%s", want, caps)
+		}
+	}
+	cl.cmd("MAIL FROM:<sender@example.org>", "250")
+	cl.cmd("RCPT TO:<"+u1.Name+"@example.org>", "250")
+	cl.cmd("RCPT TO:<"+u2.Name+"+lists@example.org>", "250")
+	cl.cmd("RCPT TO:<no-such-user-zz@example.org>", "550 5.1.1")
+	cl.cmd("RCPT TO:<"+u1.Name+"@example.org> XLDA-DEST=mbox:/etc/passwd", "550 5.7.1")
+	cl.cmd("RCPT TO:<"+u1.Name+"@example.org> XLDA-DEST=mbox:"+filepath.Join(u1.Home, "mail", "inbox"), "250")
+	cl.cmd("DATA", "354")
+	fmt.Fprintf(cl.c, "Subject: through the daemon\r\n\r\n..dot-stuffed line\r\nFrom a line\r\n.\r\n")
+	for i := 0; i < 3; i++ {
+		cl.expect("250 2.0.0")
+	}
+	cl.cmd("QUIT", "221")
+
+	for _, u := range []*testutil.User{u1, u2} {
+		ents, _ := os.ReadDir(filepath.Join(u.Home, "Maildir", "new"))
+		if len(ents) != 1 {
+			t.Fatalf("%s: new/ holds %d messages", u.Name, len(ents))
+		}
+		b := snapshot(t, filepath.Join(u.Home, "Maildir", "new", ents[0].Name()))
+		if !strings.Contains(string(b), "\n.dot-stuffed line\nFrom a line\n") || !strings.Contains(string(b), "Delivered-To: "+u.Name) {
+			t.Fatalf("%s: message not byte-exact:\n%s", u.Name, b)
+		}
+		if fi, _ := os.Stat(filepath.Join(u.Home, "Maildir", "new", ents[0].Name())); fi.Sys().(*syscall.Stat_t).Uid != uint32(u.UID) {
+			t.Fatalf("%s: message not owned by the user", u.Name)
+		}
+	}
+	if n := len(readMbox(t, filepath.Join(u1.Home, "mail", "inbox"))); n != 1 {
+		t.Fatalf("explicit mbox holds %d messages", n)
+	}
+
+	t.Run("loop", func(t *testing.T) {
+		cl := dialLMTP(t, d.socket)
+		cl.cmd("LHLO mta.test", "250")
+		cl.cmd("MAIL FROM:<>", "250")
+		cl.cmd("RCPT TO:<"+u1.Name+"@example.org>", "250")
+		cl.cmd("DATA", "354")
+		fmt.Fprintf(cl.c, "Delivered-To: %s@example.org\r\nSubject: loop\r\n\r\nx\r\n.\r\n", u1.Name)
+		cl.expect("554 5.4.6")
+	})
+
+	t.Run("unauthorised peer", func(t *testing.T) {
+		probe := testutil.Build(t, filepath.Join(f.base, "prog"), "./internal/testprog/lmtpgreet")
+		os.Chmod(d.socket, 0o666) // let u2 reach the socket; only SO_PEERCRED stands in the way
+		out := f.asUser(u2, probe, d.socket)
+		if !strings.HasPrefix(out, "530 5.7.0") || strings.Contains(out, "250") {
+			t.Fatalf("unauthorised peer got %q", out)
+		}
+		if !strings.Contains(d.stderr.String(), "peer refused") {
+			t.Fatalf("no log line for the refused peer:\n%s", d.stderr)
+		}
+	})
+
+	t.Run("listener runs unprivileged", func(t *testing.T) {
+		pid := findProc(f.bin, "listener")
+		if pid == 0 {
+			t.Fatal("no listener process")
+		}
+		st := string(snapshot(t, "/proc/"+strconv.Itoa(pid)+"/status"))
+		uid := strconv.Itoa(d.listener.UID)
+		if !strings.Contains(st, "Uid:\t"+uid+"\t"+uid+"\t"+uid+"\t"+uid) || !strings.Contains(st, "CapEff:\t0000000000000000") {
+			t.Fatalf("listener status:\n%s", st)
+		}
+	})
+}
+
+// findProc returns the pid of "bin sub", or 0.
+func findProc(bin, sub string) int {
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if b, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline"); string(b) == bin+"\x00"+sub+"\x00" {
+			return pid
+		}
+	}
+	return 0
+}
