@@ -14,6 +14,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"lda/internal/userdb"
 	"lda/policy"
 )
 
@@ -25,7 +26,7 @@ type Config struct {
 	File         string        `yaml:"-"`
 	Version      int           `yaml:"version"`
 	Policy       string        `yaml:"policy"`        // system policy file, or "embedded"
-	UserDB       string        `yaml:"userdb"`        // "passwd" or "getent"
+	UserDB       string        `yaml:"userdb"`        // "passwd", "getent" or "yaml:PATH" (virtual users)
 	Socket       string        `yaml:"socket"`        // Unix socket path
 	SocketMode   string        `yaml:"socket_mode"`   // octal, e.g. "0660"
 	SocketGroup  string        `yaml:"socket_group"`  // group name or number owning the socket
@@ -90,8 +91,8 @@ func ParseConfig(r io.Reader, name string) (*Config, error) {
 		return nil, bad("version", "must be 1")
 	case c.Policy != "embedded" && policy.ValidPath(c.Policy) != nil:
 		return nil, bad("policy", "must be an absolute clean path or \"embedded\"")
-	case c.UserDB != "passwd" && c.UserDB != "getent":
-		return nil, bad("userdb", "must be passwd or getent")
+	case userdb.ValidBackend(c.UserDB) != nil:
+		return nil, bad("userdb", "must be passwd, getent or yaml:/absolute/path")
 	case c.Socket == "" && c.TCP == "":
 		return nil, bad("socket", "a socket or a tcp address is required")
 	case c.Socket != "" && policy.ValidPath(c.Socket) != nil:
@@ -129,6 +130,15 @@ func ParseConfig(r io.Reader, name string) (*Config, error) {
 		}
 	}
 	return &c, nil
+}
+
+// SystemDB is the backend for system accounts (listener_user, peers):
+// the virtual map holds mail users only.
+func (c *Config) SystemDB() string {
+	if c.UserDB == "getent" {
+		return "getent"
+	}
+	return "passwd"
 }
 
 // LoadConfig reads the configuration file at path.

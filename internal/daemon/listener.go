@@ -89,7 +89,7 @@ func newListener(log *slog.Logger) (*Listener, error) {
 			peers[n] = true
 			continue
 		}
-		u, err := userdb.Lookup(cfg.UserDB, p)
+		u, err := userdb.Lookup(cfg.SystemDB(), p)
 		if err != nil {
 			log.Warn("peer user unknown; ignored", "peer", p)
 			continue
@@ -132,18 +132,35 @@ func (l *Listener) run() int {
 			l.accept(ln)
 		}(ln)
 	}
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-	<-sig
+	// SIGTERM drains: stop accepting, let each session finish its
+	// transaction, then 421. SIGUSR1 retires (after a reload, when a new
+	// listener has taken over the sockets): stop accepting and let the
+	// sessions run to their natural end; a later SIGTERM still drains.
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1)
+	s := <-sig
 	l.draining.Store(true)
 	for _, ln := range listeners {
 		ln.Close()
 	}
-	l.sessMu.Lock()
-	for s := range l.sessions {
-		s.Shutdown()
+	shutdown := func() {
+		l.sessMu.Lock()
+		for s := range l.sessions {
+			s.Shutdown()
+		}
+		l.sessMu.Unlock()
 	}
-	l.sessMu.Unlock()
+	if s == syscall.SIGUSR1 {
+		go func() {
+			for s := range sig {
+				if s != syscall.SIGUSR1 {
+					shutdown()
+				}
+			}
+		}()
+	} else {
+		shutdown()
+	}
 	wg.Wait()
 	// Wait for the sessions to finish their transactions.
 	for i := 0; i < cap(l.conns); i++ {
@@ -320,11 +337,15 @@ type backend struct {
 	l       *Listener
 	session string
 	peer    string
+	helo    string
 	sender  string
 	rcpts   []*job.Request // accepted recipients, in order
 }
 
-func (b *backend) Hello(string) *status.Status { return nil }
+func (b *backend) Hello(domain string) *status.Status {
+	b.helo = domain
+	return nil
+}
 
 func (b *backend) Mail(from string, _ lmtp.MailParams) *status.Status {
 	b.sender = from
@@ -350,14 +371,18 @@ func (b *backend) Rcpt(r lmtp.Recipient) *status.Status {
 	}
 	name, detail := r.User, ""
 	if name == "" {
-		local := r.Addr
+		local, domain := r.Addr, ""
 		if i := strings.LastIndexByte(local, '@'); i >= 0 {
-			local = local[:i]
+			local, domain = local[:i], local[i:]
 		}
 		if cfg.Delimiter != "" {
 			local, detail, _ = strings.Cut(local, cfg.Delimiter)
 		}
 		name = strings.ToLower(local)
+		if strings.HasPrefix(cfg.UserDB, "yaml:") {
+			// Virtual users are keyed by their whole address.
+			name = strings.ToLower(local + domain)
+		}
 	}
 	u, err := userdb.Lookup(cfg.UserDB, name)
 	if err != nil {
@@ -369,6 +394,12 @@ func (b *backend) Rcpt(r lmtp.Recipient) *status.Status {
 		return status.Unknown
 	}
 	req := &job.Request{User: u.Name, Kind: job.KindDefault, Sender: b.sender, Recipient: r.Addr}
+	if cfg.Headers {
+		// RFC 5321 4.4 trace line; every part is syntax-checked (the LHLO
+		// domain by the engine, the address by the engine, the rest ours).
+		req.Received = fmt.Sprintf("from %s (%s) by %s (lda) with LMTP id %s for <%s>; %s",
+			b.helo, b.peer, b.l.hostname(), b.session, r.Addr, time.Now().Format(time.RFC1123Z))
+	}
 	if r.Dest != "" {
 		d, err := parseDest(r.Dest)
 		if err != nil {

@@ -47,7 +47,13 @@ type Parent struct {
 	unixL    *os.File
 	tcpL     *os.File
 	listener *exec.Cmd
+	retired  []retiredListener // replaced by a reload, still serving their sessions
 	ctl      *channel
+}
+
+type retiredListener struct {
+	cmd  *exec.Cmd
+	done chan error
 }
 
 // Serve runs the parent until SIGTERM (drain and exit) or the listener's
@@ -82,13 +88,18 @@ func (p *Parent) Serve(cfgPath string) error {
 			}
 			p.Log.Info("draining", "signal", s.String())
 			p.mu.Lock()
-			l := p.listener
+			all := append([]retiredListener{{p.listener, done}}, p.retired...)
 			p.mu.Unlock()
-			l.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-done:
-			case <-time.After(p.cfg.DeliveryTime + time.Minute):
-				l.Process.Kill()
+			for _, r := range all {
+				r.cmd.Process.Signal(syscall.SIGTERM)
+			}
+			deadline := time.After(p.cfg.DeliveryTime + time.Minute)
+			for _, r := range all {
+				select {
+				case <-r.done:
+				case <-deadline:
+					r.cmd.Process.Kill()
+				}
 			}
 			p.cleanup()
 			return nil
@@ -111,7 +122,7 @@ func (p *Parent) configure(cfg *Config) error {
 			return err
 		}
 	}
-	if _, err := userdb.Lookup(cfg.UserDB, cfg.ListenerUser); err != nil {
+	if _, err := userdb.Lookup(cfg.SystemDB(), cfg.ListenerUser); err != nil {
 		return fmt.Errorf("%s: listener_user %q: %v", cfg.File, cfg.ListenerUser, err)
 	}
 	p.mu.Lock()
@@ -125,7 +136,7 @@ func (p *Parent) configure(cfg *Config) error {
 // listener's spool directory.
 func (p *Parent) bind() error {
 	cfg := p.cfg
-	lu, err := userdb.Lookup(cfg.UserDB, cfg.ListenerUser)
+	lu, err := userdb.Lookup(cfg.SystemDB(), cfg.ListenerUser)
 	if err != nil {
 		return err
 	}
@@ -185,7 +196,7 @@ func (p *Parent) bind() error {
 // requests until it exits; the returned channel reports that exit.
 func (p *Parent) startListener() (chan error, error) {
 	cfg := p.cfg
-	lu, err := userdb.Lookup(cfg.UserDB, cfg.ListenerUser)
+	lu, err := userdb.Lookup(cfg.SystemDB(), cfg.ListenerUser)
 	if err != nil {
 		return nil, err
 	}
@@ -247,8 +258,20 @@ func (p *Parent) reload(cfgPath string, done *chan error) {
 	}
 	oldDone := *done
 	*done = newDone
-	old.Process.Signal(syscall.SIGTERM)
-	go func() { <-oldDone }()
+	// The old listener stops accepting and serves its sessions to their
+	// end; on SIGTERM of the daemon it is drained like the new one.
+	old.Process.Signal(syscall.SIGUSR1)
+	p.mu.Lock()
+	live := p.retired[:0]
+	for _, r := range p.retired {
+		select {
+		case <-r.done: // exited since
+		default:
+			live = append(live, r)
+		}
+	}
+	p.retired = append(live, retiredListener{old, oldDone})
+	p.mu.Unlock()
 	p.Log.Info("reloaded", "config", cfgPath)
 }
 
@@ -308,7 +331,7 @@ func (p *Parent) handle(agent *delivery.Agent, cfg *Config, req *job.Request, f 
 	}
 	out := agent.Deliver(context.Background(), delivery.Request{
 		User: u, Kind: req.Kind, Path: req.Path, Folder: req.Folder, Program: req.Program,
-		Sender: req.Sender, Recipient: req.Recipient, Headers: cfg.Headers, Message: f, Size: req.Size,
+		Sender: req.Sender, Recipient: req.Recipient, Headers: cfg.Headers, Received: req.Received, Message: f, Size: req.Size,
 	})
 	return out.Status
 }

@@ -45,6 +45,7 @@ type Request struct {
 	Sender    string
 	Recipient string
 	Headers   bool
+	Received  string   // with Headers, the value of a Received line
 	Message   *os.File // read by offset only
 	Size      int64
 }
@@ -76,7 +77,7 @@ func (a *Agent) job(r Request) *job.Job {
 	return &job.Job{
 		Mode: mode, User: r.User.Name, UID: r.User.UID, GID: r.User.GID, Home: r.User.Home,
 		Kind: r.Kind, Path: r.Path, Folder: r.Folder, Program: r.Program,
-		Sender: r.Sender, Recipient: r.Recipient, Headers: r.Headers,
+		Sender: r.Sender, Recipient: r.Recipient, Headers: r.Headers, Received: r.Received,
 		Policy: pol, Size: r.Size,
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"lda/internal/testutil"
+	"lda/internal/userdb"
 )
 
 // postfixBin is Debian's postfix command; the test skips without it.
@@ -396,9 +397,15 @@ func TestPostfixToLDA(t *testing.T) {
 		}
 	}
 
-	// Both Maildirs hold message 1 byte-exactly: lda's two trace headers,
-	// then Postfix's Received header, then exactly what the client sent.
+	// Both Maildirs hold message 1 byte-exactly: lda's three trace headers
+	// (Return-Path, Delivered-To, lda's own Received), then Postfix's
+	// Received header, then exactly what the client sent.
 	receivedRe := regexp.MustCompile(`^Received: from [^\n]*\n(?:[ \t][^\n]*\n)*$`)
+	pf0, err := userdb.Lookup("passwd", "postfix")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pfUID := pf0.UID
 	for _, u := range []*testutil.User{u1, u2} {
 		addr := u.Name + "@example.test"
 		dir := filepath.Join(u.Home, "Maildir", "new")
@@ -409,6 +416,12 @@ func TestPostfixToLDA(t *testing.T) {
 		path := filepath.Join(dir, ents[0].Name())
 		got := string(snapshot(t, path))
 		lda := "Return-Path: <" + sender + ">\nDelivered-To: " + addr + "\n"
+		ldaReceived := regexp.MustCompile(`^Received: from \S+ \(uid=` + strconv.Itoa(pfUID) + ` pid=\d+\) by \S+ \(lda\) with LMTP id \w+ for <` + regexp.QuoteMeta(addr) + `>; [^\n]+\n`)
+		if m := ldaReceived.FindString(got[min(len(lda), len(got)):]); m == "" {
+			t.Errorf("%s: no lda Received line after Delivered-To:\n%s", u.Name, got)
+		} else {
+			lda += m
+		}
 		switch {
 		case !strings.HasPrefix(got, lda):
 			t.Errorf("%s: message does not start with lda's Return-Path and Delivered-To:\n%s", u.Name, got)

@@ -74,6 +74,9 @@ limits: {connections: 16, recipients: 50, message_size: 1048576, line_length: 40
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
+		if d.cmd == nil {
+			return // the test stopped it itself
+		}
 		d.cmd.Process.Signal(syscall.SIGTERM)
 		done := make(chan error, 1)
 		go func() { done <- d.cmd.Wait() }()
@@ -242,4 +245,115 @@ func findProc(bin, sub string) int {
 		}
 	}
 	return 0
+}
+
+// TestServeVirtualUsers: a YAML map of virtual users onto a system uid and
+// a mail directory; the worker runs as that uid with the directory as ~.
+func TestServeVirtualUsers(t *testing.T) {
+	f := newFixture(t)
+	vhome := filepath.Join(f.base, "vmail", "example.org", "vuser")
+	testutil.Must(t, os.MkdirAll(filepath.Dir(vhome), 0o755))
+	os.Chmod(filepath.Join(f.base, "vmail"), 0o755)
+	os.Chmod(filepath.Dir(vhome), 0o755)
+	f.mkdirAs(f.u2, vhome)
+	vmap := filepath.Join(f.base, "virtual.yaml")
+	testutil.WriteFile(t, vmap, []byte(fmt.Sprintf("version: 1\nuid: %d\ngid: %d\nusers:\n  VUser@example.org: {home: %s}\n", f.u2.UID, f.u2.GID, vhome)), 0o644, 0, 0)
+	d := startDaemon(t, f, "userdb: yaml:"+vmap+"\n")
+	cl := dialLMTP(t, d.socket)
+	cl.cmd("LHLO mta.test", "250")
+	cl.cmd("MAIL FROM:<s@example.org>", "250")
+	cl.cmd("RCPT TO:<vuser+tag@example.org>", "250")
+	cl.cmd("RCPT TO:<vuser@other.example>", "550 5.1.1")
+	cl.cmd("RCPT TO:<"+f.u1.Name+"@example.org>", "550 5.1.1") // system users are not in the map
+	cl.cmd("DATA", "354")
+	defer func() {
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", d.stderr)
+		}
+	}()
+	fmt.Fprintf(cl.c, "Subject: virtual\r\n\r\nhello\r\n.\r\n")
+	cl.expect("250 2.0.0")
+	ents, err := os.ReadDir(filepath.Join(vhome, "Maildir", "new"))
+	if err != nil || len(ents) != 1 {
+		t.Fatalf("virtual Maildir: %d entries, %v\n%s", len(ents), err, d.stderr)
+	}
+	fi, _ := os.Stat(filepath.Join(vhome, "Maildir", "new", ents[0].Name()))
+	if fi.Sys().(*syscall.Stat_t).Uid != uint32(f.u2.UID) {
+		t.Fatalf("virtual message not owned by the mapped uid")
+	}
+}
+
+// TestServeReloadAndDrain: SIGHUP with a bad configuration keeps the
+// running one (and its connections); SIGHUP with a good one starts a new
+// listener while an open session on the old one goes on; SIGTERM lets an
+// open transaction finish, answers the next command with 421, and exits 0.
+func TestServeReloadAndDrain(t *testing.T) {
+	f := newFixture(t)
+	d := startDaemon(t, f, "")
+	cfgPath := filepath.Join(f.base, "lda.yaml")
+	good := snapshot(t, cfgPath)
+	old := findProc(f.bin, "listener")
+
+	cl := dialLMTP(t, d.socket)
+	cl.cmd("LHLO mta.test", "250")
+
+	// A bad configuration: logged, ignored.
+	testutil.WriteFile(t, cfgPath, append(append([]byte{}, good...), []byte("frobnicate: 1\n")...), 0o640, 0, 0)
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, func() bool { return strings.Contains(d.stderr.String(), "reload failed") }, "a logged reload failure")
+	if findProc(f.bin, "listener") != old {
+		t.Fatal("a bad configuration replaced the listener")
+	}
+	cl.cmd("NOOP", "250")
+
+	// A good one: a new listener; the old session still works.
+	testutil.WriteFile(t, cfgPath, good, 0o640, 0, 0)
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, func() bool { return strings.Contains(d.stderr.String(), "msg=reloaded") }, "a reload")
+	cl.cmd("MAIL FROM:<a@example.org>", "250")
+	cl.cmd("RCPT TO:<"+f.u1.Name+"@example.org>", "250")
+	cl.cmd("DATA", "354")
+	fmt.Fprintf(cl.c, "Subject: across a reload\r\n\r\nx\r\n.\r\n")
+	cl.expect("250 2.0.0")
+	cl2 := dialLMTP(t, d.socket) // served by the new listener
+	cl2.cmd("LHLO mta.test", "250")
+	cl2.cmd("QUIT", "221")
+
+	// Drain: the transaction in progress finishes, then 421.
+	cl.cmd("MAIL FROM:<a@example.org>", "250")
+	cl.cmd("RCPT TO:<"+f.u1.Name+"@example.org>", "250")
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	time.Sleep(300 * time.Millisecond)
+	cl.cmd("DATA", "354")
+	fmt.Fprintf(cl.c, "Subject: during the drain\r\n\r\nx\r\n.\r\n")
+	cl.expect("250 2.0.0")
+	fmt.Fprintf(cl.c, "NOOP\r\n")
+	if r := cl.reply(); !strings.HasPrefix(r, "421") {
+		t.Fatalf("after the drained transaction: %q, want 421", r)
+	}
+	done := make(chan error, 1)
+	go func() { done <- d.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("lda serve exited with %v after SIGTERM\n%s", err, d.stderr)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("lda serve did not exit after draining")
+	}
+	d.cmd = nil
+	if ents, _ := os.ReadDir(filepath.Join(f.u1.Home, "Maildir", "new")); len(ents) != 2 {
+		t.Fatalf("%d messages delivered, want 2", len(ents))
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

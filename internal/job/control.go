@@ -24,18 +24,19 @@ type Request struct {
 	Program   string
 	Sender    string
 	Recipient string
+	Received  string // value of the Received line for this recipient
 	Size      int64
 }
 
 var requestKeys = map[string]bool{
 	"id": true, "user": true, "kind": true, "path": true, "folder": true, "program": true,
-	"sender": true, "recipient": true, "size": true,
+	"sender": true, "recipient": true, "received": true, "size": true,
 }
 
 // Validate checks r with the rules of a Job.
 func (r *Request) Validate() error {
 	j := Job{Mode: ModeDeliver, User: r.User, UID: 1, GID: 1, Home: "/", Kind: r.Kind, Path: r.Path,
-		Folder: r.Folder, Program: r.Program, Sender: r.Sender, Recipient: r.Recipient, Policy: "embedded", Size: r.Size}
+		Folder: r.Folder, Program: r.Program, Sender: r.Sender, Recipient: r.Recipient, Received: r.Received, Policy: "embedded", Size: r.Size}
 	return j.Validate()
 }
 
@@ -55,6 +56,7 @@ func (r *Request) Encode() ([]byte, error) {
 	kv("program", r.Program)
 	kv("sender", r.Sender)
 	kv("recipient", r.Recipient)
+	kv("received", r.Received)
 	kv("size", strconv.FormatInt(r.Size, 10))
 	b.WriteString("end\n")
 	return b.Bytes(), nil
@@ -78,7 +80,7 @@ func DecodeRequest(data []byte) (*Request, error) {
 		return nil, fmt.Errorf("job: bad number in request: %v", err)
 	}
 	r := &Request{ID: id, User: f["user"], Kind: f["kind"], Path: f["path"], Folder: f["folder"],
-		Program: f["program"], Sender: f["sender"], Recipient: f["recipient"], Size: int64(size)}
+		Program: f["program"], Sender: f["sender"], Recipient: f["recipient"], Received: f["received"], Size: int64(size)}
 	if err := r.Validate(); err != nil {
 		return nil, err
 	}

@@ -76,6 +76,7 @@ type Job struct {
 	Sender    string
 	Recipient string
 	Headers   bool   // prepend Return-Path and Delivered-To
+	Received  string // with Headers: the value of a Received line to prepend too ("" for none)
 	Policy    string // "embedded", or the system policy's path (its content is on fd 4)
 	Size      int64  // bytes of the message on fd 3
 	Recover   *Progress
@@ -102,6 +103,7 @@ func (j *Job) Encode() ([]byte, error) {
 	kv("sender", j.Sender)
 	kv("recipient", j.Recipient)
 	kv("headers", strconv.FormatBool(j.Headers))
+	kv("received", j.Received)
 	kv("policy", j.Policy)
 	kv("size", strconv.FormatInt(j.Size, 10))
 	if p := j.Recover; p != nil {
@@ -158,6 +160,9 @@ func (j *Job) Validate() error {
 		if err := validAddress(f.v); err != nil {
 			return fmt.Errorf("job: %s: %w", f.name, err)
 		}
+	}
+	if err := validLine(j.Received); err != nil || strings.Contains(j.Received, "\n") {
+		return fmt.Errorf("job: received: bad header value")
 	}
 	if j.Policy != "embedded" && policy.ValidPath(j.Policy) != nil {
 		return fmt.Errorf("job: bad policy source %q", j.Policy)
@@ -322,7 +327,7 @@ func parseUint(s string) (uint64, error) {
 var jobKeys = map[string]bool{
 	"mode": true, "user": true, "uid": true, "gid": true, "home": true, "kind": true,
 	"path": true, "folder": true, "program": true, "sender": true, "recipient": true,
-	"headers": true, "policy": true, "size": true, "recover": true,
+	"headers": true, "received": true, "policy": true, "size": true, "recover": true,
 }
 
 // Decode parses and validates a job record.
@@ -357,7 +362,7 @@ func Decode(data []byte) (*Job, error) {
 	j := &Job{
 		Mode: f["mode"], User: f["user"], UID: int(uid), GID: int(gid), Home: f["home"],
 		Kind: f["kind"], Path: f["path"], Folder: f["folder"], Program: f["program"],
-		Sender: f["sender"], Recipient: f["recipient"], Headers: headers,
+		Sender: f["sender"], Recipient: f["recipient"], Headers: headers, Received: f["received"],
 		Policy: f["policy"], Size: int64(size), Recover: rec.progress,
 	}
 	if err := j.Validate(); err != nil {

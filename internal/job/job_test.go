@@ -76,6 +76,7 @@ func TestDecodeRefuses(t *testing.T) {
 		{"bad kind", strings.Replace(g, "kind mbox", "kind pipe", 1)},
 		{"folder on mbox", strings.Replace(g, "folder ", "folder Work", 1)},
 		{"recover without mode", strings.Replace(g, "end\n", "recover 1 2 3 From+20x\nend\n", 1)},
+		{"newline in received", strings.Replace(g, "received ", "received a+0AX-Injected:+20y", 1)},
 		{"bad headers flag", strings.Replace(g, "headers true", "headers yes", 1)},
 		{"oversize", g[:len(g)-4] + "detail " + strings.Repeat("a", MaxRecord) + "\nend\n"},
 	} {
@@ -148,6 +149,18 @@ func FuzzDecode(f *testing.F) {
 			if err != nil || !reflect.DeepEqual(j, j2) {
 				t.Fatalf("not stable: %+v vs %+v (%v)", j, j2, err)
 			}
+		}
+		if r, err := DecodeRequest(data); err == nil {
+			again, err := r.Encode()
+			if err != nil {
+				t.Fatalf("request re-encode: %v", err)
+			}
+			if r2, err := DecodeRequest(again); err != nil || *r2 != *r {
+				t.Fatalf("request not stable: %+v vs %+v (%v)", r, r2, err)
+			}
+		}
+		if r, err := DecodeReply(data); err == nil && r.Status.Validate() != nil {
+			t.Fatalf("DecodeReply accepted an invalid status: %+v", r.Status)
 		}
 		if r, err := DecodeResult(data); err == nil {
 			if r.Status == nil || r.Status.Validate() != nil {

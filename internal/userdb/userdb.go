@@ -1,8 +1,9 @@
 // Package userdb resolves a user name to the account facts delivery needs:
 // uid, gid and home directory.
 //
-// Two backends exist: the passwd file, parsed in pure Go, and NSS through
-// getent(1), so that LDAP or sssd users resolve in a CGO_ENABLED=0 binary.
+// Three backends exist: the passwd file, parsed in pure Go; NSS through
+// getent(1), so that LDAP or sssd users resolve in a CGO_ENABLED=0 binary;
+// and a YAML map of virtual users onto a system uid and a mail directory.
 //
 // Security: names are validated (policy.ValidUserName) before any lookup,
 // so nothing that starts with "-" or holds a separator ever reaches getent's
@@ -36,8 +37,9 @@ type User struct {
 // ErrNotFound means the user does not exist.
 var ErrNotFound = errors.New("userdb: no such user")
 
-// Lookup finds name by a backend: "passwd" (the file /etc/passwd) or
-// "getent" (NSS). Any other value is an error.
+// Lookup finds name by a backend: "passwd" (the file /etc/passwd),
+// "getent" (NSS) or "yaml:PATH" (a map of virtual users, virtual.go). Any
+// other value is an error.
 func Lookup(backend, name string) (*User, error) {
 	if err := policy.ValidUserName(name); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrNotFound, err)
@@ -52,6 +54,9 @@ func Lookup(backend, name string) (*User, error) {
 		return lookupPasswd(f, func(u *User) bool { return u.Name == name })
 	case "getent":
 		return lookupGetent(name)
+	}
+	if path, ok := strings.CutPrefix(backend, "yaml:"); ok {
+		return lookupVirtual(path, name)
 	}
 	return nil, fmt.Errorf("userdb: unknown backend %q", backend)
 }

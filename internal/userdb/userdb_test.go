@@ -2,6 +2,7 @@ package userdb
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"testing"
 )
@@ -61,5 +62,57 @@ func TestLookupBackends(t *testing.T) {
 				t.Fatalf("option-like name: err = %v", err)
 			}
 		})
+	}
+}
+
+func TestParseVirtual(t *testing.T) {
+	good := "version: 1\nuid: 5000\ngid: 5000\nusers:\n  Alice@Example.org: {home: /srv/vmail/alice}\n  bob@example.org: {home: /srv/vmail/bob, uid: 5001, gid: 5002}\n"
+	users, err := ParseVirtual(strings.NewReader(good), "v.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := users["alice@example.org"]; a == nil || a.UID != 5000 || a.Home != "/srv/vmail/alice" {
+		t.Fatalf("alice: %+v", a)
+	}
+	if b := users["bob@example.org"]; b == nil || b.UID != 5001 || b.GID != 5002 {
+		t.Fatalf("bob: %+v", b)
+	}
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"unknown key", good + "groups: 1\n", "v.yaml"},
+		{"bad version", strings.Replace(good, "version: 1", "version: 3", 1), "version"},
+		{"relative home", strings.Replace(good, "/srv/vmail/bob", "srv/bob", 1), "v.yaml:6:"},
+		{"dotdot home", strings.Replace(good, "/srv/vmail/bob", "/srv/../etc", 1), "v.yaml:6:"},
+		{"uid 0", strings.Replace(good, "uid: 5000\n", "", 1), "v.yaml:4:"},
+		{"bad name", good + "  -x@y: {home: /srv/x}\n", "v.yaml:7:"},
+		{"case duplicate", good + "  ALICE@example.org: {home: /srv/x}\n", "duplicate"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := ParseVirtual(strings.NewReader(tc.yaml), "v.yaml"); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+		})
+	}
+	t.Run("lookup", func(t *testing.T) {
+		path := t.TempDir() + "/v.yaml"
+		if err := os.WriteFile(path, []byte(good), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		u, err := Lookup("yaml:"+path, "ALICE@example.org")
+		if err != nil || u.Name != "alice@example.org" || u.UID != 5000 {
+			t.Fatalf("Lookup = %+v, %v", u, err)
+		}
+		if _, err := Lookup("yaml:"+path, "carol@example.org"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("carol: %v", err)
+		}
+	})
+	for _, b := range []string{"passwd", "getent", "yaml:/etc/lda/virtual.yaml"} {
+		if err := ValidBackend(b); err != nil {
+			t.Errorf("ValidBackend(%q) = %v", b, err)
+		}
+	}
+	for _, b := range []string{"ldap", "yaml:relative", "yaml:/a/../b", ""} {
+		if ValidBackend(b) == nil {
+			t.Errorf("ValidBackend(%q) accepted", b)
+		}
 	}
 }

@@ -213,6 +213,9 @@ func messageReader(j *job.Job) io.Reader {
 		rcpt = j.User
 	}
 	hdr := fmt.Sprintf("Return-Path: <%s>\nDelivered-To: %s\n", j.Sender, rcpt)
+	if j.Received != "" {
+		hdr += "Received: " + j.Received + "\n"
+	}
 	return io.MultiReader(strings.NewReader(hdr), body)
 }
 
