@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/debug"
 
 	"lda/internal/spawn"
 	"lda/internal/status"
@@ -44,6 +45,12 @@ func main() {
 	default:
 		spawn.SealDescriptors(3)
 	}
+	if cmd := os.Args[1]; cmd != "version" && cmd != "help" && cgoBuild() {
+		// A cgo binary cannot set PR_SET_NO_NEW_PRIVS on all threads
+		// (AllThreadsSyscall returns ENOTSUP), so its workers would refuse
+		// every delivery. Say so at once instead.
+		os.Exit(fail(status.ExSoftware, "this binary was built with cgo; build lda with CGO_ENABLED=0 (see README.md)"))
+	}
 	var code int
 	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
 	case "worker":
@@ -71,6 +78,20 @@ func main() {
 		code = status.ExUsage
 	}
 	os.Exit(code)
+}
+
+// cgoBuild reports whether this binary was built with CGO_ENABLED=1.
+func cgoBuild() bool {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return false
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "CGO_ENABLED" {
+			return s.Value == "1"
+		}
+	}
+	return false
 }
 
 // fail prints the one-line message of a failed command and returns its

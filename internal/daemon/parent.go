@@ -60,12 +60,18 @@ type retiredListener struct {
 // death. SIGHUP reloads: a new configuration that loads replaces the
 // listener (the old one drains); one that does not is logged and ignored.
 func (p *Parent) Serve(cfgPath string) error {
-	if os.Getuid() != 0 {
-		return errors.New("lda serve must be started as root (it runs no delivery as root)")
-	}
 	cfg, err := LoadConfig(cfgPath)
 	if err != nil {
 		return err
+	}
+	if me := os.Getuid(); me != 0 {
+		// Single-user mode: without root nothing can change credentials,
+		// so the listener and every worker run as the invoking user, and
+		// only that user's mail can be delivered (spawn refuses others).
+		lu, err := userdb.Lookup(cfg.SystemDB(), cfg.ListenerUser)
+		if err != nil || lu.UID != me {
+			return fmt.Errorf("%s: started without root, lda serve runs as the invoking user only: listener_user must be that user (uid %d)", cfg.File, me)
+		}
 	}
 	if err := p.configure(cfg); err != nil {
 		return err
@@ -166,7 +172,11 @@ func (p *Parent) bind() error {
 				return fmt.Errorf("socket_group: %w", err)
 			}
 		}
-		if err := os.Chown(cfg.Socket, 0, gid); err != nil {
+		owner := 0
+		if os.Getuid() != 0 {
+			owner = -1 // single-user mode: the socket stays the invoker's
+		}
+		if err := os.Chown(cfg.Socket, owner, gid); err != nil {
 			return err
 		}
 		if err := os.Chmod(cfg.Socket, mode); err != nil {
