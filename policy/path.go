@@ -161,10 +161,10 @@ func validProgramName(name string) error {
 	for i := 0; i < len(name); i++ {
 		c := name[i]
 		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
-		if alnum || i > 0 && (c == '.' || c == '_' || c == '+' || c == '-') {
+		if alnum || i > 0 && (c == '.' || c == '_' || c == '-') {
 			continue
 		}
-		return fmt.Errorf("program name %s: only letters, digits and . _ + - are allowed, beginning with a letter or digit", strconv.Quote(name))
+		return fmt.Errorf("program name %s: only letters, digits and . _ - are allowed, beginning with a letter or digit", strconv.Quote(name))
 	}
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 // itself, so a compromised listener can do no more than a legitimate MTA.
 type Request struct {
 	ID        uint64
+	Op        string // ModeDeliver, ModeFilter (XLDA-FILTER=only) or ModeEnvelope (RCPT time)
 	User      string
 	Kind      string // KindDefault, KindMbox, KindMaildir, KindProgram
 	Path      string
@@ -29,13 +30,18 @@ type Request struct {
 }
 
 var requestKeys = map[string]bool{
-	"id": true, "user": true, "kind": true, "path": true, "folder": true, "program": true,
+	"id": true, "op": true, "user": true, "kind": true, "path": true, "folder": true, "program": true,
 	"sender": true, "recipient": true, "received": true, "size": true,
 }
 
 // Validate checks r with the rules of a Job.
 func (r *Request) Validate() error {
-	j := Job{Mode: ModeDeliver, User: r.User, UID: 1, GID: 1, Home: "/", Kind: r.Kind, Path: r.Path,
+	switch r.Op {
+	case ModeDeliver, ModeFilter, ModeEnvelope:
+	default:
+		return fmt.Errorf("job: bad request op %q", r.Op)
+	}
+	j := Job{Mode: r.Op, User: r.User, UID: 1, GID: 1, Home: "/", Kind: r.Kind, Path: r.Path,
 		Folder: r.Folder, Program: r.Program, Sender: r.Sender, Recipient: r.Recipient, Received: r.Received, Policy: "embedded", Size: r.Size}
 	return j.Validate()
 }
@@ -49,6 +55,7 @@ func (r *Request) Encode() ([]byte, error) {
 	fmt.Fprintf(&b, "lda-req %d\n", Version)
 	kv := func(k, v string) { fmt.Fprintf(&b, "%s %s\n", k, xtext.Encode(v)) }
 	kv("id", strconv.FormatUint(r.ID, 10))
+	kv("op", r.Op)
 	kv("user", r.User)
 	kv("kind", r.Kind)
 	kv("path", r.Path)
@@ -79,7 +86,7 @@ func DecodeRequest(data []byte) (*Request, error) {
 	if err := errors.Join(err1, err2); err != nil || size > 1<<62 {
 		return nil, fmt.Errorf("job: bad number in request: %v", err)
 	}
-	r := &Request{ID: id, User: f["user"], Kind: f["kind"], Path: f["path"], Folder: f["folder"],
+	r := &Request{ID: id, Op: f["op"], User: f["user"], Kind: f["kind"], Path: f["path"], Folder: f["folder"],
 		Program: f["program"], Sender: f["sender"], Recipient: f["recipient"], Received: f["received"], Size: int64(size)}
 	if err := r.Validate(); err != nil {
 		return nil, err
@@ -89,18 +96,21 @@ func DecodeRequest(data []byte) (*Request, error) {
 
 // Reply answers one Request.
 type Reply struct {
-	ID     uint64
-	Status *status.Status
+	ID      uint64
+	Status  *status.Status
+	Actions []string // Sieve actions, as in Result
+	Decided bool     // ModeEnvelope: decided by the envelope alone
 }
 
 // Encode returns the wire form of r ("lda-rep 1").
 func (r *Reply) Encode() []byte {
 	st := r.Status
-	return []byte(fmt.Sprintf("lda-rep %d\nid %d\nstatus %s\nend\n", Version, r.ID,
-		xtext.Encode(fmt.Sprintf("%d %s %s", st.Code, st.Enhanced, status.Sanitize(st.Text)))))
+	return []byte(fmt.Sprintf("lda-rep %d\nid %d\nstatus %s\nactions %s\ndecided %t\nend\n", Version, r.ID,
+		xtext.Encode(fmt.Sprintf("%d %s %s", st.Code, st.Enhanced, status.Sanitize(st.Text))),
+		xtext.Encode(EncodeActions(r.Actions)), r.Decided))
 }
 
-var replyKeys = map[string]bool{"id": true, "status": true}
+var replyKeys = map[string]bool{"id": true, "status": true, "actions": true, "decided": true}
 
 // DecodeReply parses a reply; its status is validated as in DecodeResult.
 func DecodeReply(data []byte) (*Reply, error) {
@@ -116,7 +126,15 @@ func DecodeReply(data []byte) (*Reply, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Reply{ID: id, Status: st}, nil
+	rep := &Reply{ID: id, Status: st, Actions: DecodeActions(rec.fields["actions"])}
+	switch rec.fields["decided"] {
+	case "true":
+		rep.Decided = true
+	case "false", "":
+	default:
+		return nil, errors.New("job: bad decided flag")
+	}
+	return rep, nil
 }
 
 // parseStatus parses "CODE ENHANCED TEXT" and validates it.

@@ -44,6 +44,12 @@ const (
 	ModeDeliver = "deliver" // deliver the message on fd 3
 	ModeExplain = "explain" // report the policy decision, change nothing
 	ModeRecover = "recover" // undo a partial mbox append described by Recover
+	// ModeFilter runs the user's Sieve filter on the message and reports
+	// the actions without performing any (XLDA-FILTER=only).
+	ModeFilter = "filter"
+	// ModeEnvelope evaluates the filter at RCPT time, with the envelope
+	// alone, and reports whether that decided the outcome.
+	ModeEnvelope = "envelope"
 )
 
 // Kinds of destination in a job. "default" asks the worker for the user's
@@ -78,6 +84,7 @@ type Job struct {
 	Headers   bool   // prepend Return-Path and Delivered-To
 	Received  string // with Headers: the value of a Received line to prepend too ("" for none)
 	Policy    string // "embedded", or the system policy's path (its content is on fd 4)
+	SieveDir  string // "" or the directory of the system's before.sieve and after.sieve
 	Size      int64  // bytes of the message on fd 3
 	Recover   *Progress
 }
@@ -105,6 +112,7 @@ func (j *Job) Encode() ([]byte, error) {
 	kv("headers", strconv.FormatBool(j.Headers))
 	kv("received", j.Received)
 	kv("policy", j.Policy)
+	kv("sievedir", j.SieveDir)
 	kv("size", strconv.FormatInt(j.Size, 10))
 	if p := j.Recover; p != nil {
 		fmt.Fprintf(&b, "recover %d %d %d %s\n", p.Offset, p.Dev, p.Ino, xtext.Encode(p.FromLine))
@@ -119,7 +127,7 @@ func (j *Job) Encode() ([]byte, error) {
 // Validate checks every field of j.
 func (j *Job) Validate() error {
 	switch j.Mode {
-	case ModeDeliver, ModeExplain, ModeRecover:
+	case ModeDeliver, ModeExplain, ModeRecover, ModeFilter, ModeEnvelope:
 	default:
 		return fmt.Errorf("job: bad mode %q", j.Mode)
 	}
@@ -164,6 +172,12 @@ func (j *Job) Validate() error {
 	if err := validLine(j.Received); err != nil || strings.Contains(j.Received, "\n") {
 		return fmt.Errorf("job: received: bad header value")
 	}
+	if j.SieveDir != "" && policy.ValidPath(j.SieveDir) != nil {
+		return fmt.Errorf("job: bad sieve directory")
+	}
+	if (j.Mode == ModeFilter || j.Mode == ModeEnvelope) && j.Kind != KindDefault {
+		return fmt.Errorf("job: %s applies to the default destination only", j.Mode)
+	}
 	if j.Policy != "embedded" && policy.ValidPath(j.Policy) != nil {
 		return fmt.Errorf("job: bad policy source %q", j.Policy)
 	}
@@ -191,16 +205,17 @@ func validProgramName(s string) bool {
 	return true
 }
 
-// validAddress accepts an envelope address: printable, no space or
-// control character, at most 512 bytes. The empty string is the null
+// validAddress accepts an envelope address: no control character, at
+// most 512 bytes (a space can only be part of an RFC 5321 quoted local
+// part, which the LMTP engine has checked). The empty string is the null
 // sender or an absent recipient.
 func validAddress(s string) error {
 	if len(s) > 512 {
 		return errors.New("address too long")
 	}
 	for i := 0; i < len(s); i++ {
-		if s[i] <= ' ' || s[i] == 0x7f {
-			return errors.New("control character or space in address")
+		if s[i] < ' ' || s[i] == 0x7f {
+			return errors.New("control character in address")
 		}
 	}
 	return nil
@@ -327,7 +342,7 @@ func parseUint(s string) (uint64, error) {
 var jobKeys = map[string]bool{
 	"mode": true, "user": true, "uid": true, "gid": true, "home": true, "kind": true,
 	"path": true, "folder": true, "program": true, "sender": true, "recipient": true,
-	"headers": true, "received": true, "policy": true, "size": true, "recover": true,
+	"headers": true, "received": true, "policy": true, "sievedir": true, "size": true, "recover": true,
 }
 
 // Decode parses and validates a job record.
@@ -363,7 +378,7 @@ func Decode(data []byte) (*Job, error) {
 		Mode: f["mode"], User: f["user"], UID: int(uid), GID: int(gid), Home: f["home"],
 		Kind: f["kind"], Path: f["path"], Folder: f["folder"], Program: f["program"],
 		Sender: f["sender"], Recipient: f["recipient"], Headers: headers, Received: f["received"],
-		Policy: f["policy"], Size: int64(size), Recover: rec.progress,
+		Policy: f["policy"], SieveDir: f["sievedir"], Size: int64(size), Recover: rec.progress,
 	}
 	if err := j.Validate(); err != nil {
 		return nil, err
@@ -379,10 +394,17 @@ type Result struct {
 	Where    string // where the message went, for the log only
 	Rule     string // the policy rule that decided
 	Warning  string // e.g. an ignored per-user policy file
+	// Actions are the Sieve actions taken (or, in ModeFilter and
+	// ModeEnvelope, that would be taken), in the wire form of lda-lmtp(7):
+	// "keep", "fileinto FOLDER", "redirect ADDRESS", "reject REASON",
+	// "discard".
+	Actions []string
+	Decided bool // ModeEnvelope: the envelope alone decided the outcome
 }
 
 var resultKeys = map[string]bool{
 	"progress": true, "status": true, "detail": true, "where": true, "rule": true, "warning": true,
+	"actions": true, "decided": true,
 }
 
 // ResultHeader is the first line of a result; a worker writes it, then
@@ -408,8 +430,43 @@ func EncodeResultBody(r *Result) []byte {
 	kv("where", r.Where)
 	kv("rule", r.Rule)
 	kv("warning", r.Warning)
+	kv("actions", EncodeActions(r.Actions))
+	if r.Decided {
+		kv("decided", "true")
+	}
 	b.WriteString("end\n")
 	return b.Bytes()
+}
+
+// MaxActions bounds an action list crossing a process boundary.
+const MaxActions = 64
+
+// EncodeActions joins actions with TAB (each action is one line without
+// TAB, CR, LF or NUL; anything else is replaced).
+func EncodeActions(actions []string) string {
+	clean := make([]string, 0, len(actions))
+	for i, a := range actions {
+		if i == MaxActions {
+			break
+		}
+		clean = append(clean, status.Sanitize(a))
+	}
+	return strings.Join(clean, "\t")
+}
+
+// DecodeActions splits and sanitizes an action list.
+func DecodeActions(s string) []string {
+	if s == "" {
+		return nil
+	}
+	parts := strings.Split(s, "\t")
+	if len(parts) > MaxActions {
+		parts = parts[:MaxActions]
+	}
+	for i := range parts {
+		parts[i] = status.Sanitize(parts[i])
+	}
+	return parts
 }
 
 func clip(s string, n int) string {
@@ -445,5 +502,13 @@ func DecodeResult(data []byte) (*Result, error) {
 	}
 	r.Status = st
 	r.Detail, r.Where, r.Rule, r.Warning = status.Sanitize(f["detail"]), status.Sanitize(f["where"]), status.Sanitize(f["rule"]), status.Sanitize(f["warning"])
+	r.Actions = DecodeActions(f["actions"])
+	switch f["decided"] {
+	case "", "false":
+	case "true":
+		r.Decided = true
+	default:
+		return nil, errors.New("job: bad decided flag")
+	}
 	return r, nil
 }

@@ -69,6 +69,7 @@ func TestDecodeRefuses(t *testing.T) {
 		{"nul in path", strings.Replace(g, "path /var/mail/alice", "path /var/mail/a+00", 1)},
 		{"newline in sender", strings.Replace(g, "sender ", "sender a+0Ab", 1)},
 		{"raw space", strings.Replace(g, "sender ", "sender a b", 1)},
+		{"tab in sender", strings.Replace(g, "sender ", "sender a+09b", 1)},
 		{"bad xtext", strings.Replace(g, "sender ", "sender a+0", 1)},
 		{"user with slash", strings.Replace(g, "user alice", "user a/b", 1)},
 		{"user dash", strings.Replace(g, "user alice", "user -alice", 1)},
