@@ -22,10 +22,11 @@ const defaultPolicy = "/etc/lda/policy.yaml"
 
 // common holds the flags shared by deliver, explain and check.
 type common struct {
-	policy  string
-	userdb  string
-	log     string
-	timeout time.Duration
+	policy   string
+	userdb   string
+	log      string
+	timeout  time.Duration
+	sieveDir string
 }
 
 func (c *common) register(fs *flag.FlagSet) {
@@ -33,6 +34,7 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.userdb, "userdb", "passwd", `user database: "passwd" (/etc/passwd) or "getent" (NSS)`)
 	fs.StringVar(&c.log, "log", "syslog", `structured log: "syslog", "stderr", "none" or a file`)
 	fs.DurationVar(&c.timeout, "timeout", 10*time.Minute, "time limit for one delivery")
+	fs.StringVar(&c.sieveDir, "sieve-dir", "/etc/lda/sieve", `directory of the system before.sieve and after.sieve ("" for none)`)
 }
 
 // agent loads the system policy (as root it is the administrator's file;
@@ -55,7 +57,7 @@ func (c *common) agent() (*delivery.Agent, *policy.System, error) {
 	if exe, err = filepath.EvalSymlinks(exe); err != nil {
 		return nil, nil, err
 	}
-	return &delivery.Agent{Exe: exe, PolicyPath: path, MinUID: sys.MinUID, Timeout: c.timeout, Log: newLogger(c.log)}, sys, nil
+	return &delivery.Agent{Exe: exe, PolicyPath: path, SieveDir: c.sieveDir, MinUID: sys.MinUID, Timeout: c.timeout, Log: newLogger(c.log)}, sys, nil
 }
 
 // lookupUser resolves name, and refuses anyone but oneself when not root.

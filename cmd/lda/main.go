@@ -21,7 +21,8 @@ commands:
   deliver   deliver one message from standard input (sysexits exit codes)
   explain   print the policy decision for USER DEST and the rule behind it
   check     validate the system policy (and a user's own file) and print it
-  demo      deliver a sample message into a temporary Maildir and mbox
+  sieve-test  print what a Sieve filter would do with a message, changing nothing
+  demo        deliver a sample message into a temporary Maildir and mbox
   version   print the version
 
 See lda(8), lda-policy(5).
@@ -41,7 +42,7 @@ func main() {
 	case "worker":
 		spawn.SealDescriptors(5)
 	case "listener":
-		spawn.SealDescriptors(8)
+		spawn.SealDescriptors(9)
 	default:
 		spawn.SealDescriptors(3)
 	}
@@ -69,6 +70,8 @@ func main() {
 		code = cmdCheck(args)
 	case "demo":
 		code = cmdDemo(args)
+	case "sieve-test":
+		code = cmdSieveTest(args)
 	case "version":
 		fmt.Println("lda", Version)
 	case "help", "-h", "-help", "--help":

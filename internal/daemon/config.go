@@ -31,6 +31,7 @@ type Config struct {
 	SocketMode   string        `yaml:"socket_mode"`   // octal, e.g. "0660"
 	SocketGroup  string        `yaml:"socket_group"`  // group name or number owning the socket
 	TCP          string        `yaml:"tcp"`           // optional loopback address:port, unauthenticated
+	PolicySocket string        `yaml:"policy_socket"` // optional Postfix policy delegation socket
 	ListenerUser string        `yaml:"listener_user"` // unprivileged user the LMTP listener runs as
 	Peers        []string      `yaml:"peers"`         // users or uids allowed to connect
 	Hostname     string        `yaml:"hostname"`
@@ -42,6 +43,9 @@ type Config struct {
 	Limits       Limits        `yaml:"limits"`
 	Log          string        `yaml:"log"` // "stderr", "syslog" or a file
 	Parallel     int           `yaml:"parallel"`
+	SieveDir     string        `yaml:"sieve_dir"`        // system before.sieve and after.sieve; "" for none
+	RcptSieve    bool          `yaml:"rcpt_sieve"`       // evaluate users' filters at RCPT time
+	RedirectCmd  []string      `yaml:"redirect_command"` // argv of a sendmail-compatible submission command
 	DeliveryTime time.Duration `yaml:"delivery_timeout"`
 }
 
@@ -61,6 +65,7 @@ func defaults() Config {
 		Socket: "/run/lda/lmtp.sock", SocketMode: "0660", ListenerUser: "lda",
 		SpoolDir: "/var/spool/lda", Delimiter: "+", BareLF: "reject", Headers: true,
 		Log: "syslog", Parallel: 4, DeliveryTime: 10 * time.Minute,
+		SieveDir: "/etc/lda/sieve", RcptSieve: true, RedirectCmd: []string{"/usr/sbin/sendmail", "-i"},
 		Limits: Limits{Connections: 64, Recipients: 1000, MessageSize: 100 << 20, LineLength: 4096,
 			IdleTimeout: 5 * time.Minute, DataTimeout: 10 * time.Minute},
 	}
@@ -97,6 +102,8 @@ func ParseConfig(r io.Reader, name string) (*Config, error) {
 		return nil, bad("socket", "a socket or a tcp address is required")
 	case c.Socket != "" && policy.ValidPath(c.Socket) != nil:
 		return nil, bad("socket", "must be an absolute clean path")
+	case c.PolicySocket != "" && (policy.ValidPath(c.PolicySocket) != nil || c.PolicySocket == c.Socket):
+		return nil, bad("policy_socket", "must be an absolute clean path, not the LMTP socket")
 	case policy.ValidPath(c.SpoolDir) != nil:
 		return nil, bad("spool_dir", "must be an absolute clean path")
 	case c.ListenerUser == "" || c.ListenerUser == "root" || c.ListenerUser == "0":
@@ -114,6 +121,15 @@ func ParseConfig(r io.Reader, name string) (*Config, error) {
 	case c.Limits.Connections < 1 || c.Limits.Recipients < 1 || c.Limits.MessageSize < 1024 ||
 		c.Limits.LineLength < 512 || c.Limits.IdleTimeout <= 0 || c.Limits.DataTimeout <= 0:
 		return nil, bad("limits", "connections and recipients >= 1, message_size >= 1024, line_length >= 512, timeouts > 0")
+	}
+	if !validHostname(c.Hostname) {
+		return nil, bad("hostname", "must be a domain name (letters, digits, '-' and '.')")
+	}
+	if c.SieveDir != "" && policy.ValidPath(c.SieveDir) != nil {
+		return nil, bad("sieve_dir", "must be an absolute clean path or empty")
+	}
+	if len(c.RedirectCmd) > 0 && (policy.ValidPath(c.RedirectCmd[0]) != nil || len(c.RedirectCmd) > 32) {
+		return nil, bad("redirect_command", "argv[0] must be an absolute clean path")
 	}
 	if _, err := c.Mode(); err != nil {
 		return nil, bad("socket_mode", "%v", err)
@@ -174,6 +190,19 @@ func yamlError(name string, err error) error {
 		return fmt.Errorf("%s:%s: %s", name, m[1], m[2])
 	}
 	return fmt.Errorf("%s: %s", name, strings.TrimPrefix(msg, "yaml: "))
+}
+
+// validHostname accepts "" (use the system's) or a domain name.
+func validHostname(h string) bool {
+	if len(h) > 253 {
+		return false
+	}
+	for _, c := range h {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
 }
 
 func keyLine(n *yaml.Node, key string) int {

@@ -40,6 +40,7 @@ func TestParseConfig(t *testing.T) {
 		{"relative socket", strings.Replace(goodConfig, "/run/lda/lmtp.sock", "lmtp.sock", 1), "lda.yaml:3: socket"},
 		{"world-writable socket", goodConfig + "socket_mode: \"0666\"\n", "socket_mode"},
 		{"non-loopback tcp", goodConfig + "tcp: 0.0.0.0:24\n", "lda.yaml:6: tcp"},
+		{"bad hostname", goodConfig + "hostname: \"a b\\r\\nX\"\n", "lda.yaml:6: hostname"},
 		{"bad bare_lf", goodConfig + "bare_lf: maybe\n", "bare_lf"},
 		{"bad delimiter", goodConfig + "recipient_delimiter: \"@\"\n", "recipient_delimiter"},
 		{"tiny message size", goodConfig + "limits: {message_size: 10}\n", "limits"},
@@ -139,19 +140,19 @@ func TestHostileListener(t *testing.T) {
 	spool.WriteString("Subject: x\n\nbody\n")
 
 	t.Run("root is never a recipient", func(t *testing.T) {
-		st := p.handle(agent, cfg, &job.Request{ID: 1, User: "root", Kind: job.KindDefault}, dup(t, spool))
+		st := p.handle(agent, cfg, &job.Request{ID: 1, Op: job.ModeDeliver, User: "root", Kind: job.KindDefault}, dup(t, spool)).Status
 		if st.Code != 550 || st.Enhanced != "5.7.1" {
 			t.Fatalf("root: %v, want 550 5.7.1", st)
 		}
 	})
 	t.Run("unknown user", func(t *testing.T) {
-		st := p.handle(agent, cfg, &job.Request{ID: 2, User: "no-such-user-q", Kind: job.KindDefault}, dup(t, spool))
+		st := p.handle(agent, cfg, &job.Request{ID: 2, Op: job.ModeDeliver, User: "no-such-user-q", Kind: job.KindDefault}, dup(t, spool)).Status
 		if st.Enhanced != "5.1.1" {
 			t.Fatalf("unknown: %v", st)
 		}
 	})
 	t.Run("no descriptor", func(t *testing.T) {
-		if st := p.handle(agent, cfg, &job.Request{ID: 3, User: "root", Kind: job.KindDefault}, nil); !st.Temporary() {
+		if st := p.handle(agent, cfg, &job.Request{ID: 3, Op: job.ModeDeliver, User: "root", Kind: job.KindDefault}, nil).Status; !st.Temporary() {
 			t.Fatalf("no fd: %v", st)
 		}
 	})
@@ -161,7 +162,7 @@ func TestHostileListener(t *testing.T) {
 		defer c2.Close()
 		r, w, _ := os.Pipe()
 		defer w.Close()
-		if st := p.handle(agent, cfg, &job.Request{ID: 4, User: "root", Kind: job.KindDefault}, r); !st.Temporary() || st.Enhanced != status.Unknown.Enhanced {
+		if st := p.handle(agent, cfg, &job.Request{ID: 4, Op: job.ModeDeliver, User: "root", Kind: job.KindDefault}, r).Status; !st.Temporary() || st.Enhanced != status.Unknown.Enhanced {
 			t.Fatalf("pipe fd: %v", st)
 		}
 	})
@@ -191,7 +192,7 @@ func TestHostileListener(t *testing.T) {
 		}
 		mine, theirs := newChannel(a), newChannel(b)
 		go p.serveRequests(mine, agent, cfg)
-		req := &job.Request{ID: 77, User: "root", Kind: job.KindDefault, Size: 3}
+		req := &job.Request{ID: 77, Op: job.ModeDeliver, User: "root", Kind: job.KindDefault, Size: 3}
 		rec, _ := req.Encode()
 		theirs.send(rec, dup(t, spool))
 		msg, _, err := theirs.recv()

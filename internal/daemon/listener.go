@@ -3,12 +3,14 @@ package daemon
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"os/signal"
 	"strconv"
 	"strings"
@@ -36,7 +38,7 @@ type Listener struct {
 
 	nextID  atomic.Uint64
 	mu      sync.Mutex
-	waiting map[uint64]chan *status.Status
+	waiting map[uint64]chan *job.Reply
 	conns   chan struct{}
 
 	sessMu   sync.Mutex
@@ -99,7 +101,7 @@ func newListener(log *slog.Logger) (*Listener, error) {
 	return &Listener{
 		cfg: cfg, sys: sys, peers: peers, log: log,
 		ctl:      newChannel(os.NewFile(fdControl, "control")),
-		waiting:  map[uint64]chan *status.Status{},
+		waiting:  map[uint64]chan *job.Reply{},
 		conns:    make(chan struct{}, cfg.Limits.Connections),
 		sessions: map[*lmtp.Session]bool{},
 	}, nil
@@ -108,7 +110,8 @@ func newListener(log *slog.Logger) (*Listener, error) {
 func (l *Listener) run() int {
 	go l.readReplies()
 	var listeners []net.Listener
-	for _, fd := range []uintptr{fdUnix, fdTCP} {
+	var policyLn net.Listener
+	for _, fd := range []uintptr{fdUnix, fdTCP, fdPolicySock} {
 		f := os.NewFile(fd, "listen")
 		if f == nil {
 			continue
@@ -117,6 +120,10 @@ func (l *Listener) run() int {
 		f.Close()
 		if err != nil {
 			continue // not passed
+		}
+		if fd == fdPolicySock {
+			policyLn = ln
+			continue
 		}
 		listeners = append(listeners, ln)
 	}
@@ -129,8 +136,16 @@ func (l *Listener) run() int {
 		wg.Add(1)
 		go func(ln net.Listener) {
 			defer wg.Done()
-			l.accept(ln)
+			l.accept(ln, l.serveConn)
 		}(ln)
+	}
+	if policyLn != nil {
+		listeners = append(listeners, policyLn)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l.accept(policyLn, l.servePolicyConn)
+		}()
 	}
 	// SIGTERM drains: stop accepting, let each session finish its
 	// transaction, then 421. SIGUSR1 retires (after a reload, when a new
@@ -170,7 +185,7 @@ func (l *Listener) run() int {
 	return 0
 }
 
-func (l *Listener) accept(ln net.Listener) {
+func (l *Listener) accept(ln net.Listener, serve func(net.Conn)) {
 	var sessions sync.WaitGroup
 	defer sessions.Wait()
 	for {
@@ -202,7 +217,7 @@ func (l *Listener) accept(ln net.Listener) {
 		go func() {
 			defer sessions.Done()
 			defer func() { <-l.conns }()
-			l.serveConn(c)
+			serve(c)
 		}()
 	}
 }
@@ -217,21 +232,40 @@ func (l *Listener) hostname() string {
 
 var sessionSeq atomic.Uint64
 
-// serveConn authenticates the peer and runs one LMTP session.
-func (l *Listener) serveConn(c net.Conn) {
-	defer c.Close()
-	sid := strconv.FormatUint(sessionSeq.Add(1), 36)
-	peer := "tcp:" + c.RemoteAddr().String() + " (unauthenticated)"
-	if uc, ok := c.(*net.UnixConn); ok {
+// authenticate checks a Unix peer's credentials against peers; refused is
+// what to say to a refused peer.
+func (l *Listener) authenticate(c net.Conn, sid, refused string) (peer string, ok bool) {
+	peer = "tcp:" + c.RemoteAddr().String() + " (unauthenticated)"
+	if uc, isUnix := c.(*net.UnixConn); isUnix {
 		uid, pid, err := peerCred(uc)
 		if err != nil || !l.peers[uid] {
-			fmt.Fprintf(c, "530 5.7.0 %s peer not authorized\r\n", l.hostname())
+			fmt.Fprint(c, refused)
 			l.log.Warn("peer refused", "session", sid, "uid", uid, "pid", pid)
-			return
+			return "", false
 		}
 		peer = fmt.Sprintf("uid=%d pid=%d", uid, pid)
 	}
 	l.log.Info("connect", "session", sid, "peer", peer)
+	return peer, true
+}
+
+// servePolicyConn authenticates the peer and answers policy requests.
+func (l *Listener) servePolicyConn(c net.Conn) {
+	defer c.Close()
+	sid := "p" + strconv.FormatUint(sessionSeq.Add(1), 36)
+	if _, ok := l.authenticate(c, sid, "action=DEFER_IF_PERMIT 4.7.0 peer not authorized\n\n"); ok {
+		l.servePolicy(c, sid)
+	}
+}
+
+// serveConn authenticates the peer and runs one LMTP session.
+func (l *Listener) serveConn(c net.Conn) {
+	defer c.Close()
+	sid := strconv.FormatUint(sessionSeq.Add(1), 36)
+	peer, ok := l.authenticate(c, sid, fmt.Sprintf("530 5.7.0 %s peer not authorized\r\n", l.hostname()))
+	if !ok {
+		return
+	}
 	b := &backend{l: l, session: sid, peer: peer}
 	s := lmtp.NewSession(c, lmtp.Config{
 		Hostname: l.hostname(), MaxLine: l.cfg.Limits.LineLength, MaxRecipients: l.cfg.Limits.Recipients,
@@ -281,13 +315,13 @@ func (l *Listener) spool() (*os.File, error) {
 
 // deliver sends one request with the spool descriptor and waits for the
 // parent's reply.
-func (l *Listener) deliver(req *job.Request, msg *os.File) *status.Status {
+func (l *Listener) deliver(req *job.Request, msg *os.File) *job.Reply {
 	req.ID = l.nextID.Add(1)
 	rec, err := req.Encode()
 	if err != nil {
-		return status.Usage.Wrap(err)
+		return &job.Reply{Status: status.Usage.Wrap(err)}
 	}
-	ch := make(chan *status.Status, 1)
+	ch := make(chan *job.Reply, 1)
 	l.mu.Lock()
 	l.waiting[req.ID] = ch
 	l.mu.Unlock()
@@ -295,7 +329,7 @@ func (l *Listener) deliver(req *job.Request, msg *os.File) *status.Status {
 		l.mu.Lock()
 		delete(l.waiting, req.ID)
 		l.mu.Unlock()
-		return status.Unknown.Wrap(err)
+		return &job.Reply{Status: status.Unknown.Wrap(err)}
 	}
 	return <-ch
 }
@@ -316,7 +350,7 @@ func (l *Listener) readReplies() {
 			l.log.Error("control channel broken", "error", err.Error())
 			l.mu.Lock()
 			for id, ch := range l.waiting {
-				ch <- status.Unknown.Wrapf("control channel: %v", err)
+				ch <- &job.Reply{Status: status.Unknown.Wrapf("control channel: %v", err)}
 				delete(l.waiting, id)
 			}
 			l.mu.Unlock()
@@ -327,7 +361,7 @@ func (l *Listener) readReplies() {
 		delete(l.waiting, rep.ID)
 		l.mu.Unlock()
 		if ch != nil {
-			ch <- rep.Status
+			ch <- rep
 		}
 	}
 }
@@ -339,7 +373,12 @@ type backend struct {
 	peer    string
 	helo    string
 	sender  string
-	rcpts   []*job.Request // accepted recipients, in order
+	rcpts   []rcpt // accepted recipients, in order
+}
+
+type rcpt struct {
+	req    *job.Request
+	filter bool // XLDA-FILTER: return the actions (redirects included) to the client
 }
 
 func (b *backend) Hello(domain string) *status.Status {
@@ -357,8 +396,8 @@ func (b *backend) Reset() {
 }
 
 var (
-	filterUnsupported = status.New(555, "5.5.4", "XLDA-FILTER is not available on this server")
-	loopDetected      = status.New(554, "5.4.6", "mail loop detected")
+	filterWithDest = status.New(501, "5.5.4", "XLDA-FILTER and XLDA-DEST exclude each other")
+	loopDetected   = status.New(554, "5.4.6", "mail loop detected")
 )
 
 // Rcpt resolves the recipient: XLDA-USER or the local part (without its
@@ -366,22 +405,14 @@ var (
 // detail as a folder if detail_to_folder is set).
 func (b *backend) Rcpt(r lmtp.Recipient) *status.Status {
 	cfg := b.l.cfg
-	if r.Filter != "" {
-		return filterUnsupported
+	if r.Filter != "" && r.Dest != "" {
+		return filterWithDest
 	}
 	name, detail := r.User, ""
 	if name == "" {
-		local, domain := r.Addr, ""
-		if i := strings.LastIndexByte(local, '@'); i >= 0 {
-			local, domain = local[:i], local[i:]
-		}
-		if cfg.Delimiter != "" {
-			local, detail, _ = strings.Cut(local, cfg.Delimiter)
-		}
-		name = strings.ToLower(local)
-		if strings.HasPrefix(cfg.UserDB, "yaml:") {
-			// Virtual users are keyed by their whole address.
-			name = strings.ToLower(local + domain)
+		name = b.l.recipientUser(r.Addr)
+		if local, _, ok := strings.Cut(r.Addr, "@"); ok && cfg.Delimiter != "" {
+			_, detail, _ = strings.Cut(local, cfg.Delimiter)
 		}
 	}
 	u, err := userdb.Lookup(cfg.UserDB, name)
@@ -393,7 +424,13 @@ func (b *backend) Rcpt(r lmtp.Recipient) *status.Status {
 		b.l.log.Warn("recipient", "session", b.session, "recipient", r.Addr, "error", err.Error())
 		return status.Unknown
 	}
-	req := &job.Request{User: u.Name, Kind: job.KindDefault, Sender: b.sender, Recipient: r.Addr}
+	if u.UID == 0 || u.UID < b.l.sys.MinUID {
+		// Root and system accounts never receive: the parent refuses them
+		// after DATA anyway, so say it now.
+		b.l.log.Info("recipient", "session", b.session, "recipient", r.Addr, "user", u.Name, "status", "550 5.7.1", "reason", "uid below min_uid")
+		return status.PolicyRefused
+	}
+	req := &job.Request{Op: job.ModeDeliver, User: u.Name, Kind: job.KindDefault, Sender: b.sender, Recipient: r.Addr}
 	if cfg.Headers {
 		// RFC 5321 4.4 trace line; every part is syntax-checked (the LHLO
 		// domain by the engine, the address by the engine, the rest ours).
@@ -414,10 +451,25 @@ func (b *backend) Rcpt(r lmtp.Recipient) *status.Status {
 	} else if cfg.DetailFolder && detail != "" && policy.ValidFolder(detail) == nil {
 		req.Folder = detail
 	}
+	if r.Filter == "only" {
+		req.Op = job.ModeFilter
+	}
 	if err := req.Validate(); err != nil {
 		return status.Usage
 	}
-	b.rcpts = append(b.rcpts, req)
+	// RCPT-time Sieve: where the user's filter rejects on the envelope
+	// alone, refuse now instead of accepting and bouncing later.
+	if req.Kind == job.KindDefault && cfg.RcptSieve {
+		env := *req
+		env.Op, env.Received = job.ModeEnvelope, ""
+		rep := b.l.deliver(&env, nil)
+		if rep.Decided && rep.Status.Permanent() {
+			b.l.log.Info("recipient", "session", b.session, "recipient", r.Addr, "user", u.Name,
+				"status", fmt.Sprintf("%d %s", rep.Status.Code, rep.Status.Enhanced), "stage", "rcpt-sieve")
+			return rep.Status
+		}
+	}
+	b.rcpts = append(b.rcpts, rcpt{req: req, filter: r.Filter != ""})
 	return nil
 }
 
@@ -466,28 +518,81 @@ func (b *backend) Data(msg *os.File, size int64, rcpts []lmtp.Recipient) []lmtp.
 	delivered := deliveredTo(msg)
 	sem := make(chan struct{}, b.l.cfg.Parallel)
 	var wg sync.WaitGroup
-	for i, req := range b.rcpts {
-		if delivered[strings.ToLower(req.Recipient)] {
+	for i, rc := range b.rcpts {
+		if delivered[strings.ToLower(rc.req.Recipient)] {
 			replies[i] = lmtp.Reply{Status: loopDetected}
 			continue
 		}
 		wg.Add(1)
 		sem <- struct{}{}
-		go func(i int, req job.Request) {
+		go func(i int, req job.Request, filter bool) {
 			defer wg.Done()
 			defer func() { <-sem }()
 			req.Size = size
 			start := time.Now()
-			st := b.l.deliver(&req, msg)
-			replies[i] = lmtp.Reply{Status: st}
+			rep := b.l.deliver(&req, msg)
+			st := rep.Status
+			var lines []string
+			if filter {
+				for _, a := range rep.Actions {
+					lines = append(lines, "ACTION "+a)
+				}
+			} else if st.OK() {
+				if to := redirects(rep.Actions); len(to) > 0 {
+					if err := b.l.redirect(msg, size, req.Sender, req.Recipient, to); err != nil {
+						b.l.log.Error("redirect", "session", b.session, "recipient", req.Recipient, "error", err.Error())
+						st = status.Unknown.Wrap(err)
+					}
+				}
+			}
+			replies[i] = lmtp.Reply{Status: st, Lines: lines}
 			b.l.log.Info("recipient", "session", b.session, "peer", b.peer, "sender", req.Sender,
 				"recipient", req.Recipient, "user", req.User, "dest", req.Kind+":"+req.Path+req.Program,
 				"status", fmt.Sprintf("%d %s", st.Code, st.Enhanced), "size", size,
-				"duration_ms", float64(time.Since(start).Microseconds())/1000)
-		}(i, *req)
+				"duration_ms", float64(time.Since(start).Microseconds())/1000, "actions", strings.Join(rep.Actions, "; "))
+		}(i, *rc.req, rc.filter)
 	}
 	wg.Wait()
 	return replies
+}
+
+// redirects returns the addresses of the redirect actions.
+func redirects(actions []string) []string {
+	var to []string
+	for _, a := range actions {
+		if addr, ok := strings.CutPrefix(a, "redirect "); ok {
+			to = append(to, addr)
+		}
+	}
+	return to
+}
+
+// redirect submits the message to the redirect addresses through the
+// configured sendmail-compatible command (argv, never a shell), as the
+// listener user. A Delivered-To line for the original recipient is
+// prepended, so a redirect loop comes back as 554 5.4.6.
+func (l *Listener) redirect(msg *os.File, size int64, sender, rcpt string, to []string) error {
+	argv := l.cfg.RedirectCmd
+	if len(argv) == 0 {
+		return errors.New("a filter redirects, but no redirect_command is configured")
+	}
+	for _, a := range to {
+		if a == "" || a[0] == '-' || strings.ContainsAny(a, " \t\r\n\x00") {
+			return fmt.Errorf("refusing redirect address %q", a)
+		}
+	}
+	args := append(append([]string{}, argv[1:]...), "-f", sender, "--")
+	args = append(args, to...)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, argv[0], args...)
+	cmd.Env = []string{"PATH=/usr/bin:/bin"}
+	cmd.Stdin = io.MultiReader(strings.NewReader("Delivered-To: "+rcpt+"\n"), io.NewSectionReader(msg, 0, size))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s: %v: %s", argv[0], err, status.Sanitize(string(out)))
+	}
+	return nil
 }
 
 // deliveredTo returns the lower-cased Delivered-To values of the message's

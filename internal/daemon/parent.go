@@ -29,11 +29,12 @@ import (
 
 // Descriptors of the listener.
 const (
-	fdControl = 3
-	fdConfig  = 4
-	fdPolicy  = 5
-	fdUnix    = 6
-	fdTCP     = 7
+	fdControl    = 3
+	fdConfig     = 4
+	fdPolicy     = 5
+	fdUnix       = 6
+	fdTCP        = 7
+	fdPolicySock = 8
 )
 
 // Parent is the root process of `lda serve`.
@@ -46,6 +47,7 @@ type Parent struct {
 	agent    *delivery.Agent
 	unixL    *os.File
 	tcpL     *os.File
+	policyL  *os.File
 	listener *exec.Cmd
 	retired  []retiredListener // replaced by a reload, still serving their sessions
 	ctl      *channel
@@ -134,7 +136,7 @@ func (p *Parent) configure(cfg *Config) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.cfg = cfg
-	p.agent = &delivery.Agent{Exe: p.Exe, PolicyPath: polPath, MinUID: sys.MinUID, Timeout: cfg.DeliveryTime, Log: p.Log}
+	p.agent = &delivery.Agent{Exe: p.Exe, PolicyPath: polPath, SieveDir: cfg.SieveDir, MinUID: sys.MinUID, Timeout: cfg.DeliveryTime, Log: p.Log}
 	return nil
 }
 
@@ -153,40 +155,16 @@ func (p *Parent) bind() error {
 		p.unixL = f
 		p.Log.Info("listening", "socket", "systemd")
 	} else if cfg.Socket != "" {
-		os.MkdirAll(filepath.Dir(cfg.Socket), 0o755)
-		var st unix.Stat_t
-		if unix.Lstat(cfg.Socket, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFSOCK {
-			os.Remove(cfg.Socket)
-		}
-		old := syscall.Umask(0o177)
-		l, err := net.ListenUnix("unix", &net.UnixAddr{Name: cfg.Socket, Net: "unix"})
-		syscall.Umask(old)
-		if err != nil {
+		if p.unixL, err = bindUnix(cfg, cfg.Socket); err != nil {
 			return err
 		}
-		l.SetUnlinkOnClose(false)
-		mode, _ := cfg.Mode()
-		gid := -1
-		if cfg.SocketGroup != "" {
-			if gid, err = lookupGroup(cfg.SocketGroup); err != nil {
-				return fmt.Errorf("socket_group: %w", err)
-			}
-		}
-		owner := 0
-		if os.Getuid() != 0 {
-			owner = -1 // single-user mode: the socket stays the invoker's
-		}
-		if err := os.Chown(cfg.Socket, owner, gid); err != nil {
+		p.Log.Info("listening", "socket", cfg.Socket, "mode", cfg.SocketMode, "group", cfg.SocketGroup)
+	}
+	if cfg.PolicySocket != "" {
+		if p.policyL, err = bindUnix(cfg, cfg.PolicySocket); err != nil {
 			return err
 		}
-		if err := os.Chmod(cfg.Socket, mode); err != nil {
-			return err
-		}
-		if p.unixL, err = l.File(); err != nil {
-			return err
-		}
-		l.Close()
-		p.Log.Info("listening", "socket", cfg.Socket, "mode", fmt.Sprintf("%#o", mode), "group", cfg.SocketGroup)
+		p.Log.Info("policy service listening", "socket", cfg.PolicySocket)
 	}
 	if cfg.TCP != "" {
 		l, err := net.Listen("tcp", cfg.TCP)
@@ -200,6 +178,42 @@ func (p *Parent) bind() error {
 		p.Log.Warn("listening on TCP: peers are NOT authenticated", "tcp", cfg.TCP)
 	}
 	return nil
+}
+
+// bindUnix creates the Unix socket path with the configured mode and
+// group (the owner is root, or the invoking user in single-user mode).
+func bindUnix(cfg *Config, path string) (*os.File, error) {
+	os.MkdirAll(filepath.Dir(path), 0o755)
+	var st unix.Stat_t
+	if unix.Lstat(path, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFSOCK {
+		os.Remove(path)
+	}
+	old := syscall.Umask(0o177)
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	syscall.Umask(old)
+	if err != nil {
+		return nil, err
+	}
+	defer l.Close()
+	l.SetUnlinkOnClose(false)
+	mode, _ := cfg.Mode()
+	gid := -1
+	if cfg.SocketGroup != "" {
+		if gid, err = lookupGroup(cfg.SocketGroup); err != nil {
+			return nil, fmt.Errorf("socket_group: %w", err)
+		}
+	}
+	owner := 0
+	if os.Getuid() != 0 {
+		owner = -1 // single-user mode: the socket stays the invoker's
+	}
+	if err := os.Chown(path, owner, gid); err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		return nil, err
+	}
+	return l.File()
 }
 
 // startListener re-executes lda as the listener user and serves its
@@ -227,7 +241,7 @@ func (p *Parent) startListener() (chan error, error) {
 		return nil, err
 	}
 	defer theirs.Close()
-	files := []*os.File{theirs, cf, pf, p.unixL, p.tcpL}
+	files := []*os.File{theirs, cf, pf, p.unixL, p.tcpL, p.policyL}
 	cmd, err := spawn.Start(spawn.Request{Exe: p.Exe, Args: []string{"listener"}, UID: lu.UID, GID: lu.GID, MinUID: 1, Files: files})
 	if err != nil {
 		mine.Close()
@@ -313,8 +327,9 @@ func (p *Parent) serveRequests(ctl *channel, agent *delivery.Agent, cfg *Config)
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			st := p.handle(agent, cfg, req, f)
-			if err := ctl.send((&job.Reply{ID: req.ID, Status: st}).Encode(), nil); err != nil {
+			rep := p.handle(agent, cfg, req, f)
+			rep.ID = req.ID
+			if err := ctl.send(rep.Encode(), nil); err != nil {
 				p.Log.Error("control channel", "error", err.Error())
 			}
 		}()
@@ -323,32 +338,41 @@ func (p *Parent) serveRequests(ctl *channel, agent *delivery.Agent, cfg *Config)
 
 // handle performs one request. The user is looked up here, by root, from
 // the name alone.
-func (p *Parent) handle(agent *delivery.Agent, cfg *Config, req *job.Request, f *os.File) *status.Status {
-	if f == nil {
-		return status.Unknown.Wrapf("request %d without a message descriptor", req.ID)
-	}
-	defer f.Close()
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return status.Unknown.Wrapf("request %d: message descriptor is not a regular file", req.ID)
+func (p *Parent) handle(agent *delivery.Agent, cfg *Config, req *job.Request, f *os.File) *job.Reply {
+	fail := func(st *status.Status) *job.Reply { return &job.Reply{Status: st} }
+	if f != nil {
+		defer f.Close()
+		var st unix.Stat_t
+		if err := unix.Fstat(int(f.Fd()), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+			return fail(status.Unknown.Wrapf("request %d: message descriptor is not a regular file", req.ID))
+		}
+	} else if req.Op != job.ModeEnvelope {
+		return fail(status.Unknown.Wrapf("request %d without a message descriptor", req.ID))
 	}
 	u, err := userdb.Lookup(cfg.UserDB, req.User)
 	if errors.Is(err, userdb.ErrNotFound) {
-		return status.UnknownUser.Wrap(err)
+		return fail(status.UnknownUser.Wrap(err))
 	}
 	if err != nil {
-		return status.Unknown.Wrap(err)
+		return fail(status.Unknown.Wrap(err))
 	}
 	out := agent.Deliver(context.Background(), delivery.Request{
-		User: u, Kind: req.Kind, Path: req.Path, Folder: req.Folder, Program: req.Program,
+		Mode: req.Op, User: u, Kind: req.Kind, Path: req.Path, Folder: req.Folder, Program: req.Program,
 		Sender: req.Sender, Recipient: req.Recipient, Headers: cfg.Headers, Received: req.Received, Message: f, Size: req.Size,
 	})
-	return out.Status
+	rep := &job.Reply{Status: out.Status}
+	if out.Result != nil {
+		rep.Actions, rep.Decided = out.Result.Actions, out.Result.Decided
+	}
+	return rep
 }
 
 func (p *Parent) cleanup() {
 	if p.cfg != nil && p.cfg.Socket != "" && systemdSocket() == nil {
 		os.Remove(p.cfg.Socket)
+	}
+	if p.cfg != nil && p.cfg.PolicySocket != "" {
+		os.Remove(p.cfg.PolicySocket)
 	}
 }
 

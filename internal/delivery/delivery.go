@@ -29,6 +29,7 @@ import (
 type Agent struct {
 	Exe        string        // our own binary, executable by every user
 	PolicyPath string        // "" for the embedded default policy
+	SieveDir   string        // system before.sieve/after.sieve directory, "" for none
 	MinUID     int           // enforced here as well as in spawn and the policy
 	Timeout    time.Duration // per worker
 	Log        *slog.Logger
@@ -36,7 +37,7 @@ type Agent struct {
 
 // Request is one recipient's delivery.
 type Request struct {
-	Mode      string // job.ModeDeliver (default) or job.ModeExplain
+	Mode      string // job.ModeDeliver (default), ModeExplain, ModeFilter or ModeEnvelope
 	User      *userdb.User
 	Kind      string // job.KindDefault, KindMbox, KindMaildir, KindProgram
 	Path      string
@@ -78,7 +79,7 @@ func (a *Agent) job(r Request) *job.Job {
 		Mode: mode, User: r.User.Name, UID: r.User.UID, GID: r.User.GID, Home: r.User.Home,
 		Kind: r.Kind, Path: r.Path, Folder: r.Folder, Program: r.Program,
 		Sender: r.Sender, Recipient: r.Recipient, Headers: r.Headers, Received: r.Received,
-		Policy: pol, Size: r.Size,
+		Policy: pol, SieveDir: a.SieveDir, Size: r.Size,
 	}
 }
 

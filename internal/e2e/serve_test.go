@@ -110,15 +110,20 @@ type lmtpClient struct {
 
 func dialLMTP(t *testing.T, socket string) *lmtpClient {
 	t.Helper()
+	cl := dialRaw(t, socket)
+	cl.expect("220")
+	return cl
+}
+
+func dialRaw(t *testing.T, socket string) *lmtpClient {
+	t.Helper()
 	c, err := net.Dial("unix", socket)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c.SetDeadline(time.Now().Add(30 * time.Second))
 	t.Cleanup(func() { c.Close() })
-	cl := &lmtpClient{t: t, c: c, r: bufio.NewReader(c)}
-	cl.expect("220")
-	return cl
+	return &lmtpClient{t: t, c: c, r: bufio.NewReader(c)}
 }
 
 func (cl *lmtpClient) reply() string {

@@ -122,6 +122,11 @@ func run() *job.Result {
 		res.Status = status.PolicyRefused.Wrap(errors.New(dec.Reason))
 		return res
 	}
+	if j.Kind == job.KindDefault && j.Mode != job.ModeExplain && j.Mode != job.ModeRecover {
+		if handled := filter(p, u, j, res); handled {
+			return res
+		}
+	}
 	switch j.Mode {
 	case job.ModeExplain:
 		res.Status = status.New(250, "2.0.0", "allowed")
@@ -286,12 +291,16 @@ func recoverMbox(sys *policy.System, dec policy.Decision, j *job.Job) *status.St
 }
 
 func deliverMaildir(dec policy.Decision, folder string, msg io.Reader) (string, *status.Status) {
+	return deliverMaildirFlags(dec, folder, "", msg)
+}
+
+func deliverMaildirFlags(dec policy.Decision, folder, flags string, msg io.Reader) (string, *status.Status) {
 	dir, err := openRoot(dec)
 	if err != nil {
 		return "", status.From(fmt.Errorf("open maildir root: %w", err))
 	}
 	defer dir.Close()
-	r, err := maildir.Deliver(dir, dec.Rel, folder, msg, maildir.Options{CheckOwner: true, Owner: os.Getuid(), Create: dec.Create, CreateFolders: dec.CreateFolders})
+	r, err := maildir.Deliver(dir, dec.Rel, folder, msg, maildir.Options{CheckOwner: true, Owner: os.Getuid(), Create: dec.Create, CreateFolders: dec.CreateFolders, Flags: flags})
 	if err != nil {
 		return "", status.From(err)
 	}

@@ -1,0 +1,155 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"lda/internal/testutil"
+)
+
+const userScript = `require ["fileinto", "reject", "envelope", "imap4flags"];
+if envelope :is "from" "spam@bad.example" {
+  reject "we do not want this";
+} elsif header :contains "subject" "work" {
+  fileinto :flags "\\Flagged" "Work";
+} elsif header :contains "subject" "forward me" {
+  redirect "elsewhere@example.net";
+} elsif header :contains "subject" "drop" {
+  discard;
+}
+`
+
+func countNew(t *testing.T, dir string) int {
+	t.Helper()
+	ents, _ := os.ReadDir(dir)
+	return len(ents)
+}
+
+// TestSieveDeliver runs a user's script, as the user, for lda deliver.
+func TestSieveDeliver(t *testing.T) {
+	f := newFixture(t)
+	u := f.u1
+	testutil.WriteFile(t, filepath.Join(u.Home, ".lda.sieve"), []byte(userScript), 0o600, u.UID, u.GID)
+	md := filepath.Join(u.Home, "Maildir")
+
+	if r := f.deliver(u, message("hello", "x\n")); r.exit != 0 {
+		t.Fatalf("keep: exit %d %s", r.exit, r.stderr)
+	}
+	if n := countNew(t, filepath.Join(md, "new")); n != 1 {
+		t.Fatalf("inbox holds %d", n)
+	}
+	if r := f.deliver(u, message("about work", "x\n")); r.exit != 0 {
+		t.Fatalf("fileinto: exit %d %s", r.exit, r.stderr)
+	}
+	ents, _ := os.ReadDir(filepath.Join(md, ".Work", "cur"))
+	if len(ents) != 1 || !strings.HasSuffix(ents[0].Name(), ":2,F") {
+		t.Fatalf("fileinto :flags: .Work/cur holds %v", ents)
+	}
+	r := f.run(message("x", "y\n"), "deliver", "-policy", f.policy, "-log", f.log, "-f", "spam@bad.example", "-d", u.Name)
+	if r.exit != 77 || !strings.Contains(r.stderr, "550 5.7.1 we do not want this") {
+		t.Fatalf("reject: exit %d %q", r.exit, r.stderr)
+	}
+	if r := f.deliver(u, message("please drop", "x\n")); r.exit != 0 || countNew(t, filepath.Join(md, "new")) != 1 {
+		t.Fatalf("discard: exit %d, inbox %d", r.exit, countNew(t, filepath.Join(md, "new")))
+	}
+	// A broken script: implicit keep, and the user is told in ~/.lda-sieve.log.
+	testutil.WriteFile(t, filepath.Join(u.Home, ".lda.sieve"), []byte("if true { keep\n"), 0o600, u.UID, u.GID)
+	if r := f.deliver(u, message("broken", "x\n")); r.exit != 0 {
+		t.Fatalf("broken script: exit %d %s", r.exit, r.stderr)
+	}
+	if n := countNew(t, filepath.Join(md, "new")); n != 2 {
+		t.Fatalf("broken script: inbox holds %d, want 2 (implicit keep)", n)
+	}
+	if log := string(snapshot(t, filepath.Join(u.Home, ".lda-sieve.log"))); !strings.Contains(log, "kept") {
+		t.Fatalf("user log: %q", log)
+	}
+	// ~/.dovecot.sieve is accepted for migrators.
+	os.Remove(filepath.Join(u.Home, ".lda.sieve"))
+	testutil.WriteFile(t, filepath.Join(u.Home, ".dovecot.sieve"), []byte("discard;\n"), 0o600, u.UID, u.GID)
+	if r := f.deliver(u, message("dovecot", "x\n")); r.exit != 0 || countNew(t, filepath.Join(md, "new")) != 2 {
+		t.Fatalf(".dovecot.sieve not used: exit %d", r.exit)
+	}
+}
+
+// TestSieveServe: RCPT-time refusal, XLDA-FILTER replies, and the policy
+// service, through the daemon.
+func TestSieveServe(t *testing.T) {
+	f := newFixture(t)
+	u := f.u1
+	testutil.WriteFile(t, filepath.Join(u.Home, ".lda.sieve"), []byte(userScript), 0o600, u.UID, u.GID)
+	psock := filepath.Join(f.base, "run", "policy.sock")
+	d := startDaemon(t, f, "policy_socket: "+psock+"\nredirect_command: [/bin/true]\n")
+	defer func() {
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", d.stderr)
+		}
+	}()
+	cl := dialLMTP(t, d.socket)
+	cl.cmd("LHLO mta.test", "250")
+
+	t.Run("rejected at RCPT time", func(t *testing.T) {
+		cl.cmd("MAIL FROM:<spam@bad.example>", "250")
+		cl.cmd("RCPT TO:<"+u.Name+"@example.org>", "550 5.7.1 we do not want this")
+		cl.cmd("RCPT TO:<"+f.u2.Name+"@example.org>", "250") // no script: accepted
+		cl.cmd("RSET", "250")
+	})
+	t.Run("header-dependent script waits for DATA", func(t *testing.T) {
+		cl.cmd("MAIL FROM:<friend@example.org>", "250")
+		cl.cmd("RCPT TO:<"+u.Name+"@example.org>", "250")
+		cl.cmd("DATA", "354")
+		fmt.Fprintf(cl.c, "Subject: work stuff\r\n\r\nx\r\n.\r\n")
+		cl.expect("250 2.0.0")
+		if ents, _ := os.ReadDir(filepath.Join(u.Home, "Maildir", ".Work", "cur")); len(ents) != 1 {
+			t.Fatalf(".Work holds %d", len(ents))
+		}
+	})
+	t.Run("filter only", func(t *testing.T) {
+		cl.cmd("MAIL FROM:<friend@example.org>", "250")
+		cl.cmd("RCPT TO:<"+u.Name+"@example.org> XLDA-FILTER=only", "250")
+		cl.cmd("DATA", "354")
+		fmt.Fprintf(cl.c, "Subject: forward me\r\n\r\nx\r\n.\r\n")
+		r := cl.expect("250")
+		if !strings.Contains(r, "250-2.0.0 ACTION redirect elsewhere@example.net") {
+			t.Fatalf("filter-only reply:\n%s", r)
+		}
+		if n := countNew(t, filepath.Join(u.Home, "Maildir", "new")); n != 0 {
+			t.Fatalf("filter-only delivered %d messages", n)
+		}
+	})
+	t.Run("redirect submitted for a stock client", func(t *testing.T) {
+		cl.cmd("MAIL FROM:<friend@example.org>", "250")
+		cl.cmd("RCPT TO:<"+u.Name+"@example.org>", "250")
+		cl.cmd("DATA", "354")
+		fmt.Fprintf(cl.c, "Subject: forward me\r\n\r\nx\r\n.\r\n")
+		cl.expect("250 2.0.0")
+		if !strings.Contains(d.stderr.String(), "actions=\"redirect elsewhere@example.net\"") {
+			t.Fatalf("no redirect in the log:\n%s", d.stderr)
+		}
+	})
+	t.Run("policy service", func(t *testing.T) {
+		out := policyQuery(t, psock, "spam@bad.example", u.Name+"@example.org")
+		if out != "action=REJECT 5.7.1 we do not want this" {
+			t.Fatalf("policy service said %q", out)
+		}
+		if out := policyQuery(t, psock, "friend@example.org", u.Name+"@example.org"); out != "action=DUNNO" {
+			t.Fatalf("policy service said %q for a friend", out)
+		}
+		if out := policyQuery(t, psock, "a@b", "nobody-here-zz@example.org"); !strings.HasPrefix(out, "action=REJECT 5.1.1") {
+			t.Fatalf("policy service said %q for an unknown user", out)
+		}
+	})
+}
+
+func policyQuery(t *testing.T, sock, sender, rcpt string) string {
+	t.Helper()
+	cl := dialRaw(t, sock)
+	fmt.Fprintf(cl.c, "request=smtpd_access_policy\nprotocol_state=RCPT\nsender=%s\nrecipient=%s\n\n", sender, rcpt)
+	line, err := cl.r.ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(line)
+}

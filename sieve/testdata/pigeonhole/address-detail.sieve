@@ -1,0 +1,5 @@
+# message: plain.eml
+require ["fileinto", "envelope", "subaddress", "imap4flags", "variables", "relational", "body", "reject", "copy", "encoded-character", "comparator-i;ascii-numeric"];
+if address :detail "to" "golang" {
+  fileinto "Go";
+}

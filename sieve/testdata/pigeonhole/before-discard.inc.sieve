@@ -1,0 +1,4 @@
+# a system "before" script
+if header :is "x-spam-flag" "YES" {
+  discard;
+}

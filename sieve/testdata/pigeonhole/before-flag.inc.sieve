@@ -1,0 +1,3 @@
+# a system "before" script
+require "imap4flags";
+addflag "\\Flagged";

@@ -1,0 +1,4 @@
+# message: plain.eml
+# before: before-flag.inc.sieve
+require ["fileinto", "envelope", "subaddress", "imap4flags", "variables", "relational", "body", "reject", "copy", "encoded-character", "comparator-i;ascii-numeric"];
+fileinto "Work";

@@ -1,0 +1,5 @@
+# a system "before" script
+require "fileinto";
+if header :is "x-spam-flag" "YES" {
+  fileinto "Junk";
+}

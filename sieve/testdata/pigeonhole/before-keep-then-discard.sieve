@@ -1,0 +1,3 @@
+# message: plain.eml
+# before: before-keep.inc.sieve
+discard;

@@ -1,0 +1,4 @@
+# a system "before" script
+require "imap4flags";
+addflag "\\Seen";
+keep;

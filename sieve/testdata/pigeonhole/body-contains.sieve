@@ -1,0 +1,5 @@
+# message: list.eml
+require ["fileinto", "envelope", "subaddress", "imap4flags", "variables", "relational", "body", "reject", "copy", "encoded-character", "comparator-i;ascii-numeric"];
+if body :contains "unsubscribe" {
+  fileinto "Bulk";
+}

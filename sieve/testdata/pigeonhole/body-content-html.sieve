@@ -1,0 +1,5 @@
+# message: mime.eml
+require ["fileinto", "envelope", "subaddress", "imap4flags", "variables", "relational", "body", "reject", "copy", "encoded-character", "comparator-i;ascii-numeric"];
+if body :content "text/html" :contains "<b>Sale</b>" {
+  fileinto "Offers";
+}

@@ -1,0 +1,4 @@
+# message: plain.eml
+require ["fileinto", "envelope", "subaddress", "imap4flags", "variables", "relational", "body", "reject", "copy", "encoded-character", "comparator-i;ascii-numeric"];
+discard;
+fileinto "Saved";

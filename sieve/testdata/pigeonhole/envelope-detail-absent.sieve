@@ -1,0 +1,8 @@
+# to: user@example.com
+# message: plain.eml
+require ["fileinto", "envelope", "subaddress", "imap4flags", "variables", "relational", "body", "reject", "copy", "encoded-character", "comparator-i;ascii-numeric"];
+if envelope :detail "to" "" {
+  fileinto "EmptyDetail";
+} elsif envelope :user "to" "user" {
+  fileinto "User";
+}

@@ -1,0 +1,6 @@
+# from: bounce@lists.example.org
+# message: plain.eml
+require ["fileinto", "envelope", "subaddress", "imap4flags", "variables", "relational", "body", "reject", "copy", "encoded-character", "comparator-i;ascii-numeric"];
+if envelope :domain :matches "from" "*.example.org" {
+  fileinto "Org";
+}

@@ -1,0 +1,3 @@
+# message: plain.eml
+require ["fileinto", "envelope", "subaddress", "imap4flags", "variables", "relational", "body", "reject", "copy", "encoded-character", "comparator-i;ascii-numeric"];
+fileinto "a${hex:00}b";

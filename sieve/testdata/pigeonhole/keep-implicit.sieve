@@ -1,0 +1,2 @@
+# message: plain.eml
+# nothing: implicit keep

@@ -1,0 +1,2 @@
+# message: plain.eml
+redirect "Joe <joe@example.org>";

@@ -1,0 +1,2 @@
+# message: plain.eml
+redirect "joe@[192.0.2.1]";

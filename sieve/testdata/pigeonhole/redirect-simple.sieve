@@ -1,0 +1,2 @@
+# message: plain.eml
+redirect "forward@example.org";
