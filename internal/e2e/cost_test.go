@@ -52,6 +52,27 @@ func BenchmarkDelivery(b *testing.B) {
 			}
 			_ = f
 		})
+		if kind == "maildir" {
+			// The same delivery with a typical 30-line Sieve script that
+			// ends in keep (testdata/typical.sieve): the added cost of
+			// loading, parsing the message and running the script.
+			b.Run(kind+"/worker+sieve", func(b *testing.B) {
+				f, agent, u, spool, size := costSetup(b)
+				script, err := os.ReadFile("testdata/typical.sieve")
+				if err != nil {
+					b.Fatal(err)
+				}
+				testutilWrite(b, filepath.Join(u.Home, ".lda.sieve"), script, u.UID, u.GID)
+				req := delivery.Request{User: u, Kind: job.KindDefault, Sender: "s@example.org", Recipient: u.Name + "@example.org", Headers: true, Message: spool, Size: size}
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					if out := agent.Deliver(context.Background(), req); !out.Status.OK() || out.Result == nil || len(out.Result.Actions) != 1 || out.Result.Actions[0] != "keep" {
+						b.Fatalf("delivery: %v %+v", out.Status, out.Result)
+					}
+				}
+				_ = f
+			})
+		}
 		b.Run(kind+"/inprocess", func(b *testing.B) {
 			f, _, u, spool, size := costSetup(b)
 			dir, err := os.Open(u.Home)
