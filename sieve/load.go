@@ -46,11 +46,12 @@ type LoadError struct {
 	Err  error
 }
 
+// Error is one line: it goes into the user's log file.
 func (e *LoadError) Error() string {
 	if e.Line > 0 {
-		return fmt.Sprintf("sieve: script %s: line %d: %v", strconv.Quote(e.Name), e.Line, e.Err)
+		return oneLine(fmt.Sprintf("sieve: script %s: line %d: %v", strconv.Quote(e.Name), e.Line, e.Err))
 	}
-	return fmt.Sprintf("sieve: script %s: %v", strconv.Quote(e.Name), e.Err)
+	return oneLine(fmt.Sprintf("sieve: script %s: %v", strconv.Quote(e.Name), e.Err))
 }
 
 func (e *LoadError) Unwrap() error { return e.Err }

@@ -228,6 +228,9 @@ func pigeonholeEffects(t *testing.T, bin string, c phCase) effects {
 		return string(out)
 	}
 	dry := run()
+	if strings.Contains(dry, "Fatal:") && !strings.Contains(dry, "Fatal: failed to compile") {
+		t.Fatalf("sieve-test cannot run here (TMPDIR must be traversable by uid 65534 when run as root):\n%s", dry)
+	}
 	if strings.Contains(dry, "failed to compile") {
 		// Dovecot's LDA keeps the message when the script does not compile.
 		return effects{failed: true, load: true, list: []string{"store INBOX "}}

@@ -43,11 +43,22 @@ type ScriptError struct {
 	Err  error
 }
 
+// Error is one line: it goes into the user's log file.
 func (e *ScriptError) Error() string {
 	if e.Name == "" {
-		return fmt.Sprintf("sieve: %v", e.Err)
+		return oneLine(fmt.Sprintf("sieve: %v", e.Err))
 	}
-	return fmt.Sprintf("sieve: script %s: %v", strconv.Quote(e.Name), e.Err)
+	return oneLine(fmt.Sprintf("sieve: script %s: %v", strconv.Quote(e.Name), e.Err))
+}
+
+// oneLine replaces control characters (CR, LF, NUL, ...) by "?".
+func oneLine(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return '?'
+		}
+		return r
+	}, s)
 }
 func (e *ScriptError) Unwrap() error { return e.Err }
 

@@ -136,6 +136,7 @@ func TestRunActions(t *testing.T) {
 		{name: "exists", script: `if exists "x-spam-flag" { fileinto "S"; }`, want: `fileinto "S"`},
 		{name: "variables from match", script: `if header :matches "from" "*<*@*>" { fileinto "From.${3}"; }`, want: `fileinto "From.example.net"`},
 		{name: "environment", script: `if environment :is "name" "lda" { fileinto "E"; }`, want: `fileinto "E"`},
+		{name: "error text is one line", script: "if envelope \"x${hex:0a}y\" \"\" { keep; }", want: "keep", errSub: "x?y"},
 		{name: "environment unknown item", script: `if environment :is "host" "" { fileinto "E"; }`, want: "keep"},
 
 		// limits
@@ -448,6 +449,37 @@ func TestValidAddress(t *testing.T) {
 	} {
 		if got, err := ValidAddress(in); err == nil {
 			t.Errorf("ValidAddress(%q) = %q, want an error", in, got)
+		}
+	}
+}
+
+// TestConcurrentRuns: one loaded Script and one Message may be used by
+// several runs at once (a persistent worker, the daemon).
+func TestConcurrentRuns(t *testing.T) {
+	s := mustLoad(t, "typical", typicalScript)
+	m := mustParse(t, testMessage)
+	done := make(chan string, 8)
+	for i := 0; i < 8; i++ {
+		go func() {
+			var last string
+			for j := 0; j < 20; j++ {
+				out, err := Run(context.Background(), []*Script{s}, testEnv, m, Limits{})
+				if err != nil {
+					last = err.Error()
+					break
+				}
+				last = actionsString(out.Actions)
+				if _, _, err := RunEnvelope(context.Background(), []*Script{s}, testEnv, Limits{}); err != nil {
+					last = err.Error()
+					break
+				}
+			}
+			done <- last
+		}()
+	}
+	for i := 0; i < 8; i++ {
+		if got := <-done; got != `fileinto "Work"` {
+			t.Errorf("run %d: %s", i, got)
 		}
 	}
 }
