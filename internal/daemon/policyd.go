@@ -114,6 +114,7 @@ func (l *Listener) policyAction(a map[string]string, sid string) string {
 		l.log.Info("policy", "session", sid, "recipient", rcpt, "user", u.Name, "action", "REJECT 5.7.1", "reason", text)
 		return "REJECT 5.7.1 " + text
 	}
+	l.log.Info("policy", "session", sid, "recipient", rcpt, "user", u.Name, "action", "DUNNO")
 	return "DUNNO"
 }
 

@@ -184,8 +184,13 @@ func (a *Agent) log(r Request, out Outcome, d time.Duration) {
 		level = slog.LevelWarn
 	}
 	msg := "delivery"
-	if r.Mode == job.ModeExplain {
+	switch r.Mode {
+	case job.ModeExplain:
 		msg = "explain"
+	case job.ModeEnvelope:
+		msg = "rcpt-sieve" // an envelope-only evaluation, nothing delivered
+	case job.ModeFilter:
+		msg = "filter-only" // actions reported, nothing delivered
 	}
 	a.Log.Log(context.Background(), level, msg, attrs...)
 }

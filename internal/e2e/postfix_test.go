@@ -125,6 +125,13 @@ func freeLoopbackPort(t *testing.T) int {
 // instance, and stops it when t ends.
 func startPostfix(t *testing.T, base, ldaSocket string) *postfixInstance {
 	t.Helper()
+	return startPostfixWith(t, base, ldaSocket, "")
+}
+
+// startPostfixWith is startPostfix with extraMainCf appended to main.cf
+// (later settings override earlier ones).
+func startPostfixWith(t *testing.T, base, ldaSocket, extraMainCf string) *postfixInstance {
+	t.Helper()
 	root := filepath.Join(base, "postfix")
 	p := &postfixInstance{
 		t:       t,
@@ -153,7 +160,7 @@ func startPostfix(t *testing.T, base, ldaSocket string) *postfixInstance {
 		"{{DIR}}", p.dir, "{{QUEUE}}", p.queue, "{{DATA}}", filepath.Join(root, "data"),
 		"{{MAILLOG}}", p.maillog, "{{BASE}}", base, "{{SOCKET}}", ldaSocket,
 		"{{PORT}}", strconv.Itoa(p.port))
-	testutil.WriteFile(t, filepath.Join(p.dir, "main.cf"), []byte(r.Replace(postfixMainCf)), 0o644, 0, 0)
+	testutil.WriteFile(t, filepath.Join(p.dir, "main.cf"), []byte(r.Replace(postfixMainCf)+extraMainCf), 0o644, 0, 0)
 	testutil.WriteFile(t, filepath.Join(p.dir, "master.cf"), []byte(r.Replace(postfixMasterCf)), 0o644, 0, 0)
 
 	// On failure, show Postfix's own log (registered first: it runs after
