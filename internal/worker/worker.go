@@ -334,6 +334,9 @@ func runProgram(spec *policy.ProgramSpec, j *job.Job, msg io.Reader) (*status.St
 		"RECIPIENT=" + j.Recipient,
 	}
 	cmd.Dir = j.Home
+	if fi, err := os.Stat(j.Home); err != nil || !fi.IsDir() {
+		cmd.Dir = "/" // system accounts such as nobody have no home
+	}
 	cmd.Stdin = msg
 	var out bytes.Buffer
 	lw := &capped{buf: &out, max: 4096}
