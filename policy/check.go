@@ -54,7 +54,7 @@ func (p *Policy) Check(u User, d Destination) Decision {
 		if d.Path != "" || d.Folder != "" {
 			return refuse("a program destination has no path or folder")
 		}
-		if err := validProgramName(d.Program); err != nil {
+		if err := ValidProgramName(d.Program); err != nil {
 			return refuse("%v", err)
 		}
 		if sys.programs[d.Program] == nil {

@@ -229,7 +229,7 @@ func TestCheckLexical(t *testing.T) {
 		{"folder dot", folder("/home/alice/Maildir", "."), "empty part"},
 		{"folder NUL", folder("/home/alice/Maildir", "W\x00"), "NUL"},
 		{"folder newline", folder("/home/alice/Maildir", "W\nX"), "control"},
-		{"folder too long", folder("/home/alice/Maildir", strings.Repeat("x", 256)), "longer than 255"},
+		{"folder too long", folder("/home/alice/Maildir", strings.Repeat("x", 255)), "longer than 254"},
 		{"folder invalid UTF-8", folder("/home/alice/Maildir", "\xff"), "invalid UTF-8"},
 		{"folder on mbox", Destination{Kind: Mbox, Path: "/var/mail/alice", Folder: "x"}, "no folders"},
 		{"program on a path", Destination{Kind: Mbox, Path: "/var/mail/alice", Program: "procmail"}, "no program"},

@@ -14,7 +14,7 @@ import (
 const (
 	MaxPathLen     = 4096 // bytes in a path (PATH_MAX)
 	MaxNameLen     = 255  // bytes in one path component (NAME_MAX)
-	MaxFolderLen   = 255  // bytes in a Maildir++ folder name
+	MaxFolderLen   = 254  // bytes in a Maildir++ folder name ("." + name must fit NAME_MAX)
 	MaxUserNameLen = 64   // bytes in a user name
 )
 
@@ -148,10 +148,10 @@ func validUser(u User) error {
 	return nil
 }
 
-// validProgramName checks a program's name as used in the policy and in
+// ValidProgramName checks a program's name as used in the policy and in
 // destinations: a letter or digit, then letters, digits, ".", "_", "+" and
 // "-", at most 64 bytes. So "prog;id", "../../bin/sh" and "-x" are refused.
-func validProgramName(name string) error {
+func ValidProgramName(name string) error {
 	if name == "" {
 		return errors.New("empty program name")
 	}

@@ -55,7 +55,8 @@ func TestValidFolder(t *testing.T) {
 		{"a.b.c", true},
 		{"Entwürfe", true},
 		{"with space", true},
-		{strings.Repeat("x", 255), true},
+		{strings.Repeat("x", 254), true},
+		{strings.Repeat("x", 255), false},
 		{"", false},
 		{".", false},
 		{"..", false},
@@ -80,12 +81,12 @@ func TestValidFolder(t *testing.T) {
 
 func TestValidProgramName(t *testing.T) {
 	for _, ok := range []string{"procmail", "a", "x-1", "filter.v2", "a_b-c", "7z"} {
-		if err := validProgramName(ok); err != nil {
+		if err := ValidProgramName(ok); err != nil {
 			t.Errorf("%q: %v", ok, err)
 		}
 	}
 	for _, bad := range []string{"", "-x", ".x", "_x", "a b", "a+b", "a;b", "a|b", "a/b", "../x", "a\x00", "$(id)", "`id`", strings.Repeat("a", 65)} {
-		if err := validProgramName(bad); err == nil {
+		if err := ValidProgramName(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
 	}

@@ -348,7 +348,7 @@ func (w *walker) programs(n *yaml.Node, progs map[string]*program) error {
 		return w.errf(n, "programs: empty mapping (leave the key out instead)")
 	}
 	for _, e := range ents {
-		if err := validProgramName(e.key); err != nil {
+		if err := ValidProgramName(e.key); err != nil {
 			return w.errf(e.k, "programs: %v", err)
 		}
 		what := "programs: " + e.key
@@ -530,7 +530,7 @@ func (w *walker) rule(n *yaml.Node, source, action string, progs map[string]*pro
 		return nil, err
 	}
 	if r.Kind == Program {
-		if err := validProgramName(r.Pattern); err != nil {
+		if err := ValidProgramName(r.Pattern); err != nil {
 			return nil, w.errf(val, "%s: %v", what, err)
 		}
 		if progs[r.Pattern] == nil {

@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"lda/internal/delivery"
@@ -75,26 +74,17 @@ func (c *common) lookupUser(name string) (*userdb.User, *status.Status) {
 	return u, nil
 }
 
-// parseDest parses KIND:PATH (mbox:/var/mail/u, maildir:/home/u/Maildir)
-// or program:NAME. The empty string is the user's default destination.
-func parseDest(s string) (kind, path, program string, err error) {
+// parseDest parses -dest (policy.ParseDestination's form). The empty
+// string is the user's default destination.
+func parseDest(s string) (kind, path, folder, program string, err error) {
 	if s == "" {
-		return job.KindDefault, "", "", nil
+		return job.KindDefault, "", "", "", nil
 	}
-	k, v, ok := strings.Cut(s, ":")
-	if !ok || v == "" {
-		return "", "", "", errors.New("destination is not KIND:VALUE")
+	d, err := policy.ParseDestination(s)
+	if err != nil {
+		return "", "", "", "", errors.New("destination must be mbox:PATH, maildir:PATH[#FOLDER] or program:NAME, with an absolute clean path (no .., //, /./, trailing /, control characters)")
 	}
-	switch k {
-	case job.KindMbox, job.KindMaildir:
-		if err := policy.ValidPath(v); err != nil {
-			return "", "", "", errors.New("destination path must be absolute and clean (no .., //, /./, trailing /, control characters)")
-		}
-		return k, v, "", nil
-	case job.KindProgram:
-		return k, "", v, nil
-	}
-	return "", "", "", errors.New("destination kind is not mbox, maildir or program")
+	return d.Kind.String(), d.Path, d.Folder, d.Program, nil
 }
 
 func cmdDeliver(args []string) int {
@@ -114,9 +104,15 @@ func cmdDeliver(args []string) int {
 	if *user == "" || fs.NArg() != 0 {
 		return fail(status.ExUsage, "%s: -d USER is required and no operands are taken", status.Usage.Reply())
 	}
-	kind, path, program, err := parseDest(*dest)
+	kind, path, destFolder, program, err := parseDest(*dest)
 	if err != nil {
 		return fail(status.ExUsage, "%s: %v", status.Usage.Reply(), err)
+	}
+	if destFolder != "" {
+		if *folder != "" && *folder != destFolder {
+			return fail(status.ExUsage, "%s: -folder and #FOLDER in -dest disagree", status.Usage.Reply())
+		}
+		*folder = destFolder
 	}
 	st := deliverStdin(&c, request{
 		user: *user, sender: *sender, rcpt: *rcpt, kind: kind, path: path, program: program,

@@ -40,9 +40,12 @@ func cmdExplain(args []string) int {
 	if fs.NArg() == 2 {
 		dest = fs.Arg(1)
 	}
-	kind, path, program, err := parseDest(dest)
+	kind, path, destFolder, program, err := parseDest(dest)
 	if err != nil {
 		return fail(status.ExUsage, "explain: %v", err)
+	}
+	if destFolder != "" {
+		*folder = destFolder
 	}
 	agent, _, err := c.agent()
 	if err != nil {

@@ -13,7 +13,6 @@ import (
 	"lda/internal/delivery"
 	"lda/internal/job"
 	"lda/internal/status"
-	"lda/policy"
 )
 
 const goodConfig = `version: 1
@@ -51,30 +50,6 @@ func TestParseConfig(t *testing.T) {
 			_, err := ParseConfig(strings.NewReader(tc.yaml), "lda.yaml")
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want it to contain %q", err, tc.want)
-			}
-		})
-	}
-}
-
-func TestParseDest(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		ok   bool
-		want policy.Destination
-	}{
-		{"mbox:/var/mail/a", true, policy.Destination{Kind: policy.Mbox, Path: "/var/mail/a"}},
-		{"maildir:/home/a/Maildir#Lists.go", true, policy.Destination{Kind: policy.Maildir, Path: "/home/a/Maildir", Folder: "Lists.go"}},
-		{"program:procmail", true, policy.Destination{Kind: policy.Program, Program: "procmail"}},
-		{"mbox:relative", false, policy.Destination{}},
-		{"mbox:/a/../b", false, policy.Destination{}},
-		{"maildir:/a#../x", false, policy.Destination{}},
-		{"pipe:/bin/sh", false, policy.Destination{}},
-		{"/var/mail/a", false, policy.Destination{}},
-	} {
-		t.Run(tc.in, func(t *testing.T) {
-			d, err := parseDest(tc.in)
-			if (err == nil) != tc.ok || (tc.ok && d != tc.want) {
-				t.Fatalf("parseDest(%q) = %+v, %v", tc.in, d, err)
 			}
 		})
 	}

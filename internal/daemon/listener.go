@@ -438,7 +438,7 @@ func (b *backend) Rcpt(r lmtp.Recipient) *status.Status {
 			b.helo, b.peer, b.l.hostname(), b.session, r.Addr, time.Now().Format(time.RFC1123Z))
 	}
 	if r.Dest != "" {
-		d, err := parseDest(r.Dest)
+		d, err := policy.ParseDestination(r.Dest)
 		if err != nil {
 			return status.Usage
 		}
@@ -471,38 +471,6 @@ func (b *backend) Rcpt(r lmtp.Recipient) *status.Status {
 	}
 	b.rcpts = append(b.rcpts, rcpt{req: req, filter: r.Filter != ""})
 	return nil
-}
-
-// parseDest parses XLDA-DEST: mbox:PATH, maildir:PATH[#FOLDER], program:NAME.
-func parseDest(s string) (policy.Destination, error) {
-	k, v, ok := strings.Cut(s, ":")
-	if !ok {
-		return policy.Destination{}, errors.New("no kind")
-	}
-	kind, err := policy.ParseKind(k)
-	if err != nil {
-		return policy.Destination{}, err
-	}
-	d := policy.Destination{Kind: kind}
-	switch kind {
-	case policy.Program:
-		d.Program = v
-	case policy.Maildir:
-		d.Path, d.Folder, _ = strings.Cut(v, "#")
-	default:
-		d.Path = v
-	}
-	if kind != policy.Program {
-		if err := policy.ValidPath(d.Path); err != nil {
-			return d, err
-		}
-	}
-	if d.Folder != "" {
-		if err := policy.ValidFolder(d.Folder); err != nil {
-			return d, err
-		}
-	}
-	return d, nil
 }
 
 // Data delivers the spooled message to every accepted recipient, at most

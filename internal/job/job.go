@@ -153,7 +153,7 @@ func (j *Job) Validate() error {
 			return errors.New("job: stray program or folder")
 		}
 	case KindProgram:
-		if !validProgramName(j.Program) || j.Path != "" || j.Folder != "" {
+		if policy.ValidProgramName(j.Program) != nil || j.Path != "" || j.Folder != "" {
 			return fmt.Errorf("job: bad program %q", j.Program)
 		}
 	default:
@@ -191,18 +191,6 @@ func (j *Job) Validate() error {
 		return errors.New("job: bad recover record")
 	}
 	return nil
-}
-
-func validProgramName(s string) bool {
-	if s == "" || len(s) > 64 || s[0] == '-' || s[0] == '.' {
-		return false
-	}
-	for _, c := range s {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return false
-		}
-	}
-	return true
 }
 
 // validAddress accepts an envelope address: no control character, at

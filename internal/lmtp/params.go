@@ -180,35 +180,6 @@ func parseORcpt(v string) (string, bool) {
 // Kinds are lower-case. It is a lexical check only: whether the user may
 // deliver there is the policy's decision.
 func ValidDest(d string) bool {
-	kind, rest, ok := strings.Cut(d, ":")
-	if !ok {
-		return false
-	}
-	switch kind {
-	case "mbox":
-		return validDestPath(rest)
-	case "maildir":
-		p, folder, hasFolder := strings.Cut(rest, "#")
-		return validDestPath(p) && (!hasFolder || policy.ValidFolder(folder) == nil)
-	case "program":
-		return validProgramName(rest)
-	}
-	return false
-}
-
-func validDestPath(p string) bool {
-	return p != "/" && policy.ValidPath(p) == nil
-}
-
-func validProgramName(s string) bool {
-	if s == "" || len(s) > maxProgram || s[0] == '-' || s[0] == '.' {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return false
-		}
-	}
-	return true
+	_, err := policy.ParseDestination(d)
+	return err == nil
 }
