@@ -8,10 +8,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"lda/internal/delivery"
 	"lda/internal/job"
+	"lda/internal/spawn"
 	"lda/internal/status"
 	"lda/internal/userdb"
 	"lda/policy"
@@ -98,6 +100,7 @@ func cmdDeliver(args []string) int {
 	folder := fs.String("folder", "", "Maildir++ folder of a maildir destination")
 	maxSize := fs.Int64("max-size", 100<<20, "largest message accepted, in bytes")
 	noHeaders := fs.Bool("no-headers", false, "do not add Return-Path and Delivered-To")
+	fs.StringVar(&Sendmail[0], "sendmail", Sendmail[0], "sendmail-compatible command that submits a filter's redirects (run as the user)")
 	if err := fs.Parse(args); err != nil {
 		return fail(status.ExUsage, "%s: see lda(8)", status.Usage.Reply())
 	}
@@ -153,7 +156,54 @@ func deliverStdin(c *common, r request, in io.Reader) *status.Status {
 		User: u, Kind: r.kind, Path: r.path, Folder: r.folder, Program: r.program,
 		Sender: r.sender, Recipient: r.rcpt, Headers: r.headers, Message: spool, Size: size,
 	})
+	if out.Status.OK() && out.Result != nil {
+		if to := job.Redirects(out.Result.Actions); len(to) > 0 {
+			rcpt := r.rcpt
+			if rcpt == "" {
+				rcpt = u.Name
+			}
+			if err := submitRedirect(agent, u, r.sender, rcpt, to, spool, size); err != nil {
+				st := status.Unknown.Wrap(err)
+				agent.Log.Warn("redirect", "user", u.Name, "recipient", rcpt, "status", "451 4.3.0", "detail", err.Error())
+				return st
+			}
+			agent.Log.Info("redirect", "user", u.Name, "recipient", rcpt, "to", strings.Join(to, ","))
+		}
+	}
 	return out.Status
+}
+
+// Sendmail submits a filter's redirects for lda deliver (-sendmail sets
+// argv[0]); lda appends -f SENDER -- ADDRESSES.
+var Sendmail = []string{"/usr/sbin/sendmail", "-i"}
+
+// submitRedirect sends the message on to the filter's redirect addresses
+// through sendmail, run as the recipient (through spawn, never as root),
+// with a Delivered-To line so that a loop comes back refused. If it
+// fails, the delivery fails temporarily: a retry may duplicate the other
+// actions, but the redirect is never silently lost.
+func submitRedirect(agent *delivery.Agent, u *userdb.User, sender, rcpt string, to []string, msg *os.File, size int64) error {
+	for _, a := range to {
+		if a == "" || a[0] == '-' || strings.ContainsAny(a, " \t\r\n\x00") {
+			return fmt.Errorf("refusing redirect address %q", a)
+		}
+	}
+	data := make([]byte, size)
+	if _, err := msg.ReadAt(data, 0); err != nil && size > 0 {
+		return err
+	}
+	args := append(append([]string{}, Sendmail[1:]...), "-f", sender, "--")
+	out, err := spawn.Run(context.Background(), spawn.Request{
+		Exe: Sendmail[0], Args: append(args, to...), UID: u.UID, GID: u.GID, MinUID: agent.MinUID,
+		Stdin: append([]byte("Delivered-To: "+rcpt+"\n"), data...), Timeout: 2 * time.Minute,
+	})
+	if err != nil {
+		return err
+	}
+	if out.ExitCode != 0 {
+		return fmt.Errorf("%s exited %d: %s", Sendmail[0], out.ExitCode, status.Sanitize(string(out.Stderr)))
+	}
+	return nil
 }
 
 // TooBig is the reply for a message over -max-size.

@@ -506,7 +506,7 @@ func (b *backend) Data(msg *os.File, size int64, rcpts []lmtp.Recipient) []lmtp.
 					lines = append(lines, "ACTION "+a)
 				}
 			} else if st.OK() {
-				if to := redirects(rep.Actions); len(to) > 0 {
+				if to := job.Redirects(rep.Actions); len(to) > 0 {
 					if err := b.l.redirect(msg, size, req.Sender, req.Recipient, to); err != nil {
 						b.l.log.Error("redirect", "session", b.session, "recipient", req.Recipient, "error", err.Error())
 						st = status.Unknown.Wrap(err)
@@ -522,17 +522,6 @@ func (b *backend) Data(msg *os.File, size int64, rcpts []lmtp.Recipient) []lmtp.
 	}
 	wg.Wait()
 	return replies
-}
-
-// redirects returns the addresses of the redirect actions.
-func redirects(actions []string) []string {
-	var to []string
-	for _, a := range actions {
-		if addr, ok := strings.CutPrefix(a, "redirect "); ok {
-			to = append(to, addr)
-		}
-	}
-	return to
 }
 
 // redirect submits the message to the redirect addresses through the

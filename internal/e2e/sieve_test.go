@@ -153,3 +153,38 @@ func policyQuery(t *testing.T, sock, sender, rcpt string) string {
 	}
 	return strings.TrimSpace(line)
 }
+
+// TestSieveDeliverRedirect: lda deliver submits a filter's redirect, as
+// the user, through -sendmail; a failing submission is a 4xx, never a
+// silent loss.
+func TestSieveDeliverRedirect(t *testing.T) {
+	f := newFixture(t)
+	u := f.u1
+	testutil.WriteFile(t, filepath.Join(u.Home, ".lda.sieve"), []byte(`redirect "elsewhere@example.net";`), 0o600, u.UID, u.GID)
+	out := filepath.Join(f.base, "out")
+	testutil.Must(t, os.MkdirAll(out, 0o1777))
+	os.Chmod(out, 0o1777)
+	fake := filepath.Join(f.base, "prog", "fake-sendmail")
+	testutil.WriteFile(t, fake, []byte("#!/bin/sh\nid -u > "+out+"/uid\necho \"$@\" > "+out+"/args\ncat > "+out+"/msg\n"), 0o755, 0, 0)
+	os.Chmod(filepath.Dir(fake), 0o755)
+	r := f.deliver(u, message("fwd", "body\n"), "-a", "orig@example.org", "-sendmail", fake)
+	if r.exit != 0 {
+		t.Fatalf("exit %d %s", r.exit, r.stderr)
+	}
+	if got := strings.TrimSpace(string(snapshot(t, out+"/uid"))); got != fmt.Sprint(u.UID) {
+		t.Fatalf("sendmail ran as uid %s, want the user's %d", got, u.UID)
+	}
+	if got := strings.TrimSpace(string(snapshot(t, out+"/args"))); got != "-i -f sender@example.org -- elsewhere@example.net" {
+		t.Fatalf("sendmail args %q", got)
+	}
+	if msg := string(snapshot(t, out+"/msg")); !strings.HasPrefix(msg, "Delivered-To: orig@example.org\n") || !strings.Contains(msg, "Subject: fwd") {
+		t.Fatalf("submitted message %q", msg)
+	}
+	if n := countNew(t, filepath.Join(u.Home, "Maildir", "new")); n != 0 {
+		t.Fatalf("a plain redirect also kept %d", n)
+	}
+	testutil.WriteFile(t, fake, []byte("#!/bin/sh\nexit 1\n"), 0o755, 0, 0)
+	if r := f.deliver(u, message("fwd", "body\n"), "-sendmail", fake); r.exit != 75 {
+		t.Fatalf("failed submission: exit %d, want 75", r.exit)
+	}
+}

@@ -442,6 +442,17 @@ func EncodeActions(actions []string) string {
 	return strings.Join(clean, "\t")
 }
 
+// Redirects returns the addresses of the redirect actions in actions.
+func Redirects(actions []string) []string {
+	var to []string
+	for _, a := range actions {
+		if addr, ok := strings.CutPrefix(a, "redirect "); ok {
+			to = append(to, addr)
+		}
+	}
+	return to
+}
+
 // DecodeActions splits and sanitizes an action list.
 func DecodeActions(s string) []string {
 	if s == "" {
