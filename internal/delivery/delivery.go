@@ -150,14 +150,16 @@ func (a *Agent) recover(ctx context.Context, j *job.Job, msg *os.File, p *job.Pr
 	rj := *j
 	rj.Mode = job.ModeRecover
 	rj.Recover = p
-	res, st := a.run(ctx, &rj, msg)
+	_, st := a.run(ctx, &rj, msg)
 	level := slog.LevelWarn
 	if st == nil || !st.OK() {
 		level = slog.LevelError
 	}
+	// st, not res.Status: a recovery worker that dies in its turn leaves
+	// a result without a status.
 	detail := ""
-	if res != nil {
-		detail = res.Status.Text
+	if st != nil && st.Cause != nil {
+		detail = st.Cause.Error()
 	}
 	a.Log.Log(ctx, level, "mbox recovery", "user", j.User, "offset", p.Offset, "status", reply(st), "detail", detail)
 }
@@ -172,6 +174,8 @@ func (a *Agent) log(r Request, out Outcome, d time.Duration) {
 		attrs = append(attrs, "dest", res.Where, "rule", res.Rule)
 		if res.Detail != "" {
 			attrs = append(attrs, "detail", res.Detail)
+		} else if st != nil && st.Cause != nil {
+			attrs = append(attrs, "detail", st.Cause.Error()) // a worker that died says nothing
 		}
 		if res.Warning != "" {
 			attrs = append(attrs, "warning", res.Warning)

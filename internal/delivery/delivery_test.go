@@ -1,0 +1,58 @@
+package delivery
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"lda/internal/testutil"
+	"lda/internal/userdb"
+)
+
+// TestDeadWorkers: a worker that dies after announcing an mbox append, and
+// a recovery worker that dies in its turn, give 451 4.3.0 and two log
+// lines; the root side neither panics nor trusts either of them.
+func TestDeadWorkers(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := testutil.RootDir(t)
+	// A stand-in "lda": it reads its job and, as a deliver worker, writes
+	// the result header and a progress line, then dies; as a recovery
+	// worker it writes only the header and dies.
+	script := `#!/bin/sh
+job=$(cat)
+printf 'lda-result 1\n'
+case "$job" in
+*"mode deliver"*) printf 'progress 0 1 2 From+20a@b+20Sun+20Nov+2022+2005:00:00+202026\n' ;;
+esac
+kill -9 $$
+`
+	exe := filepath.Join(dir, "fake-lda")
+	testutil.WriteFile(t, exe, []byte(script), 0o755, 0, 0)
+	var logBuf bytes.Buffer
+	a := &Agent{Exe: exe, MinUID: 1000, Timeout: 10 * time.Second, Log: slog.New(slog.NewTextHandler(&logBuf, nil))}
+	msg, err := os.CreateTemp(dir, "msg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(msg, "Subject: x\n\nbody\n")
+	out := a.Deliver(context.Background(), Request{
+		User: &userdb.User{Name: "nobody", UID: 65534, GID: 65534, Home: "/nonexistent"},
+		Kind: "mbox", Path: "/nonexistent/mbox", Sender: "a@b", Message: msg, Size: 17,
+	})
+	if out.Status.Code != 451 || out.Status.Enhanced != "4.3.0" {
+		t.Fatalf("status %v, want 451 4.3.0", out.Status)
+	}
+	log := logBuf.String()
+	if !strings.Contains(log, `msg="mbox recovery"`) || !strings.Contains(log, "level=ERROR") {
+		t.Fatalf("no failed-recovery line:\n%s", log)
+	}
+	if !strings.Contains(log, "msg=delivery") || !strings.Contains(log, "worker exited") {
+		t.Fatalf("no delivery line naming the dead worker:\n%s", log)
+	}
+}
