@@ -55,8 +55,14 @@ func main() {
 	var code int
 	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
 	case "worker":
-		// Started by package spawn only, as the destination user.
-		code = worker.Main()
+		// Started by package spawn only, as the destination user: one
+		// job on standard input, or ("worker warm") a warm worker serving
+		// one user's jobs over the socket on fd 3.
+		if len(args) == 1 && args[0] == "warm" {
+			code = worker.MainWarm()
+		} else {
+			code = worker.Main()
+		}
 	case "serve":
 		code = cmdServe(args)
 	case "listener":

@@ -47,6 +47,14 @@ type Config struct {
 	RcptSieve    bool          `yaml:"rcpt_sieve"`       // evaluate users' filters at RCPT time
 	RedirectCmd  []string      `yaml:"redirect_command"` // argv of a sendmail-compatible submission command
 	DeliveryTime time.Duration `yaml:"delivery_timeout"`
+	Workers      Workers       `yaml:"workers"`
+}
+
+// Workers bounds the warm per-user workers of the root parent.
+type Workers struct {
+	MaxIdle       int           `yaml:"max_idle"`       // idle workers kept over all users; 0: one worker per job
+	IdleTime      time.Duration `yaml:"idle_time"`      // an idle worker is stopped after this
+	MaxDeliveries int           `yaml:"max_deliveries"` // a worker is replaced after this many jobs
 }
 
 // Limits bound what one peer can make the daemon hold.
@@ -66,6 +74,7 @@ func defaults() Config {
 		SpoolDir: "/var/spool/lda", Delimiter: "+", BareLF: "reject", Headers: true,
 		Log: "syslog", Parallel: 4, DeliveryTime: 10 * time.Minute,
 		SieveDir: "/etc/lda/sieve", RcptSieve: true, RedirectCmd: []string{"/usr/sbin/sendmail", "-i"},
+		Workers: Workers{MaxIdle: 16, IdleTime: 10 * time.Second, MaxDeliveries: 1000},
 		Limits: Limits{Connections: 64, Recipients: 1000, MessageSize: 100 << 20, LineLength: 4096,
 			IdleTimeout: 5 * time.Minute, DataTimeout: 10 * time.Minute},
 	}
@@ -118,6 +127,8 @@ func ParseConfig(r io.Reader, name string) (*Config, error) {
 		return nil, bad("parallel", "must be 1..64")
 	case c.DeliveryTime <= 0:
 		return nil, bad("delivery_timeout", "must be positive")
+	case c.Workers.MaxIdle < 0 || c.Workers.MaxIdle > 1024 || c.Workers.IdleTime <= 0 || c.Workers.MaxDeliveries < 1:
+		return nil, bad("workers", "max_idle 0..1024, idle_time > 0, max_deliveries >= 1")
 	case c.Limits.Connections < 1 || c.Limits.Recipients < 1 || c.Limits.MessageSize < 1024 ||
 		c.Limits.LineLength < 512 || c.Limits.IdleTimeout <= 0 || c.Limits.DataTimeout <= 0:
 		return nil, bad("limits", "connections and recipients >= 1, message_size >= 1024, line_length >= 512, timeouts > 0")

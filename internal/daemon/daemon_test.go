@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"errors"
+	"golang.org/x/sys/unix"
 	"io"
 	"log/slog"
 	"net"
@@ -70,11 +71,7 @@ func TestDeliveredTo(t *testing.T) {
 // TestChannel passes records and a descriptor over the socketpair and
 // refuses more than one descriptor per packet.
 func TestChannel(t *testing.T) {
-	a, b, err := socketPair()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, cb := newChannel(a), newChannel(b)
+	ca, cb := channelPair(t)
 	defer ca.close()
 	defer cb.close()
 	f, _ := os.CreateTemp(t.TempDir(), "spool")
@@ -141,12 +138,23 @@ func TestHostileListener(t *testing.T) {
 			t.Fatalf("pipe fd: %v", st)
 		}
 	})
-	t.Run("malformed request closes the channel", func(t *testing.T) {
-		a, b, err := socketPair()
+	t.Run("descriptor that is not read-only", func(t *testing.T) {
+		rw, err := os.OpenFile(spool.Name(), os.O_RDWR, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
-		mine, theirs := newChannel(a), newChannel(b)
+		opath, err := os.OpenFile(spool.Name(), unix.O_PATH, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, f := range map[string]*os.File{"O_RDWR": rw, "O_PATH": opath} {
+			if st := p.handle(agent, cfg, &job.Request{ID: 5, Op: job.ModeDeliver, User: "root", Kind: job.KindDefault}, f).Status; !st.Temporary() || st.Enhanced != status.Unknown.Enhanced {
+				t.Errorf("%s descriptor: %v, want 451 4.3.0", name, st)
+			}
+		}
+	})
+	t.Run("malformed request closes the channel", func(t *testing.T) {
+		mine, theirs := channelPair(t)
 		done := make(chan struct{})
 		go func() { p.serveRequests(mine, agent, cfg); close(done) }()
 		bad := []byte("lda-req 1\nid 1\nuser root\nkind default\npath \nfolder \nprogram \nsender \nrecipient \nsize 1\nuid 0\nend\n")
@@ -161,11 +169,7 @@ func TestHostileListener(t *testing.T) {
 		}
 	})
 	t.Run("valid request gets exactly one reply", func(t *testing.T) {
-		a, b, err := socketPair()
-		if err != nil {
-			t.Fatal(err)
-		}
-		mine, theirs := newChannel(a), newChannel(b)
+		mine, theirs := channelPair(t)
 		go p.serveRequests(mine, agent, cfg)
 		req := &job.Request{ID: 77, Op: job.ModeDeliver, User: "root", Kind: job.KindDefault, Size: 3}
 		rec, _ := req.Encode()
@@ -188,4 +192,22 @@ func dup(t *testing.T, f *os.File) *os.File {
 		t.Fatal(err)
 	}
 	return g
+}
+
+// channelPair returns both ends of a new control channel.
+func channelPair(t *testing.T) (*channel, *channel) {
+	t.Helper()
+	a, b, err := socketPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := newChannel(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb, err := newChannel(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca, cb
 }

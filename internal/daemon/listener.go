@@ -98,9 +98,13 @@ func newListener(log *slog.Logger) (*Listener, error) {
 		}
 		peers[u.UID] = true
 	}
+	ctl, err := newChannel(os.NewFile(fdControl, "control"))
+	if err != nil {
+		return nil, fmt.Errorf("control channel: %w", err)
+	}
 	return &Listener{
 		cfg: cfg, sys: sys, peers: peers, log: log,
-		ctl:      newChannel(os.NewFile(fdControl, "control")),
+		ctl:      ctl,
 		waiting:  map[uint64]chan *job.Reply{},
 		conns:    make(chan struct{}, cfg.Limits.Connections),
 		sessions: map[*lmtp.Session]bool{},
@@ -483,6 +487,19 @@ func (b *backend) Data(msg *os.File, size int64, rcpts []lmtp.Recipient) []lmtp.
 		}
 		return replies
 	}
+	// The workers read the spool through a read-only descriptor of their
+	// own (root refuses any other), so none can change what the others
+	// deliver.
+	ro, err := os.Open(fmt.Sprintf("/proc/self/fd/%d", msg.Fd()))
+	if err != nil {
+		b.l.log.Error("spool", "session", b.session, "error", err.Error())
+		for i := range replies {
+			replies[i] = lmtp.Reply{Status: status.Unknown}
+		}
+		return replies
+	}
+	defer ro.Close()
+	msg = ro
 	delivered := deliveredTo(msg)
 	sem := make(chan struct{}, b.l.cfg.Parallel)
 	var wg sync.WaitGroup

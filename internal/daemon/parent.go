@@ -110,8 +110,10 @@ func (p *Parent) Serve(cfgPath string) error {
 				}
 			}
 			p.cleanup()
+			p.closePool()
 			return nil
 		case err := <-done:
+			p.closePool()
 			p.cleanup()
 			return fmt.Errorf("listener exited: %v", err)
 		}
@@ -133,10 +135,21 @@ func (p *Parent) configure(cfg *Config) error {
 	if _, err := userdb.Lookup(cfg.SystemDB(), cfg.ListenerUser); err != nil {
 		return fmt.Errorf("%s: listener_user %q: %v", cfg.File, cfg.ListenerUser, err)
 	}
+	agent := &delivery.Agent{Exe: p.Exe, PolicyPath: polPath, SieveDir: cfg.SieveDir, MinUID: sys.MinUID, Timeout: cfg.DeliveryTime, Log: p.Log}
+	if cfg.Workers.MaxIdle > 0 {
+		agent.Pool = delivery.NewPool(delivery.PoolConfig{
+			MaxIdle: cfg.Workers.MaxIdle, IdleTime: cfg.Workers.IdleTime, MaxDeliveries: cfg.Workers.MaxDeliveries,
+		})
+	}
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.cfg = cfg
-	p.agent = &delivery.Agent{Exe: p.Exe, PolicyPath: polPath, SieveDir: cfg.SieveDir, MinUID: sys.MinUID, Timeout: cfg.DeliveryTime, Log: p.Log}
+	old := p.agent
+	p.cfg, p.agent = cfg, agent
+	p.mu.Unlock()
+	if old != nil && old.Pool != nil {
+		// A reload restarts the workers: idle ones stop now, busy ones
+		// when their job ends (a closed pool keeps nothing).
+		old.Pool.Close()
+	}
 	return nil
 }
 
@@ -247,7 +260,12 @@ func (p *Parent) startListener() (chan error, error) {
 		mine.Close()
 		return nil, err
 	}
-	ctl := newChannel(mine)
+	ctl, err := newChannel(mine)
+	if err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return nil, err
+	}
 	p.mu.Lock()
 	p.listener, p.ctl = cmd, ctl
 	agent := p.agent
@@ -346,6 +364,13 @@ func (p *Parent) handle(agent *delivery.Agent, cfg *Config, req *job.Request, f 
 		if err := unix.Fstat(int(f.Fd()), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
 			return fail(status.Unknown.Wrapf("request %d: message descriptor is not a regular file", req.ID))
 		}
+		// Workers of different users share this descriptor: it must not
+		// let one of them change what the others read. An O_PATH
+		// descriptor would let the listener name a file it cannot read.
+		fl, err := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0)
+		if err != nil || fl&unix.O_ACCMODE != unix.O_RDONLY || fl&unix.O_PATH != 0 {
+			return fail(status.Unknown.Wrapf("request %d: message descriptor is not read-only", req.ID))
+		}
 	} else if req.Op != job.ModeEnvelope {
 		return fail(status.Unknown.Wrapf("request %d without a message descriptor", req.ID))
 	}
@@ -365,6 +390,16 @@ func (p *Parent) handle(agent *delivery.Agent, cfg *Config, req *job.Request, f 
 		rep.Actions, rep.Decided = out.Result.Actions, out.Result.Decided
 	}
 	return rep
+}
+
+// closePool stops the warm workers.
+func (p *Parent) closePool() {
+	p.mu.Lock()
+	a := p.agent
+	p.mu.Unlock()
+	if a != nil && a.Pool != nil {
+		a.Pool.Close()
+	}
 }
 
 func (p *Parent) cleanup() {

@@ -19,7 +19,10 @@ import (
 	"os"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"lda/internal/job"
+	"lda/internal/seqpacket"
 	"lda/internal/spawn"
 	"lda/internal/status"
 	"lda/internal/userdb"
@@ -33,6 +36,9 @@ type Agent struct {
 	MinUID     int           // enforced here as well as in spawn and the policy
 	Timeout    time.Duration // per worker
 	Log        *slog.Logger
+	// Pool, if set, keeps warm workers (one user each) between jobs;
+	// without it every job gets a worker of its own.
+	Pool *Pool
 }
 
 // Request is one recipient's delivery.
@@ -98,8 +104,11 @@ func (a *Agent) deliver(ctx context.Context, r Request) Outcome {
 	return Outcome{Status: st, Result: res}
 }
 
-// run spawns one worker for j and decodes its answer.
+// run has a worker perform j and decodes its answer.
 func (a *Agent) run(ctx context.Context, j *job.Job, msg *os.File) (*job.Result, *status.Status) {
+	if a.Pool != nil {
+		return a.runWarm(ctx, j, msg)
+	}
 	rec, err := j.Encode()
 	if err != nil {
 		return nil, status.Usage.Wrap(err)
@@ -139,6 +148,101 @@ func (a *Agent) run(ctx context.Context, j *job.Job, msg *os.File) (*job.Result,
 		return nil, status.Unknown.Wrap(fmt.Errorf("worker result: %w (stderr: %q)", err, clip(out.Stderr)))
 	}
 	return res, res.Status
+}
+
+// runWarm has a warm worker of j's user perform j. An idle worker that
+// turns out to have died before it received the job is replaced once; a
+// worker that dies, times out or answers badly after it received the job
+// is killed and the job fails with a temporary error (and mbox recovery,
+// through the caller). A worker is never given another user's job:
+// exchange refuses any job whose key is not the worker's.
+func (a *Agent) runWarm(ctx context.Context, j *job.Job, msg *os.File) (*job.Result, *status.Status) {
+	rec, err := j.Encode()
+	if err != nil {
+		return nil, status.Usage.Wrap(err)
+	}
+	k := warmKey{uid: j.UID, gid: j.GID, user: j.User, home: j.Home, policy: j.Policy}
+	if a.PolicyPath != "" {
+		var st unix.Stat_t
+		if err := unix.Stat(a.PolicyPath, &st); err != nil {
+			return nil, status.ConfigError.Wrap(err)
+		}
+		k.stamp = stampOf(&st)
+	}
+	timeout := a.Timeout
+	if timeout <= 0 {
+		timeout = 10 * time.Minute
+	}
+	deadline := time.Now().Add(timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	for attempt := 0; ; attempt++ {
+		w := a.Pool.take(k)
+		fresh := w == nil
+		if fresh {
+			if w, err = a.startWarm(&k); err != nil {
+				if errors.Is(err, spawn.ErrRefused) {
+					return nil, status.PolicyRefused.Wrap(err)
+				}
+				return nil, status.Unknown.Wrap(err)
+			}
+		}
+		out, sent, err := w.exchange(k, rec, msg, deadline)
+		if !sent {
+			w.kill()
+			if !fresh && attempt == 0 && !errors.Is(err, errWrongWorker) {
+				continue // it died while idle; the job never reached it
+			}
+			return nil, status.Unknown.Wrap(fmt.Errorf("worker: %w", err))
+		}
+		res, derr := job.DecodeResult(out)
+		if err == nil && derr == nil {
+			a.Pool.put(w)
+			return res, res.Status
+		}
+		w.kill()
+		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return res, status.Timeout.Wrap(fmt.Errorf("worker killed after %s: %w", timeout, job.ErrIncomplete))
+		case errors.Is(derr, job.ErrIncomplete):
+			return res, status.Unknown.Wrap(fmt.Errorf("worker ended (%v): %w (stderr: %q)", err, derr, clip([]byte(w.stderr()))))
+		case err != nil:
+			return nil, status.Unknown.Wrap(fmt.Errorf("worker: %w", err))
+		}
+		return nil, status.Unknown.Wrap(fmt.Errorf("worker result: %w", derr))
+	}
+}
+
+// startWarm starts a warm worker for k's user with the system policy on
+// its fd 4; k's stamp becomes that of the file the worker was given.
+func (a *Agent) startWarm(k *warmKey) (*warm, error) {
+	var files []*os.File
+	if a.PolicyPath != "" {
+		pf, err := os.Open(a.PolicyPath)
+		if err != nil {
+			return nil, err
+		}
+		defer pf.Close()
+		var st unix.Stat_t
+		if err := unix.Fstat(int(pf.Fd()), &st); err != nil {
+			return nil, err
+		}
+		k.stamp = stampOf(&st)
+		files = []*os.File{pf}
+	}
+	proc, err := spawn.StartWorker(spawn.Request{
+		Exe: a.Exe, Args: []string{"worker", "warm"}, UID: k.uid, GID: k.gid, MinUID: a.MinUID, Files: files,
+	})
+	if err != nil {
+		return nil, err
+	}
+	conn, err := seqpacket.New(proc.Conn)
+	if err != nil {
+		proc.Kill()
+		return nil, err
+	}
+	return &warm{key: *k, proc: proc, conn: conn}, nil
 }
 
 // recover asks a fresh worker, as the same user, to cut off the partial

@@ -35,7 +35,9 @@ func procStats(t *testing.T, pid int) (fds int, rssKB int) {
 // baseline. It prints deliveries per second and the daemon's RSS.
 func TestLoad(t *testing.T) {
 	f := newFixture(t)
-	d := startDaemon(t, f, "parallel: 4\n")
+	// Warm workers hold descriptors while idle; a short idle_time lets
+	// them go, so that the baseline can be checked.
+	d := startDaemon(t, f, "parallel: 4\nworkers: {max_idle: 16, idle_time: 1s, max_deliveries: 1000}\n")
 	per := 500
 	if s := os.Getenv("LDA_LOAD_MESSAGES"); s != "" {
 		per, _ = strconv.Atoi(s)
@@ -115,11 +117,36 @@ func TestLoad(t *testing.T) {
 			t.Fatalf("message %s delivered %d times", id, n)
 		}
 	}
-	time.Sleep(300 * time.Millisecond)
-	pFD1, pRSS1 := procStats(t, parent)
-	lFD1, lRSS1 := procStats(t, listener)
+	var pFD1, pRSS1, lFD1, lRSS1 int
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		pFD1, pRSS1 = procStats(t, parent)
+		lFD1, lRSS1 = procStats(t, listener)
+		if pFD1 == pFD0 && lFD1 == lFD0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if n := countProcs(f.bin, "worker"); n != 0 {
+		t.Errorf("%d workers left after idle_time", n)
+	}
 	t.Logf("parent: fds %d -> %d, RSS %d -> %d kB; listener: fds %d -> %d, RSS %d -> %d kB", pFD0, pFD1, pRSS0, pRSS1, lFD0, lFD1, lRSS0, lRSS1)
 	if pFD1 != pFD0 || lFD1 != lFD0 {
 		t.Fatalf("descriptors not back to baseline: parent %d -> %d, listener %d -> %d", pFD0, pFD1, lFD0, lFD1)
 	}
+}
+
+// countProcs counts the processes running bin with sub in their command line.
+func countProcs(bin, sub string) int {
+	n := 0
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		cmd, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(cmd), "\x00")
+		if len(args) > 1 && args[0] == bin && args[1] == sub {
+			n++
+		}
+	}
+	return n
 }

@@ -154,7 +154,8 @@ func rejection(actions []sieve.Action) *status.Status {
 // filter runs the user's filter for a default-destination job. handled is
 // false when there is no script at all, so that the plain default delivery
 // applies.
-func filter(p *policy.Policy, u policy.User, j *job.Job, res *job.Result) (handled bool) {
+func filter(p *policy.Policy, u policy.User, t *task, res *job.Result) (handled bool) {
+	j := t.Job
 	scripts, userErr, st := loadScripts(j)
 	if st != nil {
 		res.Status = st
@@ -190,7 +191,11 @@ func filter(p *policy.Policy, u policy.User, j *job.Job, res *job.Result) (handl
 		}
 		return true
 	}
-	msg, err := sieve.ParseMessage(io.NewSectionReader(os.NewFile(3, "message"), 0, j.Size), j.Size, sieveLimits)
+	if t.msg == nil {
+		res.Status = status.Unknown.Wrapf("sieve: no message descriptor")
+		return true
+	}
+	msg, err := sieve.ParseMessage(io.NewSectionReader(t.msg, 0, j.Size), j.Size, sieveLimits)
 	if err != nil {
 		res.Status = status.From(fmt.Errorf("sieve: read message: %w", err))
 		return true
@@ -214,7 +219,7 @@ func filter(p *policy.Policy, u policy.User, j *job.Job, res *job.Result) (handl
 		res.Status = status.New(250, "2.0.0", "filtered, nothing delivered")
 		return true
 	}
-	res.Status = perform(p, u, j, out.Actions, res)
+	res.Status = perform(p, u, t, out.Actions, res)
 	return true
 }
 
@@ -223,7 +228,8 @@ func filter(p *policy.Policy, u policy.User, j *job.Job, res *job.Result) (handl
 // user is told. Redirects are only reported (the MTA or the listener
 // sends them). The first failure stops the rest: a retry may then deliver
 // a copy twice, but never loses one.
-func perform(p *policy.Policy, u policy.User, j *job.Job, actions []sieve.Action, res *job.Result) *status.Status {
+func perform(p *policy.Policy, u policy.User, t *task, actions []sieve.Action, res *job.Result) *status.Status {
+	j := t.Job
 	def, dec := p.Default(u)
 	if !dec.Allowed {
 		return status.PolicyRefused.Wrap(errors.New(dec.Reason))
@@ -255,11 +261,11 @@ func perform(p *policy.Policy, u policy.User, j *job.Job, actions []sieve.Action
 		switch d.Kind {
 		case policy.Maildir:
 			var w string
-			w, st = deliverMaildirFlags(dd, d.Folder, sieve.MaildirFlags(a.Flags), messageReader(j))
+			w, st = deliverMaildirFlags(dd, d.Folder, sieve.MaildirFlags(a.Flags), messageReader(t))
 			where = append(where, filepath.Join(d.Path, w))
 		case policy.Mbox:
 			sys := p.Sys
-			st = deliverMbox(sys, dd, j, messageReader(j))
+			st = deliverMbox(sys, dd, t, messageReader(t))
 			where = append(where, d.String())
 		default:
 			st = status.ConfigError.Wrapf("sieve: default destination %s cannot take keep", d)

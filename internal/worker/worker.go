@@ -71,8 +71,32 @@ func harden() error {
 // maxPolicy bounds the system and user policy files.
 const maxPolicy = 1 << 20
 
+// task is one job being run: the decoded record, the message (read by
+// offset only; nil for an envelope evaluation) and where an mbox append
+// announces itself before its first byte.
+type task struct {
+	*job.Job
+	msg      *os.File
+	progress func(record []byte)
+}
+
+// rootCredentials reports whether any of the process's ids is root.
+func rootCredentials() bool {
+	return os.Getuid() == 0 || os.Geteuid() == 0 || os.Getgid() == 0 || os.Getegid() == 0
+}
+
+// mine checks that j is for the uid and gid this process runs as.
+func mine(j *job.Job) *status.Status {
+	if j.UID != os.Getuid() || j.GID != os.Getgid() {
+		return status.Unknown.Wrapf("worker: job for uid %d/%d given to uid %d/%d", j.UID, j.GID, os.Getuid(), os.Getgid())
+	}
+	return nil
+}
+
+// run is the one-shot worker: one job on standard input, the message on
+// fd 3, the policy on fd 4.
 func run() *job.Result {
-	if os.Getuid() == 0 || os.Geteuid() == 0 || os.Getgid() == 0 || os.Getegid() == 0 {
+	if rootCredentials() {
 		return &job.Result{Status: status.Unknown.Wrapf("worker refuses to run with root credentials")}
 	}
 	data, err := io.ReadAll(io.LimitReader(os.Stdin, job.MaxRecord+1))
@@ -83,13 +107,20 @@ func run() *job.Result {
 	if err != nil {
 		return &job.Result{Status: status.Unknown.Wrap(err)}
 	}
-	if j.UID != os.Getuid() || j.GID != os.Getgid() {
-		return &job.Result{Status: status.Unknown.Wrapf("worker: job for uid %d/%d given to uid %d/%d", j.UID, j.GID, os.Getuid(), os.Getgid())}
+	if st := mine(j); st != nil {
+		return &job.Result{Status: st}
 	}
 	sys, err := loadSystem(j.Policy)
 	if err != nil {
 		return &job.Result{Status: status.ConfigError.Wrap(err)}
 	}
+	t := &task{Job: j, msg: os.NewFile(3, "message"), progress: func(b []byte) { os.Stdout.Write(b) }}
+	return execute(sys, t)
+}
+
+// execute runs one admitted job under the system policy sys.
+func execute(sys *policy.System, t *task) *job.Result {
+	j := t.Job
 	status.QuotaTempfail = sys.QuotaTempfail
 	u := policy.User{Name: j.User, Home: j.Home}
 	res := &job.Result{}
@@ -123,7 +154,7 @@ func run() *job.Result {
 		return res
 	}
 	if j.Kind == job.KindDefault && j.Mode != job.ModeExplain && j.Mode != job.ModeRecover {
-		if handled := filter(p, u, j, res); handled {
+		if handled := filter(p, u, t, res); handled {
 			return res
 		}
 	}
@@ -137,10 +168,10 @@ func run() *job.Result {
 		return res
 	}
 
-	msg := messageReader(j)
+	msg := messageReader(t)
 	switch d.Kind {
 	case policy.Mbox:
-		res.Status = deliverMbox(sys, dec, j, msg)
+		res.Status = deliverMbox(sys, dec, t, msg)
 	case policy.Maildir:
 		var where string
 		where, res.Status = deliverMaildir(dec, d.Folder, msg)
@@ -208,8 +239,12 @@ func loadUser(sys *policy.System, u policy.User) (*policy.UserPolicy, string, er
 // that share one spool file cannot disturb each other, behind the
 // per-recipient trace headers. Their values were validated by job.Decode:
 // no CR, LF, NUL or space can be in them.
-func messageReader(j *job.Job) io.Reader {
-	body := io.NewSectionReader(os.NewFile(3, "message"), 0, j.Size)
+func messageReader(t *task) io.Reader {
+	if t.msg == nil {
+		return errReader{errors.New("worker: no message descriptor")}
+	}
+	j := t.Job
+	body := io.NewSectionReader(t.msg, 0, j.Size)
 	if !j.Headers {
 		return body
 	}
@@ -248,15 +283,15 @@ func mboxOptions(sys *policy.System, dec policy.Decision, j *job.Job) (mbox.Opti
 	}, nil
 }
 
-func deliverMbox(sys *policy.System, dec policy.Decision, j *job.Job, msg io.Reader) *status.Status {
-	opt, err := mboxOptions(sys, dec, j)
+func deliverMbox(sys *policy.System, dec policy.Decision, t *task, msg io.Reader) *status.Status {
+	opt, err := mboxOptions(sys, dec, t.Job)
 	if err != nil {
 		return status.ConfigError.Wrap(err)
 	}
 	opt.Progress = func(p mbox.Progress) {
 		// Written unbuffered, before the first byte of the message, so the
 		// parent knows what to cut off if this process dies.
-		os.Stdout.Write(job.EncodeProgress(job.Progress{Offset: p.Offset, Dev: p.Dev, Ino: p.Ino, FromLine: p.FromLine}))
+		t.progress(job.EncodeProgress(job.Progress{Offset: p.Offset, Dev: p.Dev, Ino: p.Ino, FromLine: p.FromLine}))
 	}
 	dir, err := openRoot(dec)
 	if err != nil {
@@ -413,3 +448,8 @@ func (c *capped) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// errReader fails every read with err.
+type errReader struct{ err error }
+
+func (r errReader) Read([]byte) (int, error) { return 0, r.err }

@@ -1,0 +1,277 @@
+package delivery
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"lda/internal/job"
+	"lda/internal/seqpacket"
+	"lda/internal/spawn"
+)
+
+// PoolConfig bounds the warm workers (lda.yaml "workers").
+type PoolConfig struct {
+	MaxIdle       int           // idle workers kept, over all users; 0 disables warm workers
+	IdleTime      time.Duration // an idle worker older than this is stopped
+	MaxDeliveries int           // a worker is stopped after this many jobs
+}
+
+// Pool keeps warm workers: each runs as one user and serves that user's
+// jobs one at a time. A worker is taken out of the pool for a job and put
+// back after a complete, well-formed answer; any other outcome (death,
+// timeout, a record that does not decode) kills it, so the next job gets a
+// fresh one. Workers are matched on everything that identifies the user
+// (uid, gid, name, home) and on the system policy file they were given
+// (path and dev/ino/size/mtime), so an edited policy is picked up by the
+// next delivery without a reload.
+type Pool struct {
+	cfg PoolConfig
+
+	mu     sync.Mutex
+	idle   map[warmKey][]*warm // most recently used last
+	nidle  int
+	closed bool
+	stop   chan struct{}
+}
+
+// warmKey is what a worker is bound to. Two virtual users that share a uid
+// still get different workers.
+type warmKey struct {
+	uid, gid   int
+	user, home string
+	policy     string
+	stamp      policyStamp
+}
+
+type policyStamp struct {
+	dev, ino uint64
+	size     int64
+	mtime    int64
+}
+
+type warm struct {
+	key  warmKey
+	proc *spawn.Proc
+	conn *seqpacket.Conn
+	uses int
+	last time.Time
+}
+
+// NewPool starts the reaper of idle workers.
+func NewPool(cfg PoolConfig) *Pool {
+	p := &Pool{cfg: cfg, idle: map[warmKey][]*warm{}, stop: make(chan struct{})}
+	if cfg.MaxIdle > 0 && cfg.IdleTime > 0 {
+		go p.reap()
+	}
+	return p
+}
+
+// Close stops every idle worker; busy ones are stopped when they finish.
+func (p *Pool) Close() {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.closed = true
+	close(p.stop)
+	var all []*warm
+	for k, ws := range p.idle {
+		all = append(all, ws...)
+		delete(p.idle, k)
+	}
+	p.nidle = 0
+	p.mu.Unlock()
+	for _, w := range all {
+		w.retire()
+	}
+}
+
+// Idle returns the number of idle workers.
+func (p *Pool) Idle() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.nidle
+}
+
+// take returns an idle live worker for k, or nil.
+func (p *Pool) take(k warmKey) *warm {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for ws := p.idle[k]; len(ws) > 0; ws = p.idle[k] {
+		w := ws[len(ws)-1]
+		p.idle[k] = ws[:len(ws)-1]
+		if len(p.idle[k]) == 0 {
+			delete(p.idle, k)
+		}
+		p.nidle--
+		select {
+		case <-w.proc.Done: // died while idle (killed by its user, say)
+			w.conn.Close()
+			continue
+		default:
+			return w
+		}
+	}
+	return nil
+}
+
+// put returns a worker that answered its job completely.
+func (p *Pool) put(w *warm) {
+	w.uses++
+	w.last = time.Now()
+	p.mu.Lock()
+	if p.closed || p.cfg.MaxIdle <= 0 || w.uses >= p.cfg.MaxDeliveries && p.cfg.MaxDeliveries > 0 {
+		p.mu.Unlock()
+		w.retire()
+		return
+	}
+	p.idle[w.key] = append(p.idle[w.key], w)
+	p.nidle++
+	var evict *warm
+	if p.nidle > p.cfg.MaxIdle {
+		evict = p.removeOldest()
+	}
+	p.mu.Unlock()
+	if evict != nil {
+		evict.retire()
+	}
+}
+
+// removeOldest takes the least recently used idle worker out; p.mu held.
+func (p *Pool) removeOldest() *warm {
+	var ok warmKey
+	oi, found := -1, false
+	var oldest time.Time
+	for k, ws := range p.idle {
+		// ws is ordered by use, so its first entry is its oldest.
+		if len(ws) > 0 && (!found || ws[0].last.Before(oldest)) {
+			ok, oi, oldest, found = k, 0, ws[0].last, true
+		}
+	}
+	if !found {
+		return nil
+	}
+	ws := p.idle[ok]
+	w := ws[oi]
+	if len(ws) == 1 {
+		delete(p.idle, ok)
+	} else {
+		p.idle[ok] = append([]*warm(nil), ws[1:]...)
+	}
+	p.nidle--
+	return w
+}
+
+// reap stops workers idle for longer than IdleTime.
+func (p *Pool) reap() {
+	tick := p.cfg.IdleTime / 2
+	if tick < 50*time.Millisecond {
+		tick = 50 * time.Millisecond
+	}
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case now := <-t.C:
+			var old []*warm
+			p.mu.Lock()
+			for k, ws := range p.idle {
+				keep := ws[:0]
+				for _, w := range ws {
+					if now.Sub(w.last) >= p.cfg.IdleTime {
+						old = append(old, w)
+						p.nidle--
+					} else {
+						keep = append(keep, w)
+					}
+				}
+				if len(keep) == 0 {
+					delete(p.idle, k)
+				} else {
+					p.idle[k] = keep
+				}
+			}
+			p.mu.Unlock()
+			for _, w := range old {
+				w.retire()
+			}
+		}
+	}
+}
+
+// retire ends a worker that is in a good state: closing its socket makes
+// it exit; one that does not within a few seconds is killed.
+func (w *warm) retire() {
+	w.conn.Close()
+	go func() {
+		select {
+		case <-w.proc.Done:
+		case <-time.After(5 * time.Second):
+			w.proc.Kill()
+		}
+	}()
+}
+
+// stderr is what a dead worker wrote to standard error.
+func (w *warm) stderr() string {
+	select {
+	case <-w.proc.Done:
+	case <-time.After(2 * time.Second):
+	}
+	return w.proc.Stderr()
+}
+
+// kill ends a worker whose state is unknown.
+func (w *warm) kill() {
+	w.proc.Kill()
+	w.conn.Close()
+}
+
+var errWrongWorker = errors.New("delivery: job does not belong to this worker's user")
+
+// exchange sends one job to w and reads its answer: zero or more progress
+// packets and one result packet, which it returns behind a result header
+// so that job.DecodeResult reads it exactly as a one-shot worker's output.
+// The job must be w's user's; anything else is refused before a byte is
+// sent. sent reports whether the job reached the worker.
+func (w *warm) exchange(k warmKey, rec []byte, msg *os.File, deadline time.Time) (out []byte, sent bool, err error) {
+	if k != w.key {
+		return nil, false, errWrongWorker
+	}
+	if err := w.conn.Send(rec, msg); err != nil {
+		return nil, false, err
+	}
+	w.conn.SetReadDeadline(deadline)
+	out = job.ResultHeader()
+	for {
+		pkt, f, err := w.conn.Recv()
+		if f != nil {
+			f.Close()
+			return out, true, errors.New("worker sent a descriptor")
+		}
+		if err != nil {
+			return out, true, err
+		}
+		out = append(out, pkt...)
+		if len(out) > job.MaxRecord {
+			return out, true, fmt.Errorf("worker answer exceeds %d bytes", job.MaxRecord)
+		}
+		if !bytes.HasPrefix(pkt, []byte("progress ")) {
+			return out, true, nil
+		}
+	}
+}
+
+// stampOf describes the policy file (the zero stamp for the embedded one).
+func stampOf(st *unix.Stat_t) policyStamp {
+	return policyStamp{dev: st.Dev, ino: st.Ino, size: st.Size, mtime: st.Mtim.Nano()}
+}
