@@ -5,6 +5,13 @@
 // 3 the message (read with pread only, so that workers sharing one spool
 // file never disturb each other's offsets) and 4 the system policy file.
 //
+// A warm worker (`lda worker warm`, started by the daemon's pool) has the
+// same credentials and restrictions but gets a SOCK_SEQPACKET socket as
+// descriptor 3: each job arrives as one packet carrying a read-only message
+// descriptor (close-on-exec), and the answer goes back as progress packets
+// and one result packet. It binds itself to the user, home and policy of
+// its first job and refuses, then exits on, a job for anyone else.
+//
 // # Security
 //
 // It trusts nothing it is given. In order it:
