@@ -44,6 +44,44 @@ type Listener struct {
 	sessMu   sync.Mutex
 	sessions map[*lmtp.Session]bool
 	draining atomic.Bool
+
+	// noFilter remembers when a user was last found to have no filter,
+	// so that RCPT-time evaluation, a round trip to a worker, is skipped
+	// for noFilterTTL. Skipping it is never wrong: the filter, if one has
+	// appeared since, still runs after DATA.
+	nfMu     sync.Mutex
+	noFilter map[string]time.Time
+}
+
+// noFilterTTL is how long a user found without a filter is not asked
+// again at RCPT time.
+const noFilterTTL = 2 * time.Second
+
+// filterless reports whether user was found without a filter less than
+// noFilterTTL ago.
+func (l *Listener) filterless(user string) bool {
+	l.nfMu.Lock()
+	defer l.nfMu.Unlock()
+	t, ok := l.noFilter[user]
+	return ok && time.Since(t) < noFilterTTL
+}
+
+// learnFilter records what a reply for a default-destination job said
+// about user's filter.
+func (l *Listener) learnFilter(user string, rep *job.Reply) {
+	if !rep.Status.OK() && !rep.Decided {
+		return // a failed job says nothing either way
+	}
+	l.nfMu.Lock()
+	defer l.nfMu.Unlock()
+	if rep.NoFilter {
+		if len(l.noFilter) > 10000 {
+			clear(l.noFilter) // bounded; a miss costs one round trip
+		}
+		l.noFilter[user] = time.Now()
+	} else {
+		delete(l.noFilter, user)
+	}
 }
 
 // ListenerMain is `lda listener`, started by the parent as the listener
@@ -105,6 +143,7 @@ func newListener(log *slog.Logger) (*Listener, error) {
 	return &Listener{
 		cfg: cfg, sys: sys, peers: peers, log: log,
 		ctl:      ctl,
+		noFilter: map[string]time.Time{},
 		waiting:  map[uint64]chan *job.Reply{},
 		conns:    make(chan struct{}, cfg.Limits.Connections),
 		sessions: map[*lmtp.Session]bool{},
@@ -463,10 +502,11 @@ func (b *backend) Rcpt(r lmtp.Recipient) *status.Status {
 	}
 	// RCPT-time Sieve: where the user's filter rejects on the envelope
 	// alone, refuse now instead of accepting and bouncing later.
-	if req.Kind == job.KindDefault && cfg.RcptSieve {
+	if req.Kind == job.KindDefault && cfg.RcptSieve && !b.l.filterless(u.Name) {
 		env := *req
 		env.Op, env.Received = job.ModeEnvelope, ""
 		rep := b.l.deliver(&env, nil)
+		b.l.learnFilter(u.Name, rep)
 		if rep.Decided && rep.Status.Permanent() {
 			b.l.log.Info("recipient", "session", b.session, "recipient", r.Addr, "user", u.Name,
 				"status", fmt.Sprintf("%d %s", rep.Status.Code, rep.Status.Enhanced), "stage", "rcpt-sieve")
@@ -516,6 +556,9 @@ func (b *backend) Data(msg *os.File, size int64, rcpts []lmtp.Recipient) []lmtp.
 			req.Size = size
 			start := time.Now()
 			rep := b.l.deliver(&req, msg)
+			if req.Kind == job.KindDefault {
+				b.l.learnFilter(req.User, rep)
+			}
 			st := rep.Status
 			var lines []string
 			if filter {

@@ -387,7 +387,7 @@ func (p *Parent) handle(agent *delivery.Agent, cfg *Config, req *job.Request, f 
 	})
 	rep := &job.Reply{Status: out.Status}
 	if out.Result != nil {
-		rep.Actions, rep.Decided = out.Result.Actions, out.Result.Decided
+		rep.Actions, rep.Decided, rep.NoFilter = out.Result.Actions, out.Result.Decided, out.Result.NoFilter
 	}
 	return rep
 }

@@ -116,7 +116,14 @@ func TestWorkerCredentials(t *testing.T) {
 				worker = credFindWorker(f.bin, u.UID)
 			}
 			if worker != 0 {
-				kids = credChildrenOf(worker)
+				// The sleeper's shell first runs cat, which comes and
+				// goes; wait for the long-lived sleep.
+				kids = kids[:0]
+				for _, k := range credChildrenOf(worker) {
+					if comm, _ := os.ReadFile("/proc/" + strconv.Itoa(k) + "/comm"); strings.TrimSpace(string(comm)) == "sleep" {
+						kids = append(kids, k)
+					}
+				}
 			}
 		}
 		if worker == 0 || len(kids) == 0 {

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"lda/internal/testutil"
 )
@@ -94,6 +95,23 @@ func TestSieveServe(t *testing.T) {
 		cl.cmd("MAIL FROM:<spam@bad.example>", "250")
 		cl.cmd("RCPT TO:<"+u.Name+"@example.org>", "550 5.7.1 we do not want this")
 		cl.cmd("RCPT TO:<"+f.u2.Name+"@example.org>", "250") // no script: accepted
+		cl.cmd("RSET", "250")
+	})
+	t.Run("a script installed since is still applied", func(t *testing.T) {
+		// u2 was just seen without a filter, so for a short while its
+		// RCPT skips the round trip to a worker; the script must then
+		// still reject after DATA, and at RCPT time once that has passed.
+		script := filepath.Join(f.u2.Home, ".lda.sieve")
+		testutil.WriteFile(t, script, []byte(userScript), 0o600, f.u2.UID, f.u2.GID)
+		defer os.Remove(script)
+		cl.cmd("MAIL FROM:<spam@bad.example>", "250")
+		cl.cmd("RCPT TO:<"+f.u2.Name+"@example.org>", "250")
+		cl.cmd("DATA", "354")
+		fmt.Fprintf(cl.c, "Subject: hello\r\n\r\nx\r\n.\r\n")
+		cl.expect("550 5.7.1 we do not want this")
+		time.Sleep(2200 * time.Millisecond)
+		cl.cmd("MAIL FROM:<spam@bad.example>", "250")
+		cl.cmd("RCPT TO:<"+f.u2.Name+"@example.org>", "550 5.7.1 we do not want this")
 		cl.cmd("RSET", "250")
 	})
 	t.Run("header-dependent script waits for DATA", func(t *testing.T) {

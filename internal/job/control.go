@@ -100,17 +100,20 @@ type Reply struct {
 	Status  *status.Status
 	Actions []string // Sieve actions, as in Result
 	Decided bool     // ModeEnvelope: decided by the envelope alone
+	// NoFilter: the user had no filter when the job ran (the listener
+	// then skips RCPT-time evaluation for a while).
+	NoFilter bool
 }
 
 // Encode returns the wire form of r ("lda-rep 1").
 func (r *Reply) Encode() []byte {
 	st := r.Status
-	return []byte(fmt.Sprintf("lda-rep %d\nid %d\nstatus %s\nactions %s\ndecided %t\nend\n", Version, r.ID,
+	return []byte(fmt.Sprintf("lda-rep %d\nid %d\nstatus %s\nactions %s\ndecided %t\nnofilter %t\nend\n", Version, r.ID,
 		xtext.Encode(fmt.Sprintf("%d %s %s", st.Code, st.Enhanced, status.Sanitize(st.Text))),
-		xtext.Encode(EncodeActions(r.Actions)), r.Decided))
+		xtext.Encode(EncodeActions(r.Actions)), r.Decided, r.NoFilter))
 }
 
-var replyKeys = map[string]bool{"id": true, "status": true, "actions": true, "decided": true}
+var replyKeys = map[string]bool{"id": true, "status": true, "actions": true, "decided": true, "nofilter": true}
 
 // DecodeReply parses a reply; its status is validated as in DecodeResult.
 func DecodeReply(data []byte) (*Reply, error) {
@@ -133,6 +136,13 @@ func DecodeReply(data []byte) (*Reply, error) {
 	case "false", "":
 	default:
 		return nil, errors.New("job: bad decided flag")
+	}
+	switch rec.fields["nofilter"] {
+	case "true":
+		rep.NoFilter = true
+	case "false", "":
+	default:
+		return nil, errors.New("job: bad nofilter flag")
 	}
 	return rep, nil
 }

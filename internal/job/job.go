@@ -388,11 +388,14 @@ type Result struct {
 	// "discard".
 	Actions []string
 	Decided bool // ModeEnvelope: the envelope alone decided the outcome
+	// NoFilter: the user has no filter of their own and there is no
+	// system script (a default-destination job only).
+	NoFilter bool
 }
 
 var resultKeys = map[string]bool{
 	"progress": true, "status": true, "detail": true, "where": true, "rule": true, "warning": true,
-	"actions": true, "decided": true,
+	"actions": true, "decided": true, "nofilter": true,
 }
 
 // ResultHeader is the first line of a result; a worker writes it, then
@@ -421,6 +424,9 @@ func EncodeResultBody(r *Result) []byte {
 	kv("actions", EncodeActions(r.Actions))
 	if r.Decided {
 		kv("decided", "true")
+	}
+	if r.NoFilter {
+		kv("nofilter", "true")
 	}
 	b.WriteString("end\n")
 	return b.Bytes()
@@ -508,6 +514,13 @@ func DecodeResult(data []byte) (*Result, error) {
 		r.Decided = true
 	default:
 		return nil, errors.New("job: bad decided flag")
+	}
+	switch f["nofilter"] {
+	case "", "false":
+	case "true":
+		r.NoFilter = true
+	default:
+		return nil, errors.New("job: bad nofilter flag")
 	}
 	return r, nil
 }

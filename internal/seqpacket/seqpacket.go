@@ -47,6 +47,9 @@ func Pair() (*os.File, *os.File, error) {
 type Conn struct {
 	c   *net.UnixConn
 	wmu sync.Mutex
+	rmu sync.Mutex
+	buf []byte // reused by Recv, which returns a copy of each packet
+	oob []byte
 }
 
 // New takes f over (f is closed; the Conn owns a duplicate that uses the
@@ -84,8 +87,12 @@ func (c *Conn) Send(msg []byte, file *os.File) error {
 // Recv returns one packet and the descriptor that came with it, if any.
 // A closed peer is io.EOF.
 func (c *Conn) Recv() ([]byte, *os.File, error) {
-	buf := make([]byte, MaxPacket)
-	oob := make([]byte, unix.CmsgSpace(4*4))
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	if c.buf == nil {
+		c.buf, c.oob = make([]byte, MaxPacket), make([]byte, unix.CmsgSpace(4*4))
+	}
+	buf, oob := c.buf, c.oob
 	n, oobn, flags, _, err := c.c.ReadMsgUnix(buf, oob)
 	var files []*os.File
 	if oobn > 0 {
@@ -121,7 +128,7 @@ func (c *Conn) Recv() ([]byte, *os.File, error) {
 	if len(files) == 1 {
 		f = files[0]
 	}
-	return buf[:n], f, nil
+	return append([]byte(nil), buf[:n]...), f, nil
 }
 
 // SetReadDeadline bounds the next Recv.

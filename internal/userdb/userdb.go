@@ -34,6 +34,9 @@ type User struct {
 	Home     string
 }
 
+// passwdFile is /etc/passwd; tests point it elsewhere.
+var passwdFile = "/etc/passwd"
+
 // ErrNotFound means the user does not exist.
 var ErrNotFound = errors.New("userdb: no such user")
 
@@ -46,12 +49,14 @@ func Lookup(backend, name string) (*User, error) {
 	}
 	switch backend {
 	case "passwd", "":
-		f, err := os.Open("/etc/passwd")
+		m, err := users(passwdFile, parsePasswd)
 		if err != nil {
 			return nil, err
 		}
-		defer f.Close()
-		return lookupPasswd(f, func(u *User) bool { return u.Name == name })
+		if u := m[name]; u != nil {
+			return copyOf(u), nil
+		}
+		return nil, ErrNotFound
 	case "getent":
 		return lookupGetent(name)
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"sort"
 	"strings"
 
@@ -109,18 +108,12 @@ func userLine(root *yaml.Node, key string) int {
 }
 
 func lookupVirtual(path, name string) (*User, error) {
-	f, err := os.Open(path)
+	m, err := users(path, ParseVirtual)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	users, err := ParseVirtual(f, path)
-	if err != nil {
-		return nil, err
-	}
-	if u := users[strings.ToLower(name)]; u != nil {
-		c := *u
-		return &c, nil
+	if u := m[strings.ToLower(name)]; u != nil {
+		return copyOf(u), nil
 	}
 	return nil, ErrNotFound
 }

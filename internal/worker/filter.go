@@ -166,6 +166,7 @@ func filter(p *policy.Policy, u policy.User, t *task, res *job.Result) (handled 
 		res.Warning = "user sieve script: " + userErr.Error()
 	}
 	if len(scripts) == 0 {
+		res.NoFilter = userErr == nil
 		if j.Mode == job.ModeEnvelope || j.Mode == job.ModeFilter {
 			res.Status, res.Actions, res.Decided = status.Delivered, []string{"keep"}, true
 			return true
