@@ -74,7 +74,7 @@ func defaults() Config {
 		SpoolDir: "/var/spool/lda", Delimiter: "+", BareLF: "reject", Headers: true,
 		Log: "syslog", Parallel: 4, DeliveryTime: 10 * time.Minute,
 		SieveDir: "/etc/lda/sieve", RcptSieve: true, RedirectCmd: []string{"/usr/sbin/sendmail", "-i"},
-		Workers: Workers{MaxIdle: 16, IdleTime: 10 * time.Second, MaxDeliveries: 1000},
+		Workers: Workers{MaxIdle: 32, IdleTime: 10 * time.Second, MaxDeliveries: 1000},
 		Limits: Limits{Connections: 64, Recipients: 1000, MessageSize: 100 << 20, LineLength: 4096,
 			IdleTimeout: 5 * time.Minute, DataTimeout: 10 * time.Minute},
 	}

@@ -346,8 +346,14 @@ func peerCred(c *net.UnixConn) (uid, pid int, err error) {
 	return int(cred.Uid), int(cred.Pid), nil
 }
 
-// spool makes an unlinked file in the listener's spool directory.
+// spool makes an unlinked file in the listener's spool directory: an
+// O_TMPFILE, which never has a name, or, where the file system cannot make
+// one, a named file removed at once.
 func (l *Listener) spool() (*os.File, error) {
+	fd, err := unix.Open(l.cfg.SpoolDir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+	if err == nil {
+		return os.NewFile(uintptr(fd), "spool"), nil
+	}
 	f, err := os.CreateTemp(l.cfg.SpoolDir, "msg-")
 	if err != nil {
 		return nil, err

@@ -37,7 +37,7 @@ func TestLoad(t *testing.T) {
 	f := newFixture(t)
 	// Warm workers hold descriptors while idle; a short idle_time lets
 	// them go, so that the baseline can be checked.
-	d := startDaemon(t, f, "parallel: 4\nworkers: {max_idle: 16, idle_time: 1s, max_deliveries: 1000}\n")
+	d := startDaemon(t, f, "parallel: 4\nworkers: {max_idle: 32, idle_time: 1s, max_deliveries: 1000}\n")
 	per := 500
 	if s := os.Getenv("LDA_LOAD_MESSAGES"); s != "" {
 		per, _ = strconv.Atoi(s)
