@@ -1,7 +1,8 @@
 #!/bin/sh
 # Per-delivery cost of the privilege boundary: a worker re-executed as the
-# user (spawn, job, policy load, check, write, fsync, result) against the
-# same write done in-process, measured side by side in one run.
+# user (spawn, job, policy load, check, write, fsync, result), a warm
+# worker (lda serve's pool: the job's round trip only), and the same write
+# done in-process, measured side by side in one run.
 # Needs root (real users). Prints the median ns/op of each and the ratio.
 set -eu
 cd "$(dirname "$0")/.."
@@ -15,8 +16,8 @@ END {
 		k = c[n]; med[n] = (k % 2) ? v[n, (k+1)/2] : (v[n, k/2] + v[n, k/2+1]) / 2
 		printf "%-40s %12.0f\n", n, med[n]
 	}
-	for (n in med) if (n ~ /\/worker$/) {
-		p = n; sub(/\/worker$/, "/inprocess", p)
-		if (p in med) printf "ratio %-34s %12.2f (worker / in-process)\n", n, med[n] / med[p]
+	for (n in med) if (n ~ /\/(worker|warm)$/) {
+		p = n; sub(/\/(worker|warm)$/, "/inprocess", p)
+		if (p in med) printf "ratio %-34s %12.2f (/ in-process)\n", n, med[n] / med[p]
 	}
 }'

@@ -73,6 +73,27 @@ func BenchmarkDelivery(b *testing.B) {
 				_ = f
 			})
 		}
+		// The same delivery through a warm worker (lda serve's pool): the
+		// process is started once, so only the job's round trip remains.
+		b.Run(kind+"/warm", func(b *testing.B) {
+			f, agent, u, spool, size := costSetup(b)
+			agent.Pool = delivery.NewPool(delivery.PoolConfig{MaxIdle: 4, IdleTime: time.Minute, MaxDeliveries: 1 << 30})
+			defer agent.Pool.Close()
+			req := delivery.Request{User: u, Kind: job.KindMaildir, Path: filepath.Join(u.Home, "Maildir"), Sender: "s@example.org", Headers: true, Message: spool, Size: size}
+			if kind == "mbox" {
+				req.Kind, req.Path = job.KindMbox, filepath.Join(u.Home, "mail", "inbox")
+			}
+			if out := agent.Deliver(context.Background(), req); !out.Status.OK() {
+				b.Fatalf("delivery: %v", out.Status)
+			}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if out := agent.Deliver(context.Background(), req); !out.Status.OK() {
+					b.Fatalf("delivery: %v", out.Status)
+				}
+			}
+			_ = f
+		})
 		b.Run(kind+"/inprocess", func(b *testing.B) {
 			f, _, u, spool, size := costSetup(b)
 			dir, err := os.Open(u.Home)

@@ -99,3 +99,41 @@ func TestConn(t *testing.T) {
 		}
 	})
 }
+
+// BenchmarkRoundTrip is one record each way over a pair, as between the
+// root parent and a warm worker.
+func BenchmarkRoundTrip(b *testing.B) {
+	a, c, err := Pair()
+	if err != nil {
+		b.Fatal(err)
+	}
+	ca, err := New(a)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cc, err := New(c)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ca.Close()
+	defer cc.Close()
+	go func() {
+		for {
+			msg, _, err := cc.Recv()
+			if err != nil {
+				return
+			}
+			cc.Send(msg, nil)
+		}
+	}()
+	rec := bytes.Repeat([]byte("x"), 400)
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		if err := ca.Send(rec, nil); err != nil {
+			b.Fatal(err)
+		}
+		if _, _, err := ca.Recv(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

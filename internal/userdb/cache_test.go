@@ -2,6 +2,7 @@ package userdb
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -85,6 +86,45 @@ func TestLookupSeesChanges(t *testing.T) {
 		os.Chtimes(vm, base, base)
 		if u, err := Lookup("yaml:"+vm, "dora"); err != nil || u.UID != 2002 {
 			t.Fatalf("dora after the edit: %v %v", u, err)
+		}
+	})
+}
+
+// BenchmarkLookup compares a lookup from the cache (a stat of the file)
+// with parsing the file, which every lookup did before the cache, on a
+// passwd file of 2000 users.
+func BenchmarkLookup(b *testing.B) {
+	dir := b.TempDir()
+	pw := filepath.Join(dir, "passwd")
+	var text []byte
+	for i := 0; i < 2000; i++ {
+		text = fmt.Appendf(text, "user%d:x:%d:%d::/home/user%d:/bin/sh\n", i, 1000+i, 1000+i, i)
+	}
+	if err := os.WriteFile(pw, text, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	old := passwdFile
+	passwdFile = pw
+	b.Cleanup(func() { passwdFile = old })
+	b.Run("cached", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			if _, err := Lookup("passwd", "user1999"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("parse", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			f, err := os.Open(pw)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := lookupPasswd(f, func(u *User) bool { return u.Name == "user1999" }); err != nil {
+				b.Fatal(err)
+			}
+			f.Close()
 		}
 	})
 }
