@@ -1,0 +1,61 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"lda/internal/testutil"
+)
+
+// TestParallelRecipients: the recipients of one message are delivered at
+// the same time, and their replies still come in RCPT order. Each
+// recipient's program waits at a barrier until all four have started, so
+// the message can only be delivered if the deliveries overlap (one after
+// another, the first would give up and answer 4xx); after the barrier the
+// first recipient finishes last and the third fails, so any reply order
+// but RCPT order shows.
+func TestParallelRecipients(t *testing.T) {
+	f := newFixture(t)
+	u := f.u1
+	barrier := filepath.Join(f.base, "barrier")
+	testutil.Must(t, os.Mkdir(barrier, 0o755))
+	testutil.Must(t, os.Chown(barrier, u.UID, u.GID))
+	prog := filepath.Join(f.base, "progs", "barrier")
+	testutil.Must(t, os.MkdirAll(filepath.Dir(prog), 0o755))
+	script := fmt.Sprintf(`#!/bin/sh
+cat >/dev/null
+touch %[1]s/"$RECIPIENT"
+i=0
+while [ "$(ls %[1]s | wc -l)" -lt 4 ]; do
+  i=$((i+1)); [ $i -gt 400 ] && exit 75
+  sleep 0.05
+done
+case "$RECIPIENT" in
+r1@*) sleep 0.5 ;;
+r3@*) exit 67 ;;
+esac
+exit 0
+`, barrier)
+	testutil.WriteFile(t, prog, []byte(script), 0o755, 0, 0)
+	p := strings.Replace(defaultPolicy, "  - {program: probe}\n", "  - {program: probe}\n  - {program: barrier}\n", 1)
+	f.writePolicy(strings.Replace(p, "programs:\n", "programs:\n  barrier: {argv: ["+prog+"], timeout: 60s}\n", 1))
+	d := startDaemon(t, f, "parallel: 4\n")
+	cl := dialLMTP(t, d.socket)
+	cl.cmd("LHLO mta.test", "250")
+	cl.cmd("MAIL FROM:<s@example.org>", "250")
+	for i := 1; i <= 4; i++ {
+		cl.cmd(fmt.Sprintf("RCPT TO:<r%d@example.org> XLDA-USER=%s XLDA-DEST=program:barrier", i, u.Name), "250")
+	}
+	cl.cmd("DATA", "354")
+	fmt.Fprintf(cl.c, "Subject: parallel\r\n\r\nbody\r\n.\r\n")
+	want := []string{"250 2.0.0", "250 2.0.0", "550 5.1.1", "250 2.0.0"}
+	for i, w := range want {
+		if got := cl.reply(); !strings.HasPrefix(got, w) {
+			t.Fatalf("reply %d (r%d) = %q, want %s\n%s", i+1, i+1, got, w, d.stderr)
+		}
+	}
+	cl.cmd("QUIT", "221")
+}
