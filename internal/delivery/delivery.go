@@ -177,7 +177,7 @@ func (a *Agent) runWarm(ctx context.Context, j *job.Job, msg *os.File) (*job.Res
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
-	for attempt := 0; ; attempt++ {
+	for {
 		w := a.Pool.take(k)
 		fresh := w == nil
 		if fresh {
@@ -191,7 +191,7 @@ func (a *Agent) runWarm(ctx context.Context, j *job.Job, msg *os.File) (*job.Res
 		out, sent, err := w.exchange(k, rec, msg, deadline)
 		if !sent {
 			w.kill()
-			if !fresh && attempt == 0 && !errors.Is(err, errWrongWorker) {
+			if !fresh && !errors.Is(err, errWrongWorker) {
 				continue // it died while idle; the job never reached it
 			}
 			return nil, status.Unknown.Wrap(fmt.Errorf("worker: %w", err))

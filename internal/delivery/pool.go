@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
@@ -116,8 +117,15 @@ func (p *Pool) take(k warmKey) *warm {
 			w.conn.Close()
 			continue
 		default:
-			return w
 		}
+		if stopped(w.proc.Pid) {
+			// Its user stopped it (SIGSTOP): a job given to it would wait
+			// for delivery_timeout, and with it every other recipient of
+			// the same message.
+			w.kill()
+			continue
+		}
+		return w
 	}
 	return nil
 }
@@ -269,6 +277,20 @@ func (w *warm) exchange(k warmKey, rec []byte, msg *os.File, deadline time.Time)
 			return out, true, nil
 		}
 	}
+}
+
+// stopped reports whether pid is stopped or traced, from /proc/PID/stat.
+func stopped(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false // gone: the send will fail and another is taken
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return false
+	}
+	st := b[i+2]
+	return st == 'T' || st == 't'
 }
 
 // stampOf describes the policy file (the zero stamp for the embedded one).

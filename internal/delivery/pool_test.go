@@ -301,12 +301,28 @@ func TestWarmDeath(t *testing.T) {
 			t.Fatal("the killed worker is still pooled")
 		}
 	})
+	t.Run("stopped while idle", func(t *testing.T) {
+		old := pid()
+		syscall.Kill(old, syscall.SIGSTOP)
+		waitUntil(t, "the worker to stop", func() bool { return stopped(old) })
+		if out := f.deliver(f.u1, job.KindDefault); !out.Status.OK() {
+			t.Fatalf("delivery after the idle worker was stopped: %v", out.Status)
+		}
+		waitUntil(t, "the stopped worker to be killed", func() bool { return !alive(old) })
+	})
 	t.Run("stopped past the timeout", func(t *testing.T) {
 		old := pid()
 		f.agent.Timeout = time.Second
 		defer func() { f.agent.Timeout = 10 * time.Second }()
+		// Stopped while it holds a job (waiting for a held dotlock).
+		lock := filepath.Join(f.u1.Home, "mbox.lock")
+		testutil.WriteFile(t, lock, nil, 0o600, f.u1.UID, f.u1.GID)
+		done := make(chan *Outcome, 1)
+		go func() { done <- f.deliver(f.u1, job.KindMbox) }()
+		time.Sleep(300 * time.Millisecond)
 		syscall.Kill(old, syscall.SIGSTOP)
-		out := f.deliver(f.u1, job.KindDefault)
+		out := <-done
+		os.Remove(lock)
 		if !out.Status.Temporary() {
 			t.Fatalf("stopped worker: %v, want 4xx", out.Status)
 		}
