@@ -1,14 +1,20 @@
 // Package delivery is the root side of one delivery: it turns a request
-// into a job record, starts a worker as the destination user through
-// package spawn, validates the worker's result and logs one structured
-// line. It never opens a user's path itself.
+// into a job record, has a worker running as the destination user perform
+// it (a one-shot worker started through package spawn, or a warm one from
+// the Pool), validates the worker's result and logs one structured line.
+// It never opens a user's path itself.
 //
 // Security: the request's user comes from the user database, never from
 // the peer. The worker's result is parsed strictly (package job) and
 // trusted only as far as the user's own mail: a worker can lie about its own
-// delivery, not about anyone else's. When a worker dies after it announced
-// an mbox append, a second worker, as the same user, cuts the partial
-// message off again (mbox.Recover) before the failure is reported.
+// delivery, not about anyone else's. A warm worker is only ever given jobs
+// of the user it was started for (same uid, gid, name, home and system
+// policy): the Pool refuses any other before sending, and the worker
+// refuses and exits on one. A warm worker that dies, times out or answers
+// badly while holding a job is killed and the job fails with 4xx. When a
+// worker dies after it announced an mbox append, another worker, as the
+// same user, cuts the partial message off again (mbox.Recover) before the
+// failure is reported.
 package delivery
 
 import (
@@ -151,7 +157,8 @@ func (a *Agent) run(ctx context.Context, j *job.Job, msg *os.File) (*job.Result,
 }
 
 // runWarm has a warm worker of j's user perform j. An idle worker that
-// turns out to have died before it received the job is replaced once; a
+// turns out to have died before it received the job is replaced (each
+// try uses up one idle worker, so this ends); a
 // worker that dies, times out or answers badly after it received the job
 // is killed and the job fails with a temporary error (and mbox recovery,
 // through the caller). A worker is never given another user's job:
