@@ -1,0 +1,93 @@
+#!/bin/bash
+# bench/ab.sh: lda against earlier lda, commit by commit, in one run.
+#
+#   sudo bench/ab.sh REV [REV...]        e.g. bench/ab.sh dda4bfa 8ad1c5f HEAD
+#
+# Builds each revision (git worktree, the work tree is not touched), starts
+# one `lda serve` per revision on the same users and the same disk, and
+# runs lmtpload against them in turn (alternating, REPS repetitions of
+# MESSAGES messages, every run from empty mailboxes) for each cell in
+# CELLS ("connections:size:recipients"). Prints the median deliveries/s
+# and p50 per revision and cell, and the ratio to the first revision.
+# Root is needed for the users and the privilege separation.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. bench/lib.sh
+[ "$(id -u)" = 0 ] || die "run as root"
+[ $# -ge 1 ] || die "usage: $0 REV [REV...]"
+REPS=${REPS:-3}
+MESSAGES=${MESSAGES:-2000}
+CELLS=${CELLS:-"1:1024:1 8:1024:1"}
+BASE=$(mktemp -d /tmp/lda-ab.XXXXXX)
+chmod 755 "$BASE"
+USERS=()
+cleanup() {
+	[ -f "$BASE/pids" ] && while read -r pid _; do stop_pid "$pid" 10; done <"$BASE/pids"
+	for u in "${USERS[@]}" abl$$; do userdel -f "$u" 2>/dev/null || true; done
+	for wt in "$BASE"/src-*; do [ -d "$wt" ] && git worktree remove --force "$wt" 2>/dev/null || true; done
+	rm -rf "$BASE"
+}
+trap cleanup EXIT
+mkdir -p "$BASE/home" "$BASE/bin"
+chmod 755 "$BASE/home" "$BASE/bin"
+for i in $(seq 1 10); do
+	u=ab$$u$i
+	useradd -M -U -d "$BASE/home/$u" -s /usr/sbin/nologin "$u"
+	USERS+=("$u")
+done
+useradd -M -U -d /nonexistent -s /usr/sbin/nologin abl$$
+ulist=$(IFS=,; echo "${USERS[*]}")
+CGO_ENABLED=0 go build -o "$BASE/bin/lmtpload" ./bench/lmtpload
+cat >"$BASE/policy.yaml" <<P
+version: 1
+min_uid: 1000
+default: {maildir: ~/Maildir}
+allow:
+  - {maildir: ~/Maildir}
+maildir: {create: true}
+P
+n=0
+for rev in "$@"; do
+	n=$((n + 1))
+	sha=$(git rev-parse --short "$rev")
+	run git worktree add --detach "$BASE/src-$n" "$sha" >/dev/null
+	(cd "$BASE/src-$n" && CGO_ENABLED=0 go build -o "$BASE/bin/lda-$n" ./cmd/lda)
+	chmod 755 "$BASE/bin/lda-$n"
+	mkdir -p "$BASE/run-$n" && chmod 755 "$BASE/run-$n"
+	cat >"$BASE/lda-$n.yaml" <<C
+version: 1
+policy: $BASE/policy.yaml
+socket: $BASE/run-$n/lmtp.sock
+listener_user: abl$$
+peers: [root]
+spool_dir: $BASE/spool-$n
+hostname: ab.test
+log: $BASE/lda-$n.log
+sieve_dir: ""
+limits: {connections: 64}
+C
+	"$BASE/bin/lda-$n" serve -config "$BASE/lda-$n.yaml" 2>>"$BASE/lda-$n.err" &
+	remember_pid $! "lda $rev"
+	wait_socket "$BASE/run-$n/lmtp.sock" $! 10 || die "lda $rev did not start"
+	say "revision $n: $rev = $sha: $(git log -1 --format=%s "$sha")"
+done
+empty() { for u in "${USERS[@]}"; do rm -rf "$BASE/home/$u"; mkdir -m 700 "$BASE/home/$u"; chown "$u:$u" "$BASE/home/$u"; done; sync; }
+printf 'rev\tcell\trep\tdeliveries_per_s\tp50_ms\n' >"$BASE/runs.tsv"
+for cell in $CELLS; do
+	IFS=: read -r c size r <<<"$cell"
+	for rep in $(seq 1 "$REPS"); do
+		for i in $(seq 1 $n); do
+			empty
+			out=$("$BASE/bin/lmtpload" -json -pipelining -socket "$BASE/run-$i/lmtp.sock" -users "$ulist" -n "$MESSAGES" -c "$c" -size "$size" -rcpts "$r" -id "ab$i$rep")
+			printf '%s\t%s\t%s\t%s\t%s\n' "$i" "$cell" "$rep" "$(jget deliveries_per_s "$out")" "$(jget p50_ms "$out")" >>"$BASE/runs.tsv"
+		done
+	done
+done
+say "medians of $REPS runs of $MESSAGES messages (connections:size:recipients)"
+awk -F'\t' -v n="$n" 'NR > 1 { k = $1 SUBSEP $2; c[k]++; d[k, c[k]] = $4; p[k, c[k]] = $5; cells[$2] = 1 }
+function med(a, k, m,   i, j, t, v) { for (i = 1; i <= m; i++) v[i] = a[k, i]
+	for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (v[j] + 0 < v[i] + 0) { t = v[i]; v[i] = v[j]; v[j] = t }
+	return (m % 2) ? v[(m + 1) / 2] : (v[m / 2] + v[m / 2 + 1]) / 2 }
+END { printf "%-14s %4s %14s %10s %8s\n", "cell", "rev", "deliveries/s", "p50 ms", "ratio"
+	for (cell in cells) for (i = 1; i <= n; i++) { k = i SUBSEP cell; dm = med(d, k, c[k]); if (i == 1) base = dm
+		printf "%-14s %4d %14.1f %10.2f %8.2f\n", cell, i, dm, med(p, k, c[k]), dm / base } }' "$BASE/runs.tsv"
