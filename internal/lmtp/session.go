@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"lda/internal/status"
@@ -120,6 +121,8 @@ var (
 	replyNeedUTF8     = status.New(553, "5.6.7", "non-ASCII address requires SMTPUTF8")
 	replyBareLF       = status.New(550, "5.6.0", "bare LF in message; use CRLF line endings")
 	replySpool        = status.Unknown // 451 4.3.0
+	replySpoolFull    = status.NoSpace // 452 4.3.1
+	replySpoolTooBig  = status.New(552, "5.3.4", "message too big for system")
 	replyIdle         = status.New(421, "4.4.2", "idle timeout")
 	replyDataTimeout  = status.New(421, "4.4.2", "timeout")
 	replyShutdown     = status.New(421, "4.3.2", "shutting down")
@@ -557,20 +560,20 @@ func (s *Session) data() error {
 	var st *status.Status
 	switch {
 	case err == nil && spoolErr != nil:
-		st = replySpool.Wrap(spoolErr)
+		st = spoolStatus(spoolErr)
 	case err == nil:
 		if err = s.sw.Flush(); err == nil {
 			_, err = f.Seek(0, io.SeekStart)
 		}
 		if err != nil {
-			st = replySpool.Wrap(err)
+			st = spoolStatus(err)
 		}
 	case errors.Is(err, ErrTooBig):
 		st = replyTooBig
 	case errors.Is(err, ErrBareLF):
 		st = replyBareLF
 	case errors.Is(err, ErrWrite):
-		st = replySpool.Wrap(err)
+		st = spoolStatus(err)
 	case isTimeout(err):
 		s.send(replyDataTimeout)
 		return fmt.Errorf("lmtp: data timeout: %w", err)
@@ -592,6 +595,20 @@ func (s *Session) data() error {
 		s.sendReply(r)
 	}
 	return nil
+}
+
+// spoolStatus is the reply for a spool that could not take the message:
+// a full file system is temporary (452 4.3.1), a message larger than the
+// file size limit is not (552 5.3.4, as Postfix answers); anything else is
+// 451 4.3.0. The cause goes to the log only.
+func spoolStatus(err error) *status.Status {
+	switch {
+	case errors.Is(err, syscall.EFBIG):
+		return replySpoolTooBig.Wrap(err)
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return replySpoolFull.Wrap(err)
+	}
+	return replySpool.Wrap(err)
 }
 
 func resetWriter(w *bufio.Writer, f io.Writer) *bufio.Writer {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -446,5 +448,29 @@ func TestTextprotoClient(t *testing.T) {
 	cmd(221, "QUIT")
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSpoolStatus: what a spool that cannot take the message answers.
+func TestSpoolStatus(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"file size limit", fmt.Errorf("%w: %w", ErrWrite, syscall.EFBIG), "552 5.3.4"},
+		{"file system full", fmt.Errorf("%w: %w", ErrWrite, syscall.ENOSPC), "452 4.3.1"},
+		{"quota", &os.PathError{Op: "write", Path: "spool", Err: syscall.EDQUOT}, "452 4.3.1"},
+		{"anything else", errors.New("spool: odd"), "451 4.3.0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := spoolStatus(tc.err)
+			if got := fmt.Sprintf("%d %s", st.Code, st.Enhanced); got != tc.want {
+				t.Fatalf("%v: %s, want %s", tc.err, got, tc.want)
+			}
+			if !errors.Is(st, tc.err) {
+				t.Fatalf("the cause %v is not kept for the log", tc.err)
+			}
+		})
 	}
 }

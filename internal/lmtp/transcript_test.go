@@ -136,7 +136,7 @@ func (b *fakeBackend) Reset() { b.log("reset") }
 // test can check the session closed them.
 type spooler struct {
 	dir   string
-	mode  string // "", "fail" or "broken"
+	mode  string // "", "fail", "broken" or "full"
 	mu    sync.Mutex
 	files []*os.File
 }
@@ -145,6 +145,10 @@ func (s *spooler) spool() (*os.File, error) {
 	switch s.mode {
 	case "fail":
 		return nil, errors.New("spool: no space left (test)")
+	case "full": // every write fails with ENOSPC
+		f, err := os.OpenFile("/dev/full", os.O_WRONLY, 0)
+		s.track(f)
+		return f, err
 	case "broken": // a read-only descriptor: every write fails
 		f, err := os.Open(os.DevNull)
 		s.track(f)
