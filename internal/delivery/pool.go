@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -260,11 +261,17 @@ func (w *warm) exchange(k warmKey, rec []byte, msg *os.File, deadline time.Time)
 	}
 	w.conn.SetReadDeadline(deadline)
 	out = job.ResultHeader()
-	for {
+	for first := true; ; first = false {
 		pkt, f, err := w.conn.Recv()
 		if f != nil {
 			f.Close()
 			return out, true, errors.New("worker sent a descriptor")
+		}
+		if first && errors.Is(err, syscall.ECONNRESET) {
+			// The kernel reports ECONNRESET only when the peer's socket
+			// was closed with packets unread: the worker died (killed
+			// while idle, say) without reading the job, our only packet.
+			return nil, false, err
 		}
 		if err != nil {
 			return out, true, err

@@ -258,7 +258,7 @@ func TestWarmNeverAnotherUser(t *testing.T) {
 // job with 4xx, and the next delivery gets a fresh worker.
 func TestWarmDeath(t *testing.T) {
 	f := newWarmFixture(t, PoolConfig{MaxIdle: 4, IdleTime: time.Minute, MaxDeliveries: 100})
-	pid := func() int {
+	pid := func(t *testing.T) int {
 		t.Helper()
 		p := idlePids(f.agent.Pool)[f.u1.Name]
 		if len(p) != 1 {
@@ -270,18 +270,18 @@ func TestWarmDeath(t *testing.T) {
 		t.Fatal(out.Status)
 	}
 	t.Run("killed while idle", func(t *testing.T) {
-		old := pid()
+		old := pid(t)
 		syscall.Kill(old, syscall.SIGKILL)
 		waitUntil(t, "the worker to die", func() bool { return !alive(old) })
 		if out := f.deliver(f.u1, job.KindDefault); !out.Status.OK() {
 			t.Fatalf("delivery after an idle worker died: %v", out.Status)
 		}
-		if pid() == old {
+		if pid(t) == old {
 			t.Fatal("dead worker still pooled")
 		}
 	})
 	t.Run("killed while holding a job", func(t *testing.T) {
-		old := pid()
+		old := pid(t)
 		// A held dotlock keeps the mbox delivery waiting inside the worker.
 		lock := filepath.Join(f.u1.Home, "mbox.lock")
 		testutil.WriteFile(t, lock, nil, 0o600, f.u1.UID, f.u1.GID)
@@ -297,12 +297,12 @@ func TestWarmDeath(t *testing.T) {
 		if out := f.deliver(f.u1, job.KindMbox); !out.Status.OK() {
 			t.Fatalf("delivery after the kill: %v", out.Status)
 		}
-		if p := pid(); p == old {
+		if p := pid(t); p == old {
 			t.Fatal("the killed worker is still pooled")
 		}
 	})
 	t.Run("stopped while idle", func(t *testing.T) {
-		old := pid()
+		old := pid(t)
 		syscall.Kill(old, syscall.SIGSTOP)
 		waitUntil(t, "the worker to stop", func() bool { return stopped(old) })
 		if out := f.deliver(f.u1, job.KindDefault); !out.Status.OK() {
@@ -311,7 +311,7 @@ func TestWarmDeath(t *testing.T) {
 		waitUntil(t, "the stopped worker to be killed", func() bool { return !alive(old) })
 	})
 	t.Run("stopped past the timeout", func(t *testing.T) {
-		old := pid()
+		old := pid(t)
 		f.agent.Timeout = time.Second
 		defer func() { f.agent.Timeout = 10 * time.Second }()
 		// Stopped while it holds a job (waiting for a held dotlock).
