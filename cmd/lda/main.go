@@ -67,7 +67,7 @@ func main() {
 		code = cmdServe(args)
 	case "listener":
 		// Started by `lda serve` only, as the listener user.
-		code = cmdListener()
+		code = cmdListener(args)
 	case "deliver":
 		code = cmdDeliver(args)
 	case "explain":
@@ -114,7 +114,14 @@ func fail(code int, format string, args ...any) int {
 // (facility mail; falls back to standard error when there is no syslog),
 // "stderr", "none", or a file name to append to.
 func newLogger(dest string) *slog.Logger {
+	l, _ := openLog(dest)
+	return l
+}
+
+// openLog is newLogger that also returns the log file, when dest is one.
+func openLog(dest string) (*slog.Logger, *os.File) {
 	var w io.Writer
+	var file *os.File
 	switch dest {
 	case "none":
 		w = io.Discard
@@ -131,8 +138,8 @@ func newLogger(dest string) *slog.Logger {
 		if err != nil {
 			w = os.Stderr
 		} else {
-			w = f
+			w, file = f, f
 		}
 	}
-	return slog.New(slog.NewTextHandler(w, nil))
+	return slog.New(slog.NewTextHandler(w, nil)), file
 }

@@ -32,15 +32,21 @@ func cmdServe(args []string) int {
 	if err != nil {
 		return fail(status.ExOSErr, "%v", err)
 	}
-	p := &daemon.Parent{Exe: exe, Log: newLogger(dest)}
+	log, file := openLog(dest)
+	p := &daemon.Parent{Exe: exe, Log: log, LogFile: file, LogSyslog: dest == "syslog" || dest == ""}
 	if err := p.Serve(*cfgPath); err != nil {
 		return fail(status.ExTempFail, "serve: %v", err)
 	}
 	return status.ExOK
 }
 
-// cmdListener is `lda listener`, started by `lda serve` only. It logs to
-// standard error, which the parent shares with it.
-func cmdListener() int {
-	return daemon.ListenerMain(newLogger("stderr"))
+// cmdListener is `lda listener`, started by `lda serve` only, with
+// "syslog" or "stderr" as its argument: it logs to syslog itself, or to
+// standard error, which is the parent's log file or standard error.
+func cmdListener(args []string) int {
+	dest := "stderr"
+	if len(args) == 1 && args[0] == "syslog" {
+		dest = "syslog"
+	}
+	return daemon.ListenerMain(newLogger(dest))
 }

@@ -41,6 +41,11 @@ const (
 type Parent struct {
 	Exe string
 	Log *slog.Logger
+	// LogFile is the log file, when the log goes to one; the listener
+	// writes its lines to it too (as its standard error). LogSyslog tells
+	// the listener to log to syslog itself.
+	LogFile   *os.File
+	LogSyslog bool
 
 	mu       sync.Mutex
 	cfg      *Config
@@ -255,7 +260,11 @@ func (p *Parent) startListener() (chan error, error) {
 	}
 	defer theirs.Close()
 	files := []*os.File{theirs, cf, pf, p.unixL, p.tcpL, p.policyL}
-	cmd, err := spawn.Start(spawn.Request{Exe: p.Exe, Args: []string{"listener"}, UID: lu.UID, GID: lu.GID, MinUID: 1, Files: files})
+	logArg := "stderr"
+	if p.LogSyslog {
+		logArg = "syslog"
+	}
+	cmd, err := spawn.Start(spawn.Request{Exe: p.Exe, Args: []string{"listener", logArg}, UID: lu.UID, GID: lu.GID, MinUID: 1, Files: files, Stderr: p.LogFile})
 	if err != nil {
 		mine.Close()
 		return nil, err

@@ -54,6 +54,10 @@ func startDaemon(t *testing.T, f *fixture, extra string, peers ...string) *daemo
 	}
 	d := &daemon{f: f, socket: filepath.Join(f.base, "run", "lmtp.sock"), stderr: &syncBuffer{}}
 	d.listener = testutil.CreateUser(t, nextUserName(), filepath.Join(f.base, "home"))
+	logLine := "log: stderr\n"
+	if strings.Contains(extra, "log:") {
+		logLine = "" // the test's own
+	}
 	cfg := fmt.Sprintf(`version: 1
 policy: %s
 socket: %s
@@ -62,9 +66,8 @@ listener_user: %s
 peers: [%s]
 spool_dir: %s
 hostname: lda.test
-log: stderr
-limits: {connections: 16, recipients: 50, message_size: 1048576, line_length: 4096, idle_timeout: 30s, data_timeout: 30s}
-%s`, f.policy, d.socket, d.listener.Name, strings.Join(peers, ", "), filepath.Join(f.base, "spool-lda"), extra)
+%slimits: {connections: 16, recipients: 50, message_size: 1048576, line_length: 4096, idle_timeout: 30s, data_timeout: 30s}
+%s`, f.policy, d.socket, d.listener.Name, strings.Join(peers, ", "), filepath.Join(f.base, "spool-lda"), logLine, extra)
 	cfgPath := filepath.Join(f.base, "lda.yaml")
 	testutil.WriteFile(t, cfgPath, []byte(cfg), 0o640, 0, 0)
 	d.cmd = exec.Command(f.bin, "serve", "-config", cfgPath)
@@ -245,7 +248,7 @@ func findProc(bin, sub string) int {
 		if err != nil {
 			continue
 		}
-		if b, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline"); string(b) == bin+"\x00"+sub+"\x00" {
+		if b, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline"); strings.HasPrefix(string(b), bin+"\x00"+sub+"\x00") {
 			return pid
 		}
 	}
@@ -360,5 +363,28 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestServeLogFile: with log: FILE, the listener's lines (connect, per
+// recipient) go to the file too, next to root's delivery lines.
+func TestServeLogFile(t *testing.T) {
+	f := newFixture(t)
+	logFile := filepath.Join(f.base, "serve.log")
+	d := startDaemon(t, f, "log: "+logFile+"\n")
+	cl := dialLMTP(t, d.socket)
+	cl.cmd("LHLO mta.test", "250")
+	cl.cmd("MAIL FROM:<a@example.org>", "250")
+	cl.cmd("RCPT TO:<"+f.u1.Name+"@example.org>", "250")
+	cl.cmd("DATA", "354")
+	fmt.Fprintf(cl.c, "Subject: logged\r\n\r\nx\r\n.\r\n")
+	cl.expect("250 2.0.0")
+	cl.cmd("QUIT", "221")
+	waitFor(t, func() bool {
+		log := string(snapshot(t, logFile))
+		return strings.Contains(log, "msg=connect") && strings.Contains(log, "msg=recipient") && strings.Contains(log, "msg=delivery")
+	}, "the listener's and root's lines in "+logFile)
+	if st, err := os.Stat(logFile); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("log file mode: %v %v", st, err)
 	}
 }

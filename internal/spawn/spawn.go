@@ -37,6 +37,9 @@ type Request struct {
 	Timeout time.Duration
 	// Started, if set, is called with the worker's pid once it runs.
 	Started func(pid int)
+	// Stderr, for Start only, replaces the parent's standard error as the
+	// child's standard output and error.
+	Stderr *os.File
 }
 
 // Output is what the worker wrote and how it ended.
@@ -88,6 +91,9 @@ func Start(r Request) (*exec.Cmd, error) {
 	cmd.SysProcAttr = attr
 	cmd.ExtraFiles = r.Files
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if r.Stderr != nil {
+		cmd.Stdout, cmd.Stderr = r.Stderr, r.Stderr
+	}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("spawn: start: %w", err)
 	}
