@@ -61,3 +61,17 @@ func FuzzRoundTrip(f *testing.F) {
 		}
 	})
 }
+
+// TestEncodeExamples: the XLDA-DEST examples of lda-lmtp(7).
+func TestEncodeExamples(t *testing.T) {
+	for in, want := range map[string]string{
+		"mbox:/home/alice/mail/My Lists": "mbox:/home/alice/mail/My+20Lists",
+		"mbox:/home/alice/mail/c++":      "mbox:/home/alice/mail/c+2B+2B",
+		"maildir:/home/alice/Mäil#Lists": "maildir:/home/alice/M+C3+A4il#Lists",
+		"a=b\r\n":                        "a+3Db+0D+0A",
+	} {
+		if got := Encode(in); got != want {
+			t.Errorf("Encode(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -1,0 +1,492 @@
+#!/usr/bin/env bash
+# bench/compare.sh: lda's LMTP delivery against Dovecot's LMTP (Maildir)
+# and sendmail's mail.local -l (mbox), side by side in one run, with the
+# raw file-system ceiling (bench/rawceiling) at the same durability.
+#
+# Run as root from anywhere:  bash bench/compare.sh
+# Quick run:                   REPS=1 MESSAGES=200 bash bench/compare.sh
+#
+# Environment:
+#   REPS=3          repetitions of every cell
+#   MESSAGES=2000   messages per run
+#   PIPELINING=1    lmtpload -pipelining for every peer (0: lock-step)
+#   LDA_REV=        build lda from this commit (git archive, the work
+#                   tree untouched) instead of from the work tree
+#   WORKERS=auto    auto: the warm-worker section in lda.yaml if lda
+#                   serve accepts it; on: required; off: never
+#   MATRICES="maildir mbox"
+#   TSV=            where the per-run figures go (default
+#                   /tmp/lda-bench-<time>.tsv)
+#   KEEP=0          1: keep the temporary directory (logs, mailboxes)
+#
+# It installs dovecot-core, dovecot-lmtpd, socat and liblockfile1 if they
+# are missing (without starting any service), creates the users
+# benchu1..benchu10 and benchlis (removed at the end), and removes
+# everything it made on exit. See bench/README.md.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(dirname "$HERE")
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
+
+REPS=${REPS:-3}
+MESSAGES=${MESSAGES:-2000}
+PIPELINING=${PIPELINING:-1}
+LDA_REV=${LDA_REV:-}
+WORKERS=${WORKERS:-auto}
+MATRICES=${MATRICES:-maildir mbox}
+KEEP=${KEEP:-0}
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+TSV=${TSV:-/tmp/lda-bench-$STAMP.tsv}
+NUSERS=10
+BENCH_USERS=$(seq -f 'benchu%g' 1 "$NUSERS" | tr '\n' ' ')
+BENCH_USERS=${BENCH_USERS% }
+BENCH_LISTENER=benchlis
+
+[ "$(id -u)" -eq 0 ] || die "run compare.sh as root"
+command -v go >/dev/null || die "go is not in PATH"
+
+BASE=$(mktemp -d /tmp/lda-bench.XXXXXX)
+chmod 755 "$BASE"
+: >"$BASE/pids"
+DOVECOT_CONF=
+FAILED=0
+
+cleanup() {
+	local rc=$?
+	set +e
+	trap - EXIT INT TERM
+	say "cleaning up"
+	if [ -n "$DOVECOT_CONF" ] && [ -f "$BASE/dovecot/run/master.pid" ]; then
+		dovecot -c "$DOVECOT_CONF" stop >/dev/null 2>&1
+	fi
+	local pid _
+	while read -r pid _; do
+		[ -n "$pid" ] && stop_pid "$pid" 20
+	done <"$BASE/pids"
+	remove_bench_users
+	if [ "$KEEP" = 1 ]; then
+		say "kept $BASE"
+	else
+		rm -rf "$BASE"
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+say "base directory $BASE; REPS=$REPS MESSAGES=$MESSAGES PIPELINING=$PIPELINING"
+
+# --- packages, users, binaries -------------------------------------------
+
+install_missing
+fetch_mail_local
+say "mail.local: $MAIL_LOCAL"
+say "dovecot $(dovecot --version)"
+
+remove_bench_users # an aborted earlier run's
+create_bench_users
+
+mkdir -p "$BASE/bin"
+if [ -n "$LDA_REV" ]; then
+	LDA_COMMIT=$(git -C "$REPO" rev-parse --verify "$LDA_REV^{commit}")
+	say "building lda from commit $LDA_COMMIT (git archive; the work tree is not touched)"
+	mkdir -p "$BASE/src"
+	git -C "$REPO" archive "$LDA_COMMIT" | tar -x -C "$BASE/src"
+	(cd "$BASE/src" && CGO_ENABLED=0 run go build -o "$BASE/bin/lda" ./cmd/lda)
+	LDA_DESC="$(git -C "$REPO" log -1 --format='%h %s' "$LDA_COMMIT")"
+else
+	LDA_COMMIT=$(git -C "$REPO" rev-parse HEAD 2>/dev/null || echo unknown)
+	LDA_DESC="$(git -C "$REPO" log -1 --format='%h %s' 2>/dev/null || echo unknown)"
+	if [ -n "$(git -C "$REPO" status --porcelain -- cmd internal policy maildir mbox sieve go.mod go.sum 2>/dev/null)" ]; then
+		LDA_DESC="$LDA_DESC (+ uncommitted changes in the work tree)"
+	fi
+	say "building lda from the work tree: $LDA_DESC"
+	(cd "$REPO" && CGO_ENABLED=0 run go build -o "$BASE/bin/lda" ./cmd/lda)
+fi
+(cd "$REPO" && CGO_ENABLED=0 run go build -o "$BASE/bin/lmtpload" ./bench/lmtpload)
+(cd "$REPO" && CGO_ENABLED=0 run go build -o "$BASE/bin/rawceiling" ./bench/rawceiling)
+chmod 755 "$BASE/bin" "$BASE/bin/"*
+LDA=$BASE/bin/lda
+LOAD=$BASE/bin/lmtpload
+RAW=$BASE/bin/rawceiling
+USERS=$(users_csv)
+
+# --- Dovecot ---------------------------------------------------------------
+
+start_dovecot() {
+	local d=$BASE/dovecot
+	mkdir -p "$d/run" "$d/state"
+	chmod 755 "$d"
+	DOVECOT_SOCK=$d/lmtp.sock
+	DOVECOT_CONF=$d/dovecot.conf
+	local u
+	for u in $BENCH_USERS; do
+		printf '%s:{PLAIN}bench:%s:%s::%s::\n' "$u" "$(id -u "$u")" "$(id -g "$u")" "$BASE/home/$u"
+	done >"$d/users"
+	chmod 640 "$d/users"
+	chgrp dovecot "$d/users"
+	cat >"$DOVECOT_CONF" <<EOF
+# A private Dovecot instance for bench/compare.sh: LMTP only.
+base_dir = $d/run
+state_dir = $d/state
+instance_name = lda-bench-dovecot
+protocols = lmtp
+ssl = no
+log_path = $d/dovecot.log
+info_log_path = $d/dovecot.log
+first_valid_uid = 1000
+mail_location = maildir:~/Maildir
+# The default durability: fsync where data would otherwise be lost.
+mail_fsync = optimized
+auth_username_format = %Ln
+lmtp_save_to_detail_mailbox = no
+passdb {
+  driver = passwd-file
+  args = $d/users
+}
+userdb {
+  driver = passwd-file
+  args = $d/users
+}
+service lmtp {
+  unix_listener $DOVECOT_SOCK {
+    mode = 0600
+    user = root
+  }
+}
+EOF
+	say "starting Dovecot: dovecot -c $DOVECOT_CONF"
+	run dovecot -c "$DOVECOT_CONF"
+	local pid
+	wait_socket "$DOVECOT_SOCK" "" 10 || { cat "$d/dovecot.log" >&2; die "Dovecot's LMTP socket did not appear"; }
+	pid=$(cat "$d/run/master.pid")
+	remember_pid "$pid" dovecot
+	say "Dovecot master pid $pid, LMTP at $DOVECOT_SOCK"
+}
+
+stop_dovecot() {
+	[ -n "$DOVECOT_CONF" ] || return 0
+	say "stopping Dovecot"
+	dovecot -c "$DOVECOT_CONF" stop >/dev/null 2>&1 || true
+	local pid
+	pid=$(awk '$2 == "dovecot" { print $1 }' "$BASE/pids" | tail -n1)
+	[ -n "$pid" ] && stop_pid "$pid" 20
+	DOVECOT_CONF=
+}
+
+# --- mail.local ------------------------------------------------------------
+
+start_mail_local() {
+	local d=$BASE/maillocal
+	mkdir -p "$d"
+	MAILLOCAL_SOCK=$d/lmtp.sock
+	# mail.local runs as root and setreuid()s to the recipient; Debian's
+	# build dot-locks through liblockfile, which then tries to create the
+	# lock in /var/mail (root:mail 2775) with the user's euid and fails
+	# (451 4.3.0 lockmailbox ... error code 75). Running it with gid mail,
+	# as a setgid-mail delivery agent would, makes the dot-lock work.
+	say "starting mail.local -l behind socat (one mail.local per connection, exec'ed on the socket itself, gid mail)"
+	local cmd="setpriv --regid mail --clear-groups $MAIL_LOCAL -l"
+	printf '    $ socat UNIX-LISTEN:%s,fork,backlog=128,mode=600,unlink-early EXEC:"%s",nofork &\n' "$MAILLOCAL_SOCK" "$cmd"
+	socat "UNIX-LISTEN:$MAILLOCAL_SOCK,fork,backlog=128,mode=600,unlink-early" "EXEC:$cmd,nofork" 2>"$d/socat.log" &
+	local pid=$!
+	remember_pid "$pid" socat
+	wait_socket "$MAILLOCAL_SOCK" "$pid" 10 || { cat "$d/socat.log" >&2; die "socat did not listen"; }
+	MAILLOCAL_PID=$pid
+}
+
+stop_mail_local() {
+	say "stopping socat/mail.local"
+	stop_pid "$MAILLOCAL_PID" 10
+}
+
+# --- lda ---------------------------------------------------------------------
+
+# start_lda NAME DEFAULT: an lda serve instance whose policy's default
+# destination is DEFAULT ({maildir: ~/Maildir} or {mbox: /var/mail/%u}).
+# Sets LDA_SOCK and LDA_PID.
+start_lda() {
+	local name=$1 default=$2 d=$BASE/lda-$1
+	mkdir -p "$d"
+	chmod 755 "$d"
+	cat >"$d/policy.yaml" <<EOF
+version: 1
+min_uid: 1000
+default: $default
+allow:
+  - {maildir: ~/Maildir}
+  - {mbox: /var/mail/%u}
+# /var/mail is root:mail 2775 and the worker runs as the user without
+# supplementary groups: no dot-lock there, and the mbox must exist.
+mbox: {locking: [fcntl], create: false}
+maildir: {create: true, create_folders: true}
+EOF
+	LDA_SOCK=$d/lmtp.sock
+	write_lda_conf() {
+		cat >"$d/lda.yaml" <<EOF
+version: 1
+policy: $d/policy.yaml
+socket: $LDA_SOCK
+socket_mode: "0660"
+listener_user: $BENCH_LISTENER
+peers: [root]
+spool_dir: $d/spool
+hostname: bench.test
+log: $d/lda.log
+EOF
+		if [ "$1" = with ]; then
+			printf 'workers: {max_idle: 64, idle_time: 30s, max_deliveries: 1000}\n' >>"$d/lda.yaml"
+		fi
+		chmod 644 "$d/lda.yaml" "$d/policy.yaml"
+	}
+	launch() {
+		say "starting lda ($name): $LDA serve -config $d/lda.yaml ($1 workers section)"
+		rm -f "$LDA_SOCK"
+		"$LDA" serve -config "$d/lda.yaml" >>"$d/serve.out" 2>&1 &
+		LDA_PID=$!
+		if wait_socket "$LDA_SOCK" "$LDA_PID" 15; then
+			remember_pid "$LDA_PID" "lda-$name"
+			return 0
+		fi
+		stop_pid "$LDA_PID" 5
+		wait "$LDA_PID" 2>/dev/null || true
+		return 1
+	}
+	local mode=$WORKERS
+	if [ "$mode" != off ]; then
+		write_lda_conf with
+		if launch with; then
+			LDA_WORKERS=yes
+			return 0
+		fi
+		warn "lda serve refused the workers section:"
+		sed 's/^/    /' "$d/serve.out" >&2
+		[ "$mode" = on ] && die "WORKERS=on but lda serve does not accept it"
+	fi
+	write_lda_conf without
+	launch without || { cat "$d/serve.out" >&2; die "lda serve did not start"; }
+	LDA_WORKERS=no
+}
+
+stop_lda() {
+	say "stopping lda (pid $LDA_PID)"
+	stop_pid "$LDA_PID" 30
+	wait "$LDA_PID" 2>/dev/null || true
+}
+
+# --- running and checking ------------------------------------------------
+
+printf 'matrix\tcell\tpeer\trep\tconns\tsize\trcpts\tmessages\tok\ttempfail\tpermfail\tdropped\twall_s\tdeliveries_per_s\tmessages_per_s\tp50_ms\tp90_ms\tp99_ms\tstored\tverified\tload1\n' >"$TSV"
+say "per-run figures go to $TSV"
+
+# load PEER SOCKET CONNS SIZE RCPTS N [extra flags]: one lmtpload run.
+load() {
+	local peer=$1 sock=$2 c=$3 size=$4 r=$5 n=$6
+	shift 6
+	local flags=(-socket "$sock" -c "$c" -n "$n" -size "$size" -rcpts "$r" -users "$USERS" -json -id "$peer-$STAMP-$RANDOM" -ack "$BASE/ack.txt")
+	[ "$PIPELINING" = 1 ] && flags+=(-pipelining)
+	"$LOAD" "${flags[@]}" "$@" 2>"$BASE/load.err" || { cat "$BASE/load.err" >&2; return 1; }
+	[ -s "$BASE/load.err" ] && sed 's/^/    /' "$BASE/load.err" | head -n 5 >&2
+	return 0
+}
+
+# stored KIND: the messages now stored for the test users.
+stored() {
+	local u dirs=() files=()
+	case $1 in
+	maildir)
+		for u in $BENCH_USERS; do dirs+=("$BASE/home/$u/Maildir"); done
+		count_maildir "${dirs[@]}"
+		;;
+	mbox)
+		for u in $BENCH_USERS; do files+=("/var/mail/$u"); done
+		count_mbox "${files[@]}"
+		;;
+	rawmaildir)
+		for u in $BENCH_USERS; do dirs+=("$BASE/raw/$u/Maildir"); done
+		count_maildir "${dirs[@]}"
+		;;
+	rawmbox)
+		for u in $BENCH_USERS; do files+=("$BASE/raw/$u.mbox"); done
+		count_mbox "${files[@]}"
+		;;
+	esac
+}
+
+# one_run MATRIX CELL PEER REP CONNS SIZE RCPTS: reset the mailboxes, run
+# once, record, and in the first repetition check what was stored.
+one_run() {
+	local matrix=$1 cell=$2 peer=$3 rep=$4 c=$5 size=$6 r=$7 json kind
+	case $peer in
+	dovecot | lda) kind=maildir ;;
+	mail.local | lda-mbox) kind=mbox ;;
+	raw) kind=rawmaildir ;;
+	raw-mbox) kind=rawmbox ;;
+	esac
+	case $kind in
+	maildir) reset_maildirs ;;
+	mbox) reset_mboxes ;;
+	raw*) rm -rf "$BASE/raw" ;;
+	esac
+	sync
+	local load1
+	load1=$(cut -d' ' -f1 /proc/loadavg)
+	case $peer in
+	dovecot) json=$(load "$peer" "$DOVECOT_SOCK" "$c" "$size" "$r" "$MESSAGES") ;;
+	mail.local) json=$(load "$peer" "$MAILLOCAL_SOCK" "$c" "$size" "$r" "$MESSAGES") ;;
+	lda | lda-mbox) json=$(load "$peer" "$LDA_SOCK" "$c" "$size" "$r" "$MESSAGES") ;;
+	raw) json=$("$RAW" -dir "$BASE/raw" -users "$USERS" -c "$c" -n "$MESSAGES" -size "$size" -rcpts "$r" -json) ;;
+	raw-mbox) json=$("$RAW" -mbox -dir "$BASE/raw" -users "$USERS" -c "$c" -n "$MESSAGES" -size "$size" -rcpts "$r" -json) ;;
+	esac || {
+		warn "$peer run failed"
+		FAILED=1
+		return 0
+	}
+	local ok temp perm drop n verified=- stored_n=-
+	ok=$(jget ok "$json")
+	temp=$(jget tempfail "$json")
+	perm=$(jget permfail "$json")
+	drop=$(jget dropped "$json")
+	if [ "$rep" = 1 ] && [[ $peer != raw* ]]; then
+		stored_n=$(stored "$kind")
+		if [ "$stored_n" = "$ok" ]; then
+			verified=yes
+		else
+			verified=NO
+			FAILED=1
+			warn "$matrix $cell $peer: $ok deliveries acknowledged but $stored_n messages stored"
+		fi
+		if [ "$kind" = mbox ]; then
+			n=$(count_bench_ids /var/mail/benchu*)
+			[ "$n" = "$stored_n" ] || warn "$matrix $cell $peer: $stored_n From_ lines but $n X-Bench-Id headers"
+		fi
+	fi
+	if [ "$ok" != "$((MESSAGES * r))" ]; then
+		warn "$matrix $cell $peer: ok $ok, 4xx $temp, 5xx $perm, dropped $drop (of $((MESSAGES * r)))"
+		FAILED=1
+	fi
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.3f\t%.1f\t%.1f\t%.2f\t%.2f\t%.2f\t%s\t%s\t%s\n' \
+		"$matrix" "$cell" "$peer" "$rep" "$c" "$size" "$r" "$MESSAGES" "$ok" "$temp" "$perm" "$drop" \
+		"$(jget wall_s "$json")" "$(jget deliveries_per_s "$json")" "$(jget messages_per_s "$json")" \
+		"$(jget p50_ms "$json")" "$(jget p90_ms "$json")" "$(jget p99_ms "$json")" "$stored_n" "$verified" "$load1" >>"$TSV"
+	printf '    %-7s %-10s %-10s rep %s: %8.1f deliveries/s  p50 %7.2f ms  p99 %7.2f ms  load %s  ok %s%s\n' \
+		"$matrix" "$cell" "$peer" "$rep" "$(jget deliveries_per_s "$json")" "$(jget p50_ms "$json")" "$(jget p99_ms "$json")" "$load1" "$ok" \
+		"$([ "$verified" = - ] || echo "  stored $stored_n verified $verified")"
+}
+
+# smoke PEER SOCKET KIND: one message, which must be stored.
+smoke() {
+	local peer=$1 sock=$2 kind=$3 json
+	case $kind in maildir) reset_maildirs ;; mbox) reset_mboxes ;; esac
+	json=$(load "$peer" "$sock" 1 1024 1 1) || die "$peer: the smoke test delivery failed"
+	local ok stored_n
+	ok=$(jget ok "$json")
+	stored_n=$(stored "$kind")
+	if [ "$ok" != 1 ] || [ "$stored_n" != 1 ]; then
+		sed 's/^/    ack: /' "$BASE/ack.txt" >&2
+		die "$peer: smoke test: ok $ok, stored $stored_n (want 1 and 1)"
+	fi
+	say "$peer works: one message delivered ($(cut -d' ' -f3- "$BASE/ack.txt")) and stored"
+}
+
+# run_matrix NAME PEER LDAPEER RAWPEER CELLS...: each cell "name conns size
+# rcpts"; in odd repetitions lda runs first, in even ones the peer.
+run_matrix() {
+	local name=$1 peer=$2 ldapeer=$3 rawpeer=$4 rep cell
+	shift 4
+	for ((rep = 1; rep <= REPS; rep++)); do
+		for cell in "$@"; do
+			local cname c size r p order
+			read -r cname c size r <<<"$cell"
+			order=("$ldapeer" "$peer" "$rawpeer")
+			if ((rep % 2 == 0)); then order=("$peer" "$ldapeer" "$rawpeer"); fi
+			for p in "${order[@]}"; do
+				one_run "$name" "$cname" "$p" "$rep" "$c" "$size" "$r"
+			done
+		done
+	done
+}
+
+MAILDIR_CELLS=("1c-1k-1r 1 1024 1" "8c-1k-1r 8 1024 1" "1c-100k-1r 1 102400 1" "1c-1k-10r 1 1024 10" "8c-1k-10r 8 1024 10")
+MBOX_CELLS=("1c-1k 1 1024 1" "8c-1k 8 1024 1" "1c-100k 1 102400 1")
+
+for m in $MATRICES; do
+	case $m in
+	maildir)
+		say "Maildir matrix: Dovecot LMTP vs lda (default ~/Maildir) vs rawceiling"
+		start_dovecot
+		smoke dovecot "$DOVECOT_SOCK" maildir
+		start_lda maildir '{maildir: ~/Maildir}'
+		say "lda warm-workers section: $LDA_WORKERS"
+		smoke lda "$LDA_SOCK" maildir
+		run_matrix maildir dovecot lda raw "${MAILDIR_CELLS[@]}"
+		stop_lda
+		stop_dovecot
+		;;
+	mbox)
+		say "mbox matrix: mail.local -l vs lda (default /var/mail/%u) vs rawceiling -mbox"
+		start_mail_local
+		smoke mail.local "$MAILLOCAL_SOCK" mbox
+		start_lda mbox '{mbox: /var/mail/%u}'
+		say "lda warm-workers section: $LDA_WORKERS"
+		smoke lda-mbox "$LDA_SOCK" mbox
+		run_matrix mbox mail.local lda-mbox raw-mbox "${MBOX_CELLS[@]}"
+		stop_lda
+		stop_mail_local
+		;;
+	*) die "unknown matrix $m" ;;
+	esac
+done
+
+# --- the table of medians ------------------------------------------------
+
+# med MATRIX CELL PEER COLUMN: the median of a TSV column over the reps.
+med() {
+	awk -F'\t' -v m="$1" -v c="$2" -v p="$3" -v col="$4" '
+		NR == 1 { for (i = 1; i <= NF; i++) if ($i == col) k = i; next }
+		$1 == m && $2 == c && $3 == p { print $k }' "$TSV" | median
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "-"; else printf "%.2f\n", a / b }'; }
+pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "-"; else printf "%.0f%%\n", 100 * a / b }'; }
+fmt1() { [ -n "$1" ] && printf '%.1f' "$1" || printf -- '-'; }
+fmt2() { [ -n "$1" ] && printf '%.2f' "$1" || printf -- '-'; }
+
+table() {
+	local matrix=$1 peer=$2 ldapeer=$3 rawpeer=$4 cell
+	shift 4
+	printf '| %s cell | lda d/s | %s d/s | lda/%s | raw d/s | lda %% of raw | lda p50 ms | %s p50 ms | p50 lda/%s |\n' \
+		"$matrix" "$peer" "$peer" "$peer" "$peer"
+	printf '|---|---:|---:|---:|---:|---:|---:|---:|---:|\n'
+	for cell in "$@"; do
+		local cname c size r l p raw lp pp
+		read -r cname c size r <<<"$cell"
+		l=$(med "$matrix" "$cname" "$ldapeer" deliveries_per_s)
+		p=$(med "$matrix" "$cname" "$peer" deliveries_per_s)
+		raw=$(med "$matrix" "$cname" "$rawpeer" deliveries_per_s)
+		lp=$(med "$matrix" "$cname" "$ldapeer" p50_ms)
+		pp=$(med "$matrix" "$cname" "$peer" p50_ms)
+		printf '| %s (%s conn, %s B, %s rcpt) | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$cname" "$c" "$size" "$r" \
+			"$(fmt1 "$l")" "$(fmt1 "$p")" "$(ratio "$l" "$p")" "$(fmt1 "$raw")" "$(pct "$l" "$raw")" \
+			"$(fmt2 "$lp")" "$(fmt2 "$pp")" "$(ratio "$lp" "$pp")"
+	done
+}
+
+echo
+say "results (medians of $REPS repetitions x $MESSAGES messages; d/s = successful recipient deliveries per second)"
+echo "lda: $LDA_DESC; warm-workers section: ${LDA_WORKERS:-?}; dovecot $(dovecot --version | cut -d' ' -f1); mail.local from $MAIL_LOCAL_DEB; pipelining: $PIPELINING"
+echo "machine: $(nproc) CPUs, Linux $(uname -r), homes on $(findmnt -no FSTYPE -T "$BASE") ($(findmnt -no OPTIONS -T "$BASE" | cut -d, -f1-3)), /var/mail on $(findmnt -no FSTYPE -T /var/mail); 1-min load average before the runs: $(awk -F'\t' 'NR > 1 { print $NF }' "$TSV" | sort -g | sed -n '1p;$p' | paste -sd- -)"
+echo
+for m in $MATRICES; do
+	case $m in
+	maildir) table maildir dovecot lda raw "${MAILDIR_CELLS[@]}" ;;
+	mbox) table mbox mail.local lda-mbox raw-mbox "${MBOX_CELLS[@]}" ;;
+	esac
+	echo
+done
+say "per-run figures: $TSV"
+if [ "$FAILED" != 0 ]; then
+	warn "some runs failed, had non-2xx replies, or stored a different number of messages than acknowledged (see above and $TSV)"
+	exit 1
+fi

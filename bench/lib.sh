@@ -1,0 +1,197 @@
+# bench/lib.sh: helpers for bench/compare.sh (sourced, bash only).
+# shellcheck shell=bash
+# shellcheck disable=SC2034 # MAIL_LOCAL, MAIL_LOCAL_DEB and others are set for compare.sh
+#
+# Everything here works below $BASE (a fresh temporary directory), on the
+# test users $BENCH_USERS and the listener user $BENCH_LISTENER, and on
+# /var/mail/<test user>. Processes are started in the background, their
+# pids recorded in $BASE/pids, and stopped by pid only.
+
+say() { printf '==> [%s] %s\n' "$(date -u +%H:%M:%S)" "$*"; }
+warn() { printf '!!! %s\n' "$*" >&2; }
+die() { warn "$*"; exit 1; }
+
+# run CMD...: print a command, then run it.
+run() { printf '    $ %s\n' "$*"; "$@"; }
+
+# jget KEY JSON: a number or string field of lmtpload's one-line JSON.
+jget() {
+	local v
+	v=$(printf '%s\n' "$2" | sed -n "s/.*\"$1\":\\(\"[^\"]*\"\\|[-0-9.eE+]*\\).*/\\1/p")
+	v=${v#\"}
+	printf '%s\n' "${v%\"}"
+}
+
+# remember_pid PID WHAT: record a process we started, so cleanup stops it.
+remember_pid() { printf '%s %s\n' "$1" "$2" >>"$BASE/pids"; }
+
+# stop_pid PID [SECONDS]: SIGTERM, wait, then SIGKILL, by pid only.
+stop_pid() {
+	local pid=$1 wait=${2:-20} i
+	kill -0 "$pid" 2>/dev/null || return 0
+	kill -TERM "$pid" 2>/dev/null || true
+	for ((i = 0; i < wait * 10; i++)); do
+		kill -0 "$pid" 2>/dev/null || return 0
+		sleep 0.1
+	done
+	warn "pid $pid did not exit after SIGTERM; killing it"
+	kill -KILL "$pid" 2>/dev/null || true
+}
+
+# wait_socket PATH PID SECONDS: wait until PATH is a socket, or fail if
+# PID died or the time ran out.
+wait_socket() {
+	local sock=$1 pid=$2 i
+	for ((i = 0; i < $3 * 10; i++)); do
+		[ -S "$sock" ] && return 0
+		if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+			return 1
+		fi
+		sleep 0.1
+	done
+	return 1
+}
+
+# install_missing: Debian packages needed by the peers, without starting
+# any system service (policy-rc.d refuses every start while we install).
+install_missing() {
+	local need=()
+	command -v dovecot >/dev/null || need+=(dovecot-core)
+	[ -x /usr/lib/dovecot/lmtp ] || need+=(dovecot-lmtpd)
+	command -v socat >/dev/null || need+=(socat)
+	ldconfig -p | grep -q 'liblockfile\.so\.1 ' || need+=(liblockfile1) # mail.local needs it
+	[ ${#need[@]} -eq 0 ] && { say "Debian packages present: dovecot-core dovecot-lmtpd socat liblockfile1"; return 0; }
+	say "installing ${need[*]} (no service is started)"
+	local made_policy=
+	if [ ! -e /usr/sbin/policy-rc.d ]; then
+		printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+		chmod 755 /usr/sbin/policy-rc.d
+		made_policy=1
+	fi
+	local rc=0
+	if ! apt-cache show "${need[@]}" >/dev/null 2>&1; then
+		run apt-get update -qq || rc=$?
+	fi
+	DEBIAN_FRONTEND=noninteractive run apt-get install -y -qq --no-install-recommends "${need[@]}" >"$BASE/apt.log" 2>&1 || rc=$?
+	[ -n "$made_policy" ] && rm -f /usr/sbin/policy-rc.d
+	[ $rc -eq 0 ] || { cat "$BASE/apt.log" >&2; die "apt-get install failed"; }
+}
+
+# fetch_mail_local: sendmail's mail.local, extracted from sendmail-bin,
+# which is never installed (it conflicts with Postfix). Sets MAIL_LOCAL
+# and MAIL_LOCAL_DEB.
+fetch_mail_local() {
+	local d=$BASE/sendmail
+	mkdir -p "$d"
+	chown _apt "$d" 2>/dev/null || true # lets apt download without its sandbox warning
+	say "fetching sendmail-bin for mail.local (apt-get download + dpkg-deb -x, not installed)"
+	(cd "$d" && run apt-get download -qq sendmail-bin) >"$d/download.log" 2>&1 || {
+		cat "$d/download.log" >&2
+		die "apt-get download sendmail-bin failed"
+	}
+	local deb
+	deb=$(find "$d" -maxdepth 1 -name 'sendmail-bin_*.deb' | head -n1)
+	[ -n "$deb" ] || die "apt-get download left no sendmail-bin .deb"
+	MAIL_LOCAL_DEB=$(basename "$deb")
+	run dpkg-deb -x "$deb" "$d/root"
+	MAIL_LOCAL=$(find "$d/root" -type f -name mail.local | head -n1)
+	[ -x "$MAIL_LOCAL" ] || die "no mail.local in sendmail-bin"
+	if ldd "$MAIL_LOCAL" | grep -q 'not found'; then
+		ldd "$MAIL_LOCAL" >&2
+		die "mail.local misses a library"
+	fi
+}
+
+# remove_bench_users: the test users and their mbox files, if present
+# (also what an aborted earlier run left behind).
+remove_bench_users() {
+	local u
+	for u in $BENCH_USERS $BENCH_LISTENER; do
+		if getent passwd "$u" >/dev/null; then
+			userdel -f "$u" 2>/dev/null || true
+		fi
+		if getent group "$u" >/dev/null; then groupdel "$u" 2>/dev/null || true; fi
+		rm -f "/var/mail/$u" "/var/mail/$u.lock"
+	done
+}
+
+# create_bench_users: real users (uid >= 1000) with homes under $BASE/home.
+create_bench_users() {
+	local u
+	mkdir -p "$BASE/home"
+	chmod 755 "$BASE/home"
+	for u in $BENCH_USERS $BENCH_LISTENER; do
+		useradd -M -U -d "$BASE/home/$u" -s /usr/sbin/nologin "$u"
+		install -d -m 700 -o "$u" -g "$u" "$BASE/home/$u"
+	done
+	local first last
+	first=$(id -u "${BENCH_USERS%% *}")
+	last=$(id -u "${BENCH_USERS##* }")
+	say "created users $BENCH_USERS (uids $first..$last) and listener $BENCH_LISTENER, homes under $BASE/home"
+	[ "$first" -ge 1000 ] || die "test uids below 1000"
+}
+
+# users_csv: the test users, comma-separated.
+users_csv() { printf '%s' "$BENCH_USERS" | tr ' ' ','; }
+
+# reset_maildirs: every test user's ~/Maildir removed (the peers create
+# it on the first delivery).
+reset_maildirs() {
+	local u
+	for u in $BENCH_USERS; do rm -rf "$BASE/home/$u/Maildir"; done
+}
+
+# reset_mboxes: an empty /var/mail/<user> for every test user, owned by
+# the user (group mail, 0660), as the peers need it: lda's worker cannot
+# create files in the root:mail 2775 spool.
+reset_mboxes() {
+	local u
+	for u in $BENCH_USERS; do
+		rm -f "/var/mail/$u" "/var/mail/$u.lock"
+		install -m 660 -o "$u" -g mail /dev/null "/var/mail/$u"
+	done
+}
+
+# count_maildir DIR...: messages in new/ and cur/ of the Maildirs named
+# (the Maildirs themselves, those missing count 0).
+count_maildir() {
+	local n=0 d c
+	for d in "$@"; do
+		[ -d "$d" ] || continue
+		c=$(find "$d/new" "$d/cur" -maxdepth 1 -type f 2>/dev/null | wc -l)
+		n=$((n + c))
+	done
+	echo "$n"
+}
+
+# count_mbox FILE...: messages in mbox files: From_ lines at the start of
+# a file or after an empty line, skipping the bodies of messages with a
+# Content-Length header (Debian's mail.local writes one and then does not
+# quote From lines in the body; lda writes none and quotes every one).
+count_mbox() {
+	local files=() f
+	for f in "$@"; do [ -f "$f" ] && files+=("$f"); done
+	[ ${#files[@]} -eq 0 ] && { echo 0; return; }
+	LC_ALL=C awk '
+		FNR == 1 { st = 0; prev = "" }
+		st == 2 && cl >= 0 { rem -= length($0) + 1; if (rem <= 0) st = 0; prev = $0; next }
+		/^From / && prev == "" && (st == 0 || st == 2) { n++; st = 1; cl = -1; prev = $0; next }
+		st == 1 && /^Content-Length: [0-9]+$/ { cl = $2 + 0 }
+		st == 1 && $0 == "" { st = 2; rem = cl; if (cl == 0) st = 0 }
+		{ prev = $0 }
+		END { print n + 0 }' "${files[@]}"
+}
+
+# count_bench_ids FILE...: X-Bench-Id header lines (a second count).
+count_bench_ids() {
+	cat "$@" 2>/dev/null | grep -c '^X-Bench-Id: ' || true
+}
+
+# median: the median of the numbers on standard input (the mean of the
+# middle two for an even count); empty for none.
+median() {
+	sort -g | awk '{ v[NR] = $1 } END {
+		if (NR == 0) exit
+		if (NR % 2) printf "%.6g\n", v[(NR + 1) / 2]
+		else printf "%.6g\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}

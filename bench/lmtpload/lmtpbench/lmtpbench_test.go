@@ -1,0 +1,197 @@
+package lmtpbench
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// headerValue returns the value of the first header field name in msg.
+func headerValue(t *testing.T, msg []byte, name string) string {
+	t.Helper()
+	head, _, ok := bytes.Cut(msg, []byte("\r\n\r\n"))
+	if !ok {
+		t.Fatalf("no end of header in %q", msg)
+	}
+	for _, l := range strings.Split(string(head), "\r\n") {
+		if v, ok := strings.CutPrefix(l, name+": "); ok {
+			return v
+		}
+	}
+	t.Fatalf("no %s header in %q", name, head)
+	return ""
+}
+
+func TestMessageChecksumMatchesHeader(t *testing.T) {
+	for _, size := range []int{0, 100, 300, 1024, 4097, 102400} {
+		for n := range 20 {
+			m := NewMessage("run1", n, size, []string{"u1@bench.test", "u2@bench.test"})
+			_, body, _ := bytes.Cut(m.Data, []byte("\r\n\r\n"))
+			s := sha256.Sum256(body)
+			got := hex.EncodeToString(s[:])
+			if h := headerValue(t, m.Data, "X-Bench-Sum"); h != got || m.Sum != got {
+				t.Fatalf("size %d n %d: header sum %s, field %s, actual %s", size, n, h, m.Sum, got)
+			}
+			if !bytes.Equal(body, m.Body) {
+				t.Fatalf("Body is not the part after the header")
+			}
+			if id := headerValue(t, m.Data, "X-Bench-Id"); id != ID("run1", n) {
+				t.Fatalf("X-Bench-Id %q", id)
+			}
+			if mid := headerValue(t, m.Data, "Message-ID"); mid != "<run1-"+itoa(n)+"@bench.test>" {
+				t.Fatalf("Message-ID %q", mid)
+			}
+		}
+	}
+}
+
+func itoa(n int) string { return strings.TrimPrefix(ID("", n), "-") }
+
+func TestMessageSizeAndShape(t *testing.T) {
+	for _, size := range []int{512, 1000, 1024, 1025, 1026, 1027, 1028, 2048, 102400} {
+		for n := range 50 {
+			m := NewMessage("sz", n, size, []string{"benchu1@bench.test"})
+			if len(m.Data) != size {
+				t.Fatalf("size %d n %d: message is %d bytes", size, n, len(m.Data))
+			}
+			checkLines(t, m.Data)
+		}
+	}
+	// Too small for the header: the header and one body line.
+	m := NewMessage("tiny", 1, 10, []string{"benchu1@bench.test"})
+	if !bytes.HasSuffix(m.Data, []byte("\r\n\r\nBench message tiny-1.\r\n")) {
+		t.Fatalf("tiny message %q", m.Data)
+	}
+}
+
+// checkLines requires CRLF line ends only, printable ASCII, lines of at
+// most 78 characters.
+func checkLines(t *testing.T, data []byte) {
+	t.Helper()
+	if !bytes.HasSuffix(data, []byte("\r\n")) {
+		t.Fatalf("no final CRLF")
+	}
+	for _, l := range strings.Split(strings.TrimSuffix(string(data), "\r\n"), "\r\n") {
+		if len(l) > 78 {
+			t.Fatalf("line of %d characters: %q", len(l), l)
+		}
+		for _, c := range []byte(l) {
+			if c < ' ' || c > '~' {
+				t.Fatalf("byte %#x in line %q", c, l)
+			}
+		}
+	}
+}
+
+func TestBodyExercisesQuotingAndStuffing(t *testing.T) {
+	m := NewMessage("q", 7, 1024, []string{"benchu1@bench.test"})
+	body := "\r\n" + string(m.Body)
+	for _, want := range []string{"\r\nFrom ", "\r\n>From ", "\r\n.a", "\r\n.\r\n", "\r\n..", "\r\n\r\nFrom "} {
+		if !strings.Contains(body, want) {
+			t.Errorf("1 KiB body lacks a line starting %q", want)
+		}
+	}
+}
+
+func TestMessageDeterministic(t *testing.T) {
+	a := NewMessage("det", 3, 4096, []string{"a@bench.test"})
+	b := NewMessage("det", 3, 4096, []string{"a@bench.test"})
+	c := NewMessage("det", 4, 4096, []string{"a@bench.test"})
+	if !bytes.Equal(a.Data, b.Data) {
+		t.Fatal("same id, different messages")
+	}
+	if a.Sum == c.Sum {
+		t.Fatal("different ids, same body")
+	}
+}
+
+func TestDotStuffRoundTrip(t *testing.T) {
+	cases := [][]byte{
+		[]byte(""),
+		[]byte(".\r\n"),
+		[]byte("a\r\n.\r\n..\r\n.x\r\nb"),
+		[]byte("no final line end"),
+	}
+	for n := range 30 {
+		cases = append(cases, NewMessage("ds", n, 2000, []string{"a@bench.test"}).Data)
+	}
+	for _, data := range cases {
+		wire := DotStuff(data)
+		if !bytes.HasSuffix(wire, []byte("\r\n.\r\n")) && !bytes.Equal(wire, []byte(".\r\n")) {
+			t.Fatalf("no terminator: %q", wire)
+		}
+		// The only line that is a single dot is the terminator.
+		if i := bytes.Index(wire, []byte("\r\n.\r\n")); i >= 0 && i+5 != len(wire) {
+			t.Fatalf("early terminator at %d in %q", i, wire)
+		}
+		got, ok := DotUnstuff(wire)
+		want := data
+		if len(want) > 0 && !bytes.HasSuffix(want, []byte("\r\n")) {
+			want = append(slices.Clone(want), '\r', '\n')
+		}
+		if !ok || !bytes.Equal(got, want) {
+			t.Fatalf("round trip of %q: got %q, %v", data, got, ok)
+		}
+	}
+	if _, ok := DotUnstuff([]byte("a\r\n..\r\n")); ok {
+		t.Fatal("unterminated data accepted")
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	var s []time.Duration
+	for i := 1; i <= 100; i++ {
+		s = append(s, time.Duration(i)*time.Millisecond)
+	}
+	rand.Shuffle(len(s), func(i, j int) { s[i], s[j] = s[j], s[i] })
+	for p, want := range map[float64]int{50: 50, 90: 90, 99: 99, 100: 100, 0.5: 1, 99.5: 100} {
+		if got := Percentile(s, p); got != time.Duration(want)*time.Millisecond {
+			t.Errorf("p%v = %v, want %dms", p, got, want)
+		}
+	}
+	if got := Percentile([]time.Duration{7, 3, 5}, 50); got != 5 {
+		t.Errorf("median of 3,5,7 = %v", got)
+	}
+	if Percentile(nil, 50) != 0 {
+		t.Error("percentile of nothing")
+	}
+}
+
+func TestPercentileDoesNotReorder(t *testing.T) {
+	s := []time.Duration{3, 1, 2}
+	Percentile(s, 50)
+	if !slices.Equal(s, []time.Duration{3, 1, 2}) {
+		t.Fatalf("input reordered: %v", s)
+	}
+}
+
+func TestRecipients(t *testing.T) {
+	users := []string{"a", "b", "c"}
+	if got := Recipients(users, 0, 1); !slices.Equal(got, []string{"a"}) {
+		t.Fatal(got)
+	}
+	if got := Recipients(users, 4, 1); !slices.Equal(got, []string{"b"}) {
+		t.Fatal(got)
+	}
+	if got := Recipients(users, 1, 2); !slices.Equal(got, []string{"c", "a"}) {
+		t.Fatal(got)
+	}
+	if got := Recipients(users, 0, 5); !slices.Equal(got, []string{"a", "b", "c", "a", "b"}) {
+		t.Fatal(got)
+	}
+	// Over a run every user gets the same share.
+	count := map[string]int{}
+	for k := range 30 {
+		for _, u := range Recipients(users, k, 2) {
+			count[u]++
+		}
+	}
+	if count["a"] != 20 || count["b"] != 20 || count["c"] != 20 {
+		t.Fatal(count)
+	}
+}

@@ -1,0 +1,180 @@
+// Package lmtpbench holds the pure parts shared by the benchmark tools
+// lmtpload and rawceiling: the deterministic test messages and their
+// checksums, dot-stuffing, xtext, recipient selection, latency
+// percentiles and the common report format.
+package lmtpbench
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"hash/fnv"
+	"strings"
+)
+
+// Domain is the domain of every benchmark address.
+const Domain = "bench.test"
+
+// Sender is the envelope and header sender of every benchmark message.
+const Sender = "bench@" + Domain
+
+// Recipients returns the users message k (0-based) goes to: rcpts
+// consecutive users of the list, round-robin over the whole run, so that
+// message k with rcpts r takes users[(k*r+j) % len(users)] for j < r.
+// With fewer users than rcpts a user appears more than once.
+func Recipients(users []string, k, rcpts int) []string {
+	out := make([]string, rcpts)
+	for j := range out {
+		out[j] = users[(k*rcpts+j)%len(users)]
+	}
+	return out
+}
+
+// ID is the bench id of message n of run prefix.
+func ID(prefix string, n int) string {
+	return fmt.Sprintf("%s-%d", prefix, n)
+}
+
+// Message is one generated test message.
+type Message struct {
+	ID   string // bench id, PREFIX-N
+	Data []byte // the message as delivered: headers, blank line, body; CRLF line ends, not dot-stuffed
+	Body []byte // the body part of Data
+	Sum  string // sha256 hex of Body, as in X-Bench-Sum
+}
+
+// sumPlaceholder has the length of a sha256 hex digest.
+var sumPlaceholder = strings.Repeat("0", sha256.Size*2)
+
+// NewMessage generates message n of run prefix, addressed to rcpts (the
+// full addresses), of about size bytes in all (never less than the
+// headers and one body line). The body is printable ASCII, a function of
+// the id alone, and holds lines that begin with "From ", ">From " and "."
+// (including a line that is a single dot and one after an empty line),
+// so that mbox quoting and dot-stuffing are exercised.
+func NewMessage(prefix string, n int, size int, rcpts []string) Message {
+	id := ID(prefix, n)
+	var to strings.Builder
+	for i, r := range rcpts {
+		if i > 0 {
+			to.WriteString(", ")
+		}
+		to.WriteString("<" + r + ">")
+	}
+	header := func(sum string) string {
+		return "From: <" + Sender + ">\r\n" +
+			"To: " + to.String() + "\r\n" +
+			fmt.Sprintf("Subject: lmtpload %d\r\n", n) +
+			"Message-ID: <" + id + "@" + Domain + ">\r\n" +
+			"X-Bench-Id: " + id + "\r\n" +
+			"X-Bench-Sum: " + sum + "\r\n" +
+			"\r\n"
+	}
+	hlen := len(header(sumPlaceholder))
+	body := Body(id, size-hlen)
+	s := sha256.Sum256(body)
+	sum := hex.EncodeToString(s[:])
+	data := make([]byte, 0, hlen+len(body))
+	data = append(data, header(sum)...)
+	data = append(data, body...)
+	return Message{ID: id, Data: data, Body: data[hlen:], Sum: sum}
+}
+
+// special lines: every second body line is the next of these, in turn
+// (one of them is two lines: an empty line and a From line).
+var special = []string{
+	"From the bench: this line begins with From and a space",
+	".",
+	"..two dots",
+	"\r\nFrom after an empty line, which every mbox writer must quote",
+	">From an already quoted line",
+	".a line that begins with a dot",
+	">>From twice quoted",
+}
+
+const alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,;:-_!?()"
+
+// Body returns a deterministic body for id of at least one line and
+// otherwise at most max(want, line) bytes, with CRLF line ends; its
+// length is exactly want when want is large enough (at least 64).
+func Body(id string, want int) []byte {
+	h := fnv.New64a()
+	h.Write([]byte(id))
+	x := h.Sum64() | 1
+	next := func() uint64 { // xorshift64*
+		x ^= x >> 12
+		x ^= x << 25
+		x ^= x >> 27
+		return x * 2685821657736338717
+	}
+	var b bytes.Buffer
+	first := "Bench message " + id + "."
+	b.WriteString(first + "\r\n")
+	for line := 0; b.Len() < want; line++ {
+		rest := want - b.Len()
+		var l string
+		if line%2 == 1 {
+			l = special[(line/2)%len(special)]
+		} else {
+			n := 20 + int(next()%57) // 20..76 characters
+			buf := make([]byte, n)
+			for i := range buf {
+				buf[i] = alphabet[next()%uint64(len(alphabet))]
+			}
+			// no trailing space, no leading "From " or "." by chance
+			buf[0], buf[n-1] = 'x', 'x'
+			l = string(buf)
+		}
+		if n := len(l) + 2; n != rest && n > rest-3 {
+			// the last line fills exactly what is left (at least "z\r\n")
+			if rest < 3 {
+				break
+			}
+			l = strings.Repeat("z", rest-2)
+		}
+		b.WriteString(l + "\r\n")
+	}
+	return b.Bytes()
+}
+
+// DotStuff returns data (CRLF line ends) as sent after DATA: every line
+// that begins with a dot gets a second one, a missing final CRLF is
+// added, and the terminating ".\r\n" is appended.
+func DotStuff(data []byte) []byte {
+	out := make([]byte, 0, len(data)+len(data)/64+8)
+	bol := true
+	for _, c := range data {
+		if bol && c == '.' {
+			out = append(out, '.')
+		}
+		out = append(out, c)
+		bol = c == '\n'
+	}
+	if len(data) > 0 && !bol {
+		out = append(out, '\r', '\n')
+	}
+	return append(out, '.', '\r', '\n')
+}
+
+// DotUnstuff reverses DotStuff: it reads lines up to the terminating
+// ".\r\n" and removes one leading dot from every other line beginning
+// with a dot. ok is false if there is no terminator.
+func DotUnstuff(wire []byte) (data []byte, ok bool) {
+	for len(wire) > 0 {
+		i := bytes.Index(wire, []byte("\r\n"))
+		if i < 0 {
+			return data, false
+		}
+		line := wire[:i+2]
+		wire = wire[i+2:]
+		if string(line) == ".\r\n" {
+			return data, true
+		}
+		if line[0] == '.' {
+			line = line[1:]
+		}
+		data = append(data, line...)
+	}
+	return data, false
+}

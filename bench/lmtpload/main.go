@@ -1,0 +1,545 @@
+// Command lmtpload is an LMTP load generator: it delivers generated
+// messages over a Unix socket on one or more connections and reports
+// deliveries per second, messages per second and latency percentiles.
+//
+//	lmtpload -socket PATH -users u1,u2 [-c N] [-n N] [-size BYTES] [-rcpts N]
+//	         [-dest USER=KIND:PATH]... [-pipelining] [-lhlo NAME]
+//	         [-ack FILE] [-id PREFIX] [-json] [-timeout D]
+//
+// See bench/README.md.
+package main
+
+import (
+	"bufio"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"lda/bench/lmtpload/lmtpbench"
+	"lda/internal/xtext"
+)
+
+type destFlag map[string]string
+
+func (d destFlag) String() string { return fmt.Sprint(map[string]string(d)) }
+
+func (d destFlag) Set(v string) error {
+	user, dest, ok := strings.Cut(v, "=")
+	if !ok || user == "" || !strings.Contains(dest, ":") {
+		return errors.New("want USER=KIND:PATH")
+	}
+	if _, dup := d[user]; dup {
+		return fmt.Errorf("a second -dest for %s", user)
+	}
+	d[user] = dest
+	return nil
+}
+
+type config struct {
+	socket     string
+	conns      int
+	messages   int
+	size       int
+	rcpts      int
+	users      []string
+	dest       destFlag
+	pipelining bool
+	lhlo       string
+	prefix     string
+	timeout    time.Duration
+	ack        *ackWriter
+}
+
+func main() {
+	cfg := config{dest: destFlag{}}
+	var users, ackPath string
+	var asJSON bool
+	flag.StringVar(&cfg.socket, "socket", "", "LMTP Unix socket (required)")
+	flag.IntVar(&cfg.conns, "c", 1, "concurrent connections")
+	flag.IntVar(&cfg.messages, "n", 2000, "total messages, split over the connections")
+	flag.IntVar(&cfg.size, "size", 1024, "message size in bytes (approximate for tiny sizes)")
+	flag.IntVar(&cfg.rcpts, "rcpts", 1, "recipients per message")
+	flag.StringVar(&users, "users", "", "comma-separated recipient users (user@"+lmtpbench.Domain+"), taken round-robin (required)")
+	flag.Var(cfg.dest, "dest", "USER=KIND:PATH: add XLDA-DEST=<xtext of KIND:PATH> to USER's RCPT (repeatable; lda only)")
+	flag.BoolVar(&cfg.pipelining, "pipelining", false, "send MAIL, every RCPT and DATA in one write")
+	flag.StringVar(&cfg.lhlo, "lhlo", "lmtpload."+lmtpbench.Domain, "LHLO name")
+	flag.StringVar(&ackPath, "ack", "", "write one line per recipient reply to FILE")
+	flag.StringVar(&cfg.prefix, "id", "", "run id, the prefix of every bench id (default from the time)")
+	flag.BoolVar(&asJSON, "json", false, "print the result as one JSON object")
+	flag.DurationVar(&cfg.timeout, "timeout", 2*time.Minute, "time limit for each reply")
+	flag.Parse()
+	if flag.NArg() > 0 {
+		usage("unexpected arguments: %q", flag.Args())
+	}
+	if cfg.socket == "" {
+		usage("-socket is required")
+	}
+	for _, u := range strings.Split(users, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			cfg.users = append(cfg.users, u)
+		}
+	}
+	if len(cfg.users) == 0 {
+		usage("-users is required")
+	}
+	if cfg.conns < 1 || cfg.messages < 0 || cfg.rcpts < 1 || cfg.size < 0 || cfg.timeout <= 0 {
+		usage("-c and -rcpts must be at least 1, -n and -size not negative, -timeout positive")
+	}
+	if cfg.prefix == "" {
+		cfg.prefix = "lmtpload" + time.Now().UTC().Format("20060102T150405")
+	}
+	if strings.ContainsAny(cfg.prefix, " \t\r\n<>@") {
+		usage("-id must not contain white space, <, > or @")
+	}
+	for u := range cfg.dest {
+		found := false
+		for _, v := range cfg.users {
+			found = found || u == v
+		}
+		if !found {
+			usage("-dest for %s, which is not in -users", u)
+		}
+	}
+	if ackPath != "" {
+		f, err := os.Create(ackPath)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "lmtpload:", err)
+			os.Exit(1)
+		}
+		cfg.ack = &ackWriter{w: bufio.NewWriter(f), f: f}
+	}
+
+	res := run(&cfg)
+
+	if cfg.ack != nil {
+		if err := cfg.ack.close(); err != nil {
+			fmt.Fprintln(os.Stderr, "lmtpload: ack file:", err)
+			os.Exit(1)
+		}
+	}
+	if err := res.Write(os.Stdout, asJSON); err != nil {
+		fmt.Fprintln(os.Stderr, "lmtpload:", err)
+		os.Exit(1)
+	}
+}
+
+func usage(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "lmtpload: "+format+"\n", args...)
+	flag.Usage()
+	os.Exit(2)
+}
+
+// ackWriter serialises the ack lines of all connections.
+type ackWriter struct {
+	mu sync.Mutex
+	w  *bufio.Writer
+	f  *os.File
+}
+
+func (a *ackWriter) line(id, rcpt, code, enh string) {
+	if a == nil {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	fmt.Fprintf(a.w, "%s %s %s %s\n", id, rcpt, code, enh)
+}
+
+func (a *ackWriter) close() error {
+	err := a.w.Flush()
+	if err2 := a.f.Close(); err == nil {
+		err = err2
+	}
+	return err
+}
+
+// tally is one connection's share of the result.
+type tally struct {
+	ok, temp, perm, dropped, done int
+	lat                           []time.Duration
+}
+
+func (t *tally) add(o *tally) {
+	t.ok += o.ok
+	t.temp += o.temp
+	t.perm += o.perm
+	t.dropped += o.dropped
+	t.done += o.done
+	t.lat = append(t.lat, o.lat...)
+}
+
+// count records one final reply code for a recipient.
+func (t *tally) count(code string) {
+	switch code[0] {
+	case '2':
+		t.ok++
+	case '4':
+		t.temp++
+	default:
+		t.perm++
+	}
+}
+
+func run(cfg *config) *lmtpbench.Result {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	tallies := make([]tally, cfg.conns)
+	start := time.Now()
+	for i := range cfg.conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			worker(cfg, &next, &tallies[i])
+		}()
+	}
+	wg.Wait()
+	wall := time.Since(start)
+
+	var all tally
+	for i := range tallies {
+		all.add(&tallies[i])
+	}
+	mode := "lockstep"
+	if cfg.pipelining {
+		mode = "pipelining"
+	}
+	res := &lmtpbench.Result{
+		Tool: "lmtpload", ID: cfg.prefix, Mode: mode,
+		Conns: cfg.conns, Messages: cfg.messages, Size: cfg.size, Rcpts: cfg.rcpts,
+		OK: all.ok, Tempfail: all.temp, Permfail: all.perm, Dropped: all.dropped, MessagesDone: all.done,
+	}
+	res.Finish(wall, all.lat)
+	return res
+}
+
+// worker takes messages from next until there are none left, on one
+// connection that it reopens whenever it breaks. Connecting is retried
+// (with a growing pause) before a message is taken, so a refused or
+// backlogged connect costs no message; only when no connection can be
+// had for -timeout are the remaining messages counted as dropped.
+func worker(cfg *config, next *atomic.Int64, t *tally) {
+	var s *session
+	for {
+		if s == nil {
+			var err error
+			if s, err = dialRetry(cfg, next); err != nil {
+				fmt.Fprintf(os.Stderr, "lmtpload: no connection for %v (%v); dropping the rest\n", cfg.timeout, err)
+				for {
+					k := int(next.Add(1) - 1)
+					if k >= cfg.messages {
+						return
+					}
+					dropAll(cfg, t, lmtpbench.ID(cfg.prefix, k), lmtpbench.Recipients(cfg.users, k, cfg.rcpts))
+				}
+			}
+			if s == nil {
+				return // no messages left
+			}
+		}
+		k := int(next.Add(1) - 1)
+		if k >= cfg.messages {
+			break
+		}
+		if err := s.deliver(k, lmtpbench.Recipients(cfg.users, k, cfg.rcpts), t); err != nil {
+			fmt.Fprintf(os.Stderr, "lmtpload: message %s: %v; reconnecting\n", lmtpbench.ID(cfg.prefix, k), err)
+			s.c.Close()
+			s = nil
+		}
+	}
+	s.quit()
+}
+
+// dialRetry connects, retrying for up to -timeout. It returns nil, nil
+// when the run has no messages left.
+func dialRetry(cfg *config, next *atomic.Int64) (*session, error) {
+	start := time.Now()
+	pause := 10 * time.Millisecond
+	for {
+		if int(next.Load()) >= cfg.messages {
+			return nil, nil
+		}
+		s, err := dial(cfg)
+		if err == nil {
+			return s, nil
+		}
+		if time.Since(start) > cfg.timeout {
+			return nil, err
+		}
+		time.Sleep(pause)
+		pause = min(2*pause, time.Second)
+	}
+}
+
+func dropAll(cfg *config, t *tally, id string, users []string) {
+	for _, u := range users {
+		cfg.ack.line(id, u+"@"+lmtpbench.Domain, "DROPPED", "-")
+		t.dropped++
+	}
+}
+
+// session is one LMTP connection after a successful LHLO.
+type session struct {
+	cfg *config
+	c   net.Conn
+	r   *bufio.Reader
+	w   *bufio.Writer
+}
+
+// reply is one complete (possibly multi-line) server reply.
+type reply struct {
+	code string // three digits
+	enh  string // enhanced status code, or "-"
+	text string // the last line
+}
+
+func (r reply) ok() bool { return r.code[0] == '2' }
+
+func dial(cfg *config) (*session, error) {
+	c, err := net.DialTimeout("unix", cfg.socket, cfg.timeout)
+	if err != nil {
+		return nil, err
+	}
+	s := &session{cfg: cfg, c: c, r: bufio.NewReaderSize(c, 64<<10), w: bufio.NewWriterSize(c, 64<<10)}
+	if r, err := s.read(); err != nil || r.code != "220" {
+		c.Close()
+		return nil, fmt.Errorf("greeting: %q %v", r.text, err)
+	}
+	if err := s.send("LHLO " + cfg.lhlo + "\r\n"); err != nil {
+		c.Close()
+		return nil, err
+	}
+	if r, err := s.read(); err != nil || !r.ok() {
+		c.Close()
+		return nil, fmt.Errorf("LHLO: %q %v", r.text, err)
+	}
+	return s, nil
+}
+
+// read reads one reply up to its last line.
+func (s *session) read() (reply, error) {
+	s.c.SetReadDeadline(time.Now().Add(s.cfg.timeout))
+	for {
+		line, err := s.r.ReadString('\n')
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return reply{code: "000", text: line}, err
+		}
+		line = strings.TrimRight(line, "\r\n")
+		if len(line) < 3 || line[0] < '2' || line[0] > '5' || line[1] < '0' || line[1] > '9' || line[2] < '0' || line[2] > '9' || len(line) > 3 && line[3] != ' ' && line[3] != '-' {
+			return reply{code: "000", text: line}, fmt.Errorf("malformed reply %q", line)
+		}
+		if len(line) > 3 && line[3] == '-' {
+			continue
+		}
+		r := reply{code: line[:3], enh: "-", text: line}
+		if f := strings.Fields(line[min(4, len(line)):]); len(f) > 0 && isEnhanced(f[0]) {
+			r.enh = f[0]
+		}
+		return r, nil
+	}
+}
+
+// isEnhanced reports whether s looks like an RFC 3463 status code.
+func isEnhanced(s string) bool {
+	parts := strings.Split(s, ".")
+	if len(parts) != 3 || len(parts[0]) != 1 || parts[0][0] < '2' || parts[0][0] > '5' {
+		return false
+	}
+	for _, p := range parts[1:] {
+		if len(p) < 1 || len(p) > 3 {
+			return false
+		}
+		for _, c := range []byte(p) {
+			if c < '0' || c > '9' {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// send writes and flushes.
+func (s *session) send(data string) error {
+	return s.sendBytes([]byte(data))
+}
+
+func (s *session) sendBytes(data []byte) error {
+	s.c.SetWriteDeadline(time.Now().Add(s.cfg.timeout))
+	if _, err := s.w.Write(data); err != nil {
+		return err
+	}
+	return s.w.Flush()
+}
+
+func (s *session) quit() {
+	if s.send("QUIT\r\n") == nil {
+		s.read()
+	}
+	s.c.Close()
+}
+
+// deliver runs one transaction for message k. An error means the
+// connection is no longer usable; the recipients still waiting for a
+// reply have been counted as dropped.
+func (s *session) deliver(k int, users []string, t *tally) error {
+	cfg := s.cfg
+	id := lmtpbench.ID(cfg.prefix, k)
+	addrs := make([]string, len(users))
+	for i, u := range users {
+		addrs[i] = u + "@" + lmtpbench.Domain
+	}
+	msg := lmtpbench.NewMessage(cfg.prefix, k, cfg.size, addrs)
+	wire := lmtpbench.DotStuff(msg.Data)
+	mail := "MAIL FROM:<" + lmtpbench.Sender + ">\r\n"
+	rcptCmd := make([]string, len(users))
+	for i, u := range users {
+		rcptCmd[i] = "RCPT TO:<" + addrs[i] + ">"
+		if d, ok := cfg.dest[u]; ok {
+			rcptCmd[i] += " XLDA-DEST=" + xtext.Encode(d)
+		}
+		rcptCmd[i] += "\r\n"
+	}
+
+	// pending holds the recipients that have no final reply yet.
+	pending := make([]bool, len(users))
+	for i := range pending {
+		pending[i] = true
+	}
+	final := func(i int, r reply) {
+		pending[i] = false
+		cfg.ack.line(id, addrs[i], r.code, r.enh)
+		t.count(r.code)
+	}
+	fail := func(err error) error {
+		for i, p := range pending {
+			if p {
+				cfg.ack.line(id, addrs[i], "DROPPED", "-")
+				t.dropped++
+			}
+		}
+		return err
+	}
+
+	start := time.Now()
+	complete := func() { // every recipient has its final reply
+		t.lat = append(t.lat, time.Since(start))
+		t.done++
+	}
+	var accepted []int
+	var dataReply reply
+	if cfg.pipelining {
+		var b strings.Builder
+		b.WriteString(mail)
+		for _, c := range rcptCmd {
+			b.WriteString(c)
+		}
+		b.WriteString("DATA\r\n")
+		if err := s.send(b.String()); err != nil {
+			return fail(err)
+		}
+		mr, err := s.read()
+		if err != nil {
+			return fail(err)
+		}
+		for i := range users {
+			r, err := s.read()
+			if err != nil {
+				return fail(err)
+			}
+			switch {
+			case !mr.ok():
+				final(i, mr)
+			case r.ok():
+				accepted = append(accepted, i)
+			default:
+				final(i, r)
+			}
+		}
+		if dataReply, err = s.read(); err != nil {
+			return fail(err)
+		}
+	} else {
+		if err := s.send(mail); err != nil {
+			return fail(err)
+		}
+		mr, err := s.read()
+		if err != nil {
+			return fail(err)
+		}
+		if !mr.ok() {
+			for i := range users {
+				final(i, mr)
+			}
+		} else {
+			for i := range users {
+				if err := s.send(rcptCmd[i]); err != nil {
+					return fail(err)
+				}
+				r, err := s.read()
+				if err != nil {
+					return fail(err)
+				}
+				if r.ok() {
+					accepted = append(accepted, i)
+				} else {
+					final(i, r)
+				}
+			}
+		}
+		if len(accepted) > 0 {
+			if err := s.send("DATA\r\n"); err != nil {
+				return fail(err)
+			}
+			if dataReply, err = s.read(); err != nil {
+				return fail(err)
+			}
+		}
+	}
+
+	switch {
+	case len(accepted) > 0 && dataReply.code == "354":
+		if err := s.sendBytes(wire); err != nil {
+			return fail(err)
+		}
+		for _, i := range accepted {
+			r, err := s.read()
+			if err != nil {
+				return fail(err)
+			}
+			final(i, r)
+		}
+		complete()
+	case len(accepted) == 0 && dataReply.code == "354":
+		// Pipelined DATA accepted without a recipient: a server bug;
+		// end the data and take whatever it says.
+		complete()
+		if err := s.send(".\r\n"); err != nil {
+			return fail(err)
+		}
+		if _, err := s.read(); err != nil {
+			return fail(err)
+		}
+	default:
+		// No message sent: DATA refused, or no recipient accepted.
+		for _, i := range accepted {
+			final(i, dataReply)
+		}
+		complete()
+		if err := s.send("RSET\r\n"); err != nil {
+			return fail(err)
+		}
+		if _, err := s.read(); err != nil {
+			return fail(err)
+		}
+	}
+	return nil
+}

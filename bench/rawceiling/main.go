@@ -1,0 +1,280 @@
+// Command rawceiling measures the raw file-system ceiling for mail
+// delivery at the durability lda promises, with nothing else in the way:
+// no protocol, no process, no policy, no locking.
+//
+// Maildir (the default), per delivery: create a unique file in tmp/
+// (O_EXCL, 0600), write the message, fsync the file, rename it (or, with
+// -link, link and unlink it) into new/, fsync new/.
+//
+// mbox (-mbox), per delivery: open the mbox with O_APPEND (creating it),
+// write the From_ line and the message (mboxrd-quoted, LF line ends) in
+// one write, fsync, close.
+//
+//	rawceiling -dir BASE -users u1,u2 [-mbox] [-link] [-c N] [-n N]
+//	           [-size BYTES] [-rcpts N] [-id PREFIX] [-json]
+//
+// User u's Maildir is BASE/u/Maildir, its mbox BASE/u.mbox. With -rcpts
+// N each message is written N times, into the mailboxes of N users
+// chosen round-robin exactly as lmtpload chooses its recipients. The
+// report has lmtpload's format.
+package main
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"lda/bench/lmtpload/lmtpbench"
+)
+
+type config struct {
+	dir      string
+	users    []string
+	conns    int
+	messages int
+	size     int
+	rcpts    int
+	mbox     bool
+	link     bool
+	prefix   string
+
+	newDirs map[string]*os.File // Maildir mode: each user's new/, kept open
+	seq     atomic.Int64
+	pid     int
+}
+
+func main() {
+	var cfg config
+	var users string
+	var asJSON bool
+	flag.StringVar(&cfg.dir, "dir", "", "base directory of the mailboxes (required)")
+	flag.StringVar(&users, "users", "", "comma-separated users, taken round-robin (required)")
+	flag.IntVar(&cfg.conns, "c", 1, "concurrent writers (goroutines)")
+	flag.IntVar(&cfg.messages, "n", 2000, "total messages")
+	flag.IntVar(&cfg.size, "size", 1024, "message size in bytes")
+	flag.IntVar(&cfg.rcpts, "rcpts", 1, "mailboxes each message is written to")
+	flag.BoolVar(&cfg.mbox, "mbox", false, "append to mbox files instead of Maildir delivery")
+	flag.BoolVar(&cfg.link, "link", false, "Maildir: link+unlink instead of rename")
+	flag.StringVar(&cfg.prefix, "id", "", "run id (default from the time)")
+	flag.BoolVar(&asJSON, "json", false, "print the result as one JSON object")
+	flag.Parse()
+	if flag.NArg() > 0 {
+		usage("unexpected arguments: %q", flag.Args())
+	}
+	if cfg.dir == "" || !filepath.IsAbs(cfg.dir) {
+		usage("-dir is required and must be absolute")
+	}
+	for _, u := range strings.Split(users, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			if strings.ContainsAny(u, "/") || u == "." || u == ".." {
+				usage("bad user name %q", u)
+			}
+			cfg.users = append(cfg.users, u)
+		}
+	}
+	if len(cfg.users) == 0 {
+		usage("-users is required")
+	}
+	if cfg.conns < 1 || cfg.messages < 0 || cfg.rcpts < 1 || cfg.size < 0 {
+		usage("-c and -rcpts must be at least 1, -n and -size not negative")
+	}
+	if cfg.prefix == "" {
+		cfg.prefix = "rawceiling" + time.Now().UTC().Format("20060102T150405")
+	}
+	cfg.pid = os.Getpid()
+	if err := cfg.prepare(); err != nil {
+		fmt.Fprintln(os.Stderr, "rawceiling:", err)
+		os.Exit(1)
+	}
+	res, err := run(&cfg)
+	for _, d := range cfg.newDirs {
+		d.Close()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "rawceiling:", err)
+		os.Exit(1)
+	}
+	if err := res.Write(os.Stdout, asJSON); err != nil {
+		fmt.Fprintln(os.Stderr, "rawceiling:", err)
+		os.Exit(1)
+	}
+}
+
+func usage(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "rawceiling: "+format+"\n", args...)
+	flag.Usage()
+	os.Exit(2)
+}
+
+// prepare creates the mailbox directories, outside the timing.
+func (cfg *config) prepare() error {
+	if cfg.mbox {
+		return os.MkdirAll(cfg.dir, 0o755)
+	}
+	cfg.newDirs = map[string]*os.File{}
+	for _, u := range cfg.users {
+		md := filepath.Join(cfg.dir, u, "Maildir")
+		for _, sub := range []string{"tmp", "new", "cur"} {
+			if err := os.MkdirAll(filepath.Join(md, sub), 0o700); err != nil {
+				return err
+			}
+		}
+		d, err := os.Open(filepath.Join(md, "new"))
+		if err != nil {
+			return err
+		}
+		cfg.newDirs[u] = d
+	}
+	return nil
+}
+
+func run(cfg *config) (*lmtpbench.Result, error) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	type tally struct {
+		ok  int
+		lat []time.Duration
+		err error
+	}
+	tallies := make([]tally, cfg.conns)
+	start := time.Now()
+	for i := range cfg.conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t := &tallies[i]
+			for {
+				k := int(next.Add(1) - 1)
+				if k >= cfg.messages {
+					return
+				}
+				users := lmtpbench.Recipients(cfg.users, k, cfg.rcpts)
+				addrs := make([]string, len(users))
+				for j, u := range users {
+					addrs[j] = u + "@" + lmtpbench.Domain
+				}
+				data := lmtpbench.NewMessage(cfg.prefix, k, cfg.size, addrs).Data
+				if cfg.mbox {
+					data = mboxEntry(data)
+				}
+				t0 := time.Now()
+				for _, u := range users {
+					var err error
+					if cfg.mbox {
+						err = cfg.appendMbox(u, data)
+					} else {
+						err = cfg.deliverMaildir(u, data)
+					}
+					if err != nil {
+						t.err = err
+						return
+					}
+					t.ok++
+				}
+				t.lat = append(t.lat, time.Since(t0))
+			}
+		}()
+	}
+	wg.Wait()
+	wall := time.Since(start)
+	mode := "maildir-rename"
+	if cfg.link {
+		mode = "maildir-link"
+	}
+	if cfg.mbox {
+		mode = "mbox"
+	}
+	res := &lmtpbench.Result{
+		Tool: "rawceiling", ID: cfg.prefix, Mode: mode,
+		Conns: cfg.conns, Messages: cfg.messages, Size: cfg.size, Rcpts: cfg.rcpts,
+	}
+	var lat []time.Duration
+	for _, t := range tallies {
+		if t.err != nil {
+			return nil, t.err
+		}
+		res.OK += t.ok
+		lat = append(lat, t.lat...)
+	}
+	res.MessagesDone = len(lat)
+	res.Finish(wall, lat)
+	return res, nil
+}
+
+// deliverMaildir writes data into u's Maildir at full durability.
+func (cfg *config) deliverMaildir(u string, data []byte) error {
+	now := time.Now()
+	name := fmt.Sprintf("%d.M%dP%dQ%d.rawceiling", now.Unix(), now.Nanosecond()/1000, cfg.pid, cfg.seq.Add(1))
+	md := filepath.Join(cfg.dir, u, "Maildir")
+	tmp := filepath.Join(md, "tmp", name)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	dst := filepath.Join(md, "new", name)
+	if cfg.link {
+		if err := os.Link(tmp, dst); err != nil {
+			return err
+		}
+		if err := os.Remove(tmp); err != nil {
+			return err
+		}
+	} else if err := os.Rename(tmp, dst); err != nil {
+		return err
+	}
+	return cfg.newDirs[u].Sync()
+}
+
+// appendMbox appends entry to u's mbox at full durability.
+func (cfg *config) appendMbox(u string, entry []byte) error {
+	f, err := os.OpenFile(filepath.Join(cfg.dir, u+".mbox"), os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(entry); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// mboxEntry turns a CRLF message into an mbox entry: From_ line, LF line
+// ends, mboxrd quoting (">" before every line matching ^>*From ), and an
+// empty line at the end.
+func mboxEntry(data []byte) []byte {
+	var b bytes.Buffer
+	b.WriteString("From " + lmtpbench.Sender + " " + time.Now().UTC().Format("Mon Jan _2 15:04:05 2006") + "\n")
+	for _, line := range bytes.SplitAfter(bytes.ReplaceAll(data, []byte("\r\n"), []byte("\n")), []byte("\n")) {
+		if len(line) == 0 {
+			continue
+		}
+		if bytes.HasPrefix(bytes.TrimLeft(line, ">"), []byte("From ")) {
+			b.WriteByte('>')
+		}
+		b.Write(line)
+	}
+	b.WriteByte('\n')
+	return b.Bytes()
+}
