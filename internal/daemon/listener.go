@@ -314,6 +314,9 @@ func (l *Listener) serveConn(c net.Conn) {
 		Hostname: l.hostname(), MaxLine: l.cfg.Limits.LineLength, MaxRecipients: l.cfg.Limits.Recipients,
 		MaxSize: l.cfg.Limits.MessageSize, IdleTimeout: l.cfg.Limits.IdleTimeout, DataTimeout: l.cfg.Limits.DataTimeout,
 		BareLF: l.cfg.BareLF, Extensions: true,
+		SpoolError: func(st *status.Status) {
+			l.log.Error("spool", "session", sid, "peer", peer, "status", fmt.Sprintf("%d %s", st.Code, st.Enhanced), "error", st.Error())
+		},
 	}, b, l.spool)
 	l.sessMu.Lock()
 	l.sessions[s] = true

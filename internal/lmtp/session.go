@@ -54,6 +54,9 @@ type Config struct {
 	// parameters (555). A zero bool cannot mean "unset", so the default
 	// (true) comes from DefaultConfig; the zero Config leaves it off.
 	Extensions bool
+	// SpoolError, if set, is told why the spool could not take a message
+	// (the wire carries only the generic reply), so it can be logged.
+	SpoolError func(st *status.Status)
 }
 
 // DefaultConfig returns the defaults, with the lda extension on.
@@ -581,6 +584,9 @@ func (s *Session) data() error {
 		return err // EOF within DATA or a read error
 	}
 	if st != nil {
+		if s.cfg.SpoolError != nil && st != replyTooBig && st != replyBareLF {
+			s.cfg.SpoolError(st)
+		}
 		for range s.rcpts {
 			s.send(st)
 		}

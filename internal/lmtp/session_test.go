@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"lda/internal/status"
 )
 
 // recConn records every Write, to see how replies are batched.
@@ -472,5 +474,42 @@ func TestSpoolStatus(t *testing.T) {
 				t.Fatalf("the cause %v is not kept for the log", tc.err)
 			}
 		})
+	}
+}
+
+// TestSpoolErrorReported: the cause of a spool failure reaches
+// Config.SpoolError (for the log) while the wire gets the generic reply.
+func TestSpoolErrorReported(t *testing.T) {
+	client, server := net.Pipe()
+	defer client.Close()
+	var got []*status.Status
+	var mu sync.Mutex
+	cfg := testConfig()
+	cfg.SpoolError = func(st *status.Status) { mu.Lock(); got = append(got, st); mu.Unlock() }
+	sp := &spooler{dir: t.TempDir(), mode: "full"}
+	done := make(chan error, 1)
+	go func() { done <- NewSession(server, cfg, &fakeBackend{}, sp.spool).Serve() }()
+	r := bufio.NewReader(client)
+	client.SetDeadline(time.Now().Add(10 * time.Second))
+	// net.Pipe is synchronous: write while the replies are read.
+	go io.WriteString(client, "LHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\nSubject: x\r\n\r\ny\r\n.\r\nQUIT\r\n")
+	var last string
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			break
+		}
+		if strings.HasPrefix(line, "452 ") {
+			last = line
+		}
+	}
+	<-done
+	if !strings.HasPrefix(last, "452 4.3.1") || strings.Contains(last, "no space") {
+		t.Fatalf("wire reply %q, want a generic 452 4.3.1", last)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 1 || !errors.Is(got[0], syscall.ENOSPC) {
+		t.Fatalf("SpoolError got %v, want one ENOSPC", got)
 	}
 }
