@@ -43,10 +43,7 @@ func TestLoad(t *testing.T) {
 		per, _ = strconv.Atoi(s)
 	}
 	const clients = 8
-	parent, listener := d.cmd.Process.Pid, findProc(f.bin, "listener")
-	if listener == 0 {
-		t.Fatal("no listener")
-	}
+	parent, listener := d.cmd.Process.Pid, listenerPid(t, f.bin)
 	// Warm up, then take the baseline.
 	warm := dialLMTP(t, d.socket)
 	warm.cmd("LHLO load", "250")

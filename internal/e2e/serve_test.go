@@ -228,10 +228,7 @@ func TestServe(t *testing.T) {
 	})
 
 	t.Run("listener runs unprivileged", func(t *testing.T) {
-		pid := findProc(f.bin, "listener")
-		if pid == 0 {
-			t.Fatal("no listener process")
-		}
+		pid := listenerPid(t, f.bin)
 		st := string(snapshot(t, "/proc/"+strconv.Itoa(pid)+"/status"))
 		uid := strconv.Itoa(d.listener.UID)
 		if !strings.Contains(st, "Uid:\t"+uid+"\t"+uid+"\t"+uid+"\t"+uid) || !strings.Contains(st, "CapEff:\t0000000000000000") {
@@ -300,7 +297,7 @@ func TestServeReloadAndDrain(t *testing.T) {
 	d := startDaemon(t, f, "")
 	cfgPath := filepath.Join(f.base, "lda.yaml")
 	good := snapshot(t, cfgPath)
-	old := findProc(f.bin, "listener")
+	old := listenerPid(t, f.bin)
 
 	cl := dialLMTP(t, d.socket)
 	cl.cmd("LHLO mta.test", "250")
@@ -387,4 +384,13 @@ func TestServeLogFile(t *testing.T) {
 	if st, err := os.Stat(logFile); err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("log file mode: %v %v", st, err)
 	}
+}
+
+// listenerPid waits for the daemon's listener: the parent binds the socket
+// before it starts the listener, so the socket alone does not mean it runs.
+func listenerPid(t *testing.T, bin string) int {
+	t.Helper()
+	var pid int
+	waitFor(t, func() bool { pid = findProc(bin, "listener"); return pid != 0 }, "the listener to start")
+	return pid
 }
