@@ -113,7 +113,12 @@
 //   - DotLock: "<name>.lock" in the mailbox's directory, created with
 //     O_CREAT|O_EXCL|O_NOFOLLOW 0600 beneath the same directory, so a
 //     planted symlink or other file is never followed or written (Exim
-//     CVE-2010-2024). It holds "<pid> <hostname>\n". A lock is stale, and
+//     CVE-2010-2024). It holds "<pid> <hostname>\n". Where the file system
+//     allows, the lock is first made nameless (O_TMPFILE), its line
+//     written, and only then linked to its name (linkat fails with EEXIST
+//     on any existing name, symlinks included), so a process killed at any
+//     moment never leaves an empty lock that only StaleLock can clear; the
+//     O_EXCL creation is the fallback. A lock is stale, and
 //     is removed with unlinkat (which removes a symlink, never its target)
 //     and retried, when its mtime is older than Options.StaleLock (default
 //     5m), or when it has our own format, our host name and a pid that no

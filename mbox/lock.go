@@ -157,11 +157,7 @@ func (l *locker) dotLock(deadline time.Time) error {
 	l.dotContent = []byte(strconv.Itoa(os.Getpid()) + " " + hostname() + "\n")
 	b := backoff{deadline: deadline}
 	for broken := 0; ; {
-		fd, err := openat2(m.dirfd, l.dotName, &unix.OpenHow{
-			Flags:   unix.O_WRONLY | unix.O_CREAT | unix.O_EXCL | unix.O_NOFOLLOW | unix.O_NONBLOCK | unix.O_NOCTTY | unix.O_CLOEXEC,
-			Mode:    0o600,
-			Resolve: resolve,
-		})
+		fd, err := l.createDot()
 		switch err {
 		case nil:
 			l.dotFd = fd
@@ -191,6 +187,50 @@ func (l *locker) dotLock(deadline time.Time) error {
 		}
 	}
 }
+
+// createDot creates the dot-lock. Where the file system can, the lock
+// file is made nameless (O_TMPFILE), its owner line written, and only
+// then linked to its name (EEXIST if the lock is held), so that a process
+// killed at any moment leaves either no lock or one that names it, never
+// an empty one that only stale_lock can clear. Elsewhere it is created
+// O_EXCL and written at once.
+func (l *locker) createDot() (int, error) {
+	m := l.m
+	if !noTmpfileLock {
+		tfd, err := unix.Openat(m.dirfd, ".", unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+		if err == unix.EACCES || err == unix.EPERM {
+			return -1, err
+		}
+		if err == nil {
+			_, err = unix.Pwrite(tfd, l.dotContent, 0)
+			if err == nil {
+				err = unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(tfd), m.dirfd, l.dotName, unix.AT_SYMLINK_FOLLOW)
+				if err == nil {
+					return tfd, nil
+				}
+			}
+			unix.Close(tfd)
+			if err == unix.EEXIST {
+				return -1, err
+			}
+		}
+		// No O_TMPFILE here (EOPNOTSUPP, EISDIR), no room for the owner
+		// line (ENOSPC: an empty lock is still a lock) or no /proc: the
+		// plain way, which also gives the authoritative error.
+	}
+	fd, err := openat2(m.dirfd, l.dotName, &unix.OpenHow{
+		Flags:   unix.O_WRONLY | unix.O_CREAT | unix.O_EXCL | unix.O_NOFOLLOW | unix.O_NONBLOCK | unix.O_NOCTTY | unix.O_CLOEXEC,
+		Mode:    0o600,
+		Resolve: resolve,
+	})
+	if err != nil {
+		return -1, err
+	}
+	return fd, nil
+}
+
+// noTmpfileLock forces the O_EXCL path (tests of the fallback).
+var noTmpfileLock = false
 
 // breakStale removes the existing dot-lock if it is stale. It reports
 // whether the caller should retry at once.

@@ -288,3 +288,37 @@ func (s *slowReader) Read(p []byte) (int, error) {
 
 // fsImmutableFl is FS_IMMUTABLE_FL from linux/fs.h.
 const fsImmutableFl = 0x10
+
+// TestDotLockOwnerLine: while the dot-lock is held it names its owner,
+// whether it was made nameless and linked (O_TMPFILE) or created O_EXCL,
+// and nothing else is left in the directory afterwards.
+func TestDotLockOwnerLine(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		noTmpfile bool
+	}{{"linked O_TMPFILE", false}, {"O_EXCL", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			noTmpfileLock = tc.noTmpfile
+			defer func() { noTmpfileLock = false }()
+			p, d := testDir(t)
+			mb := filepath.Join(p, "inbox")
+			opt := testOptions()
+			opt.Locks = DotLock
+			var during string
+			opt.Progress = func(Progress) { during = readFile(t, mb+".lock") }
+			if _, err := Append(d, "inbox", strings.NewReader("new\n"), opt); err != nil {
+				t.Fatal(err)
+			}
+			if want := fmt.Sprintf("%d %s\n", os.Getpid(), hostname()); during != want {
+				t.Fatalf("lock held during the append reads %q, want %q", during, want)
+			}
+			ents, err := os.ReadDir(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ents) != 1 || ents[0].Name() != "inbox" {
+				t.Fatalf("directory afterwards: %v", ents)
+			}
+		})
+	}
+}
