@@ -3,9 +3,13 @@
 # users and mailboxes (2 Maildir users, 2 mbox users through XLDA-DEST),
 # runs lmtpload with 4 connections while the fault is applied, and then
 # checks with mailcheck that every message acknowledged 250 is present and
-# intact, that no mailbox holds a partial message, that Maildir tmp/ is
-# empty, that every failure got a reply in the expected class (tallied),
-# and that the daemon is still alive and delivering.
+# intact, that no mailbox holds a partial message, that every failure got
+# a reply in the expected class (tallied), and that the daemon is still
+# alive and delivering. Files left in a Maildir's tmp/ are counted (the
+# "tmp" column) but are not a failure: a worker killed while it writes
+# leaves its file there, never visible in new/ or cur/, and Maildir
+# readers remove tmp/ files older than 36 hours. FAULT_STRICT_TMP=1 makes
+# them a failure again.
 #
 #   a  kill -9 of a random `lda worker` every second      expect 250, 4xx
 #   b  SIGSTOP of a worker in the middle of a job, for    expect 250, 4xx,
@@ -245,7 +249,9 @@ finish() {
 	[ "$left" = 0 ] || { ok=0; why+=("$left worker processes left after the daemon exited"); }
 	wait
 	echo "-- mailcheck ($c): allowed replies: $codes"
-	"$work/bin/mailcheck" -codes "$codes" "${acks[@]}" "${boxes[@]}" | tee "$cdir/mailcheck.out"
+	local tmpflag=-allow-tmp
+	[ "${FAULT_STRICT_TMP:-0}" = 1 ] && tmpflag=
+	"$work/bin/mailcheck" -codes "$codes" $tmpflag "${acks[@]}" "${boxes[@]}" | tee "$cdir/mailcheck.out"
 	local mrc=${PIPESTATUS[0]}
 	[ "$mrc" = 0 ] || { ok=0; why+=("mailcheck: $(grep '^FAIL' "$cdir/mailcheck.out" | sed 's/^FAIL: //')"); }
 	local nacks n250 n4 n5 ndrop intact missing corrupt tmp replies
