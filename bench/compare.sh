@@ -88,26 +88,8 @@ say "dovecot $(dovecot --version)"
 remove_bench_users # an aborted earlier run's
 create_bench_users
 
-mkdir -p "$BASE/bin"
-if [ -n "$LDA_REV" ]; then
-	LDA_COMMIT=$(git -C "$REPO" rev-parse --verify "$LDA_REV^{commit}")
-	say "building lda from commit $LDA_COMMIT (git archive; the work tree is not touched)"
-	mkdir -p "$BASE/src"
-	git -C "$REPO" archive "$LDA_COMMIT" | tar -x -C "$BASE/src"
-	(cd "$BASE/src" && CGO_ENABLED=0 run go build -o "$BASE/bin/lda" ./cmd/lda)
-	LDA_DESC="$(git -C "$REPO" log -1 --format='%h %s' "$LDA_COMMIT")"
-else
-	LDA_COMMIT=$(git -C "$REPO" rev-parse HEAD 2>/dev/null || echo unknown)
-	LDA_DESC="$(git -C "$REPO" log -1 --format='%h %s' 2>/dev/null || echo unknown)"
-	if [ -n "$(git -C "$REPO" status --porcelain -- cmd internal policy maildir mbox sieve go.mod go.sum 2>/dev/null)" ]; then
-		LDA_DESC="$LDA_DESC (+ uncommitted changes in the work tree)"
-	fi
-	say "building lda from the work tree: $LDA_DESC"
-	(cd "$REPO" && CGO_ENABLED=0 run go build -o "$BASE/bin/lda" ./cmd/lda)
-fi
-(cd "$REPO" && CGO_ENABLED=0 run go build -o "$BASE/bin/lmtpload" ./bench/lmtpload)
-(cd "$REPO" && CGO_ENABLED=0 run go build -o "$BASE/bin/rawceiling" ./bench/rawceiling)
-chmod 755 "$BASE/bin" "$BASE/bin/"*
+build_tools "$BASE/bin" bench/lmtpload bench/rawceiling
+say "lda: $LDA_DESC"
 LDA=$BASE/bin/lda
 LOAD=$BASE/bin/lmtpload
 RAW=$BASE/bin/rawceiling

@@ -29,6 +29,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 repo=$(pwd)
+REPO=$repo
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 [ "$(id -u)" = 0 ] || { echo "faults.sh: needs root" >&2; exit 2; }
 
@@ -62,35 +65,10 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---- build ---------------------------------------------------------------
-mkdir -p "$work/bin"
-chmod 755 "$work/bin"
-# LDA_REV=COMMIT builds lda from that commit (exported with git archive,
-# the working tree untouched) instead of the working tree.
-ldasrc=$repo
-if [ -n "${LDA_REV:-}" ]; then
-	ldasrc=$work/src
-	mkdir -p "$ldasrc"
-	git -C "$repo" archive --format=tar "$LDA_REV" | tar -x -C "$ldasrc" || { echo "faults.sh: git archive $LDA_REV failed" >&2; exit 2; }
-fi
-for p in cmd/lda bench/lmtpload bench/mailcheck; do
-	dir=$repo
-	[ "$p" = cmd/lda ] && dir=$ldasrc
-	if ! (cd "$dir" && CGO_ENABLED=0 go build -trimpath -o "$work/bin/$(basename $p)" "./$p"); then
-		echo "faults.sh: go build ./$p failed" >&2
-		exit 2
-	fi
-done
-chmod 755 "$work/bin"/*
+build_tools "$work/bin" bench/lmtpload bench/mailcheck
 lda=$work/bin/lda
 load=$work/bin/lmtpload
-if [ -n "${LDA_REV:-}" ]; then
-	commit=$(git -C "$repo" log -1 --format='%h %s' "$LDA_REV" 2>/dev/null)
-	dirty="none (built from git archive $LDA_REV)"
-else
-	commit=$(git -C "$repo" log -1 --format='%h %s' 2>/dev/null)
-	dirty=$(git -C "$repo" status --porcelain --untracked-files=no -- cmd internal policy mbox maildir sieve 2>/dev/null | awk '{print $2}' | tr '\n' ' ')
-fi
-log "lda commit: $commit (modified, uncommitted: ${dirty:-none})"
+log "lda commit: $LDA_DESC"
 
 workers_line=""
 probe=$work/probe.yaml
@@ -473,7 +451,7 @@ for c in $cases; do
 done
 
 echo
-echo "== fault matrix, lda $commit"
+echo "== fault matrix, lda $LDA_DESC"
 printf '%-4s %-34s %6s %6s %6s %6s %5s %6s %5s %7s %4s %-5s %s\n' case fault acks 2xx 4xx 5xx drop intact miss corrupt tmp res "replies"
 for row in "${summary[@]}"; do echo "$row"; done
 if [ "$anyfail" = 0 ]; then

@@ -195,3 +195,29 @@ median() {
 		if (NR % 2) printf "%.6g\n", v[(NR + 1) / 2]
 		else printf "%.6g\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
+
+# build_tools BIN PKG...: builds ./cmd/lda into BIN/lda, from commit
+# $LDA_REV (exported with git archive; the work tree is not touched) if it
+# is set, else from the work tree, and each PKG from the work tree; sets
+# LDA_DESC to what was built. $REPO is the repository.
+build_tools() {
+	local bin=$1 src=$REPO p commit
+	shift
+	mkdir -p "$bin"
+	if [ -n "${LDA_REV:-}" ]; then
+		commit=$(git -C "$REPO" rev-parse --verify "$LDA_REV^{commit}") || die "no commit $LDA_REV"
+		src=$(mktemp -d "$bin/../src.XXXXXX")
+		git -C "$REPO" archive "$commit" | tar -x -C "$src" || die "git archive $LDA_REV failed"
+		LDA_DESC="$(git -C "$REPO" log -1 --format='%h %s' "$commit") (built from git archive; the work tree is not touched)"
+	else
+		LDA_DESC="$(git -C "$REPO" log -1 --format='%h %s' 2>/dev/null || echo unknown)"
+		if [ -n "$(git -C "$REPO" status --porcelain -- cmd internal policy maildir mbox sieve go.mod go.sum 2>/dev/null)" ]; then
+			LDA_DESC="$LDA_DESC (+ uncommitted changes in the work tree)"
+		fi
+	fi
+	(cd "$src" && CGO_ENABLED=0 run go build -trimpath -o "$bin/lda" ./cmd/lda) || die "go build ./cmd/lda failed"
+	for p in "$@"; do
+		(cd "$REPO" && CGO_ENABLED=0 run go build -trimpath -o "$bin/$(basename "$p")" "./$p") || die "go build ./$p failed"
+	done
+	chmod 755 "$bin" "$bin"/*
+}

@@ -18,6 +18,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 repo=$(pwd)
+REPO=$repo
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 [ "$(id -u)" = 0 ] || { echo "soak.sh: needs root" >&2; exit 2; }
 
@@ -58,34 +61,9 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---- build ---------------------------------------------------------------
-mkdir -p "$work/bin"
-chmod 755 "$work/bin"
-# LDA_REV=COMMIT builds lda from that commit (exported with git archive,
-# the working tree untouched) instead of the working tree.
-ldasrc=$repo
-if [ -n "${LDA_REV:-}" ]; then
-	ldasrc=$work/src
-	mkdir -p "$ldasrc"
-	git -C "$repo" archive --format=tar "$LDA_REV" | tar -x -C "$ldasrc" || { echo "soak.sh: git archive $LDA_REV failed" >&2; exit 2; }
-fi
-for p in cmd/lda bench/lmtpload bench/mailcheck; do
-	dir=$repo
-	[ "$p" = cmd/lda ] && dir=$ldasrc
-	if ! (cd "$dir" && CGO_ENABLED=0 go build -trimpath -o "$work/bin/$(basename $p)" "./$p"); then
-		echo "soak.sh: go build ./$p failed" >&2
-		exit 2
-	fi
-done
-chmod 755 "$work/bin"/*
+build_tools "$work/bin" bench/lmtpload bench/mailcheck
 lda=$work/bin/lda
-if [ -n "${LDA_REV:-}" ]; then
-	commit=$(git -C "$repo" log -1 --format='%h %s' "$LDA_REV" 2>/dev/null)
-	dirty="none (built from git archive $LDA_REV)"
-else
-	commit=$(git -C "$repo" log -1 --format='%h %s' 2>/dev/null)
-	dirty=$(git -C "$repo" status --porcelain --untracked-files=no -- cmd internal policy mbox maildir sieve 2>/dev/null | awk '{print $2}' | tr '\n' ' ')
-fi
-log "lda commit: $commit (modified, uncommitted: ${dirty:-none})"
+log "lda commit: $LDA_DESC"
 
 # ---- users and mailboxes ---------------------------------------------------
 mkdir -p "$work/home" "$work/mail" "$work/run"
@@ -291,7 +269,7 @@ check_fds() { # name col start end
 	[ "$4" = "$3" ] || bad "$1 descriptors not back to baseline: $3 -> $4"
 }
 echo
-echo "== soak summary: $total messages x $rcpts rcpt(s), $conns connections, ${elapsed}s, lda $commit"
+echo "== soak summary: $total messages x $rcpts rcpt(s), $conns connections, ${elapsed}s, lda $LDA_DESC"
 check_rss parent 2 "$p_rss0" "$p_rss1"
 check_rss listener 4 "$l_rss0" "$l_rss1"
 check_fds parent 3 "$p_fd0" "$p_fd2"
