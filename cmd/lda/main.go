@@ -37,10 +37,11 @@ func main() {
 		os.Exit(status.ExUsage)
 	}
 	// Only the descriptors spawn hands a worker may reach it; the worker
-	// itself keeps 3 and 4 (message and policy) until it has opened them.
+	// itself keeps 3 to 5 (message or socket, policy or recovery record,
+	// a direct worker's policy) until it has opened them.
 	switch os.Args[1] {
 	case "worker":
-		spawn.SealDescriptors(5)
+		spawn.SealDescriptors(6)
 	case "listener":
 		spawn.SealDescriptors(9)
 	default:
@@ -57,10 +58,15 @@ func main() {
 	case "worker":
 		// Started by package spawn only, as the destination user: one
 		// job on standard input, or ("worker warm") a warm worker serving
-		// one user's jobs over the socket on fd 3.
-		if len(args) == 1 && args[0] == "warm" {
+		// one user's jobs over the socket on fd 3, or ("worker direct")
+		// a warm worker that root bound to one user and handed to the
+		// listener.
+		switch {
+		case len(args) == 1 && args[0] == "warm":
 			code = worker.MainWarm()
-		} else {
+		case len(args) == 1 && args[0] == "direct":
+			code = worker.MainDirect()
+		default:
 			code = worker.Main()
 		}
 	case "serve":

@@ -110,21 +110,30 @@ func TestHostileListener(t *testing.T) {
 	cfg := &Config{UserDB: "passwd", Parallel: 1, Headers: true}
 	spool, _ := os.CreateTemp(t.TempDir(), "spool")
 	spool.WriteString("Subject: x\n\nbody\n")
+	ds := &directSet{live: map[uint64]*delivery.DirectWorker{}, max: 4}
+	handle := func(req *job.Request, f *os.File) *job.Reply {
+		rep, sock := p.handle(agent, cfg, ds, req, f)
+		if sock != nil {
+			sock.Close()
+			t.Errorf("request %d: root handed out a socket", req.ID)
+		}
+		return rep
+	}
 
 	t.Run("root is never a recipient", func(t *testing.T) {
-		st := p.handle(agent, cfg, &job.Request{ID: 1, Op: job.ModeDeliver, User: "root", Kind: job.KindDefault}, dup(t, spool)).Status
+		st := handle(&job.Request{ID: 1, Op: job.ModeDeliver, User: "root", Kind: job.KindDefault}, dup(t, spool)).Status
 		if st.Code != 550 || st.Enhanced != "5.7.1" {
 			t.Fatalf("root: %v, want 550 5.7.1", st)
 		}
 	})
 	t.Run("unknown user", func(t *testing.T) {
-		st := p.handle(agent, cfg, &job.Request{ID: 2, Op: job.ModeDeliver, User: "no-such-user-q", Kind: job.KindDefault}, dup(t, spool)).Status
+		st := handle(&job.Request{ID: 2, Op: job.ModeDeliver, User: "no-such-user-q", Kind: job.KindDefault}, dup(t, spool)).Status
 		if st.Enhanced != "5.1.1" {
 			t.Fatalf("unknown: %v", st)
 		}
 	})
 	t.Run("no descriptor", func(t *testing.T) {
-		if st := p.handle(agent, cfg, &job.Request{ID: 3, Op: job.ModeDeliver, User: "root", Kind: job.KindDefault}, nil).Status; !st.Temporary() {
+		if st := handle(&job.Request{ID: 3, Op: job.ModeDeliver, User: "root", Kind: job.KindDefault}, nil).Status; !st.Temporary() {
 			t.Fatalf("no fd: %v", st)
 		}
 	})
@@ -134,7 +143,7 @@ func TestHostileListener(t *testing.T) {
 		defer c2.Close()
 		r, w, _ := os.Pipe()
 		defer w.Close()
-		if st := p.handle(agent, cfg, &job.Request{ID: 4, Op: job.ModeDeliver, User: "root", Kind: job.KindDefault}, r).Status; !st.Temporary() || st.Enhanced != status.Unknown.Enhanced {
+		if st := handle(&job.Request{ID: 4, Op: job.ModeDeliver, User: "root", Kind: job.KindDefault}, r).Status; !st.Temporary() || st.Enhanced != status.Unknown.Enhanced {
 			t.Fatalf("pipe fd: %v", st)
 		}
 	})
@@ -148,9 +157,41 @@ func TestHostileListener(t *testing.T) {
 			t.Fatal(err)
 		}
 		for name, f := range map[string]*os.File{"O_RDWR": rw, "O_PATH": opath} {
-			if st := p.handle(agent, cfg, &job.Request{ID: 5, Op: job.ModeDeliver, User: "root", Kind: job.KindDefault}, f).Status; !st.Temporary() || st.Enhanced != status.Unknown.Enhanced {
+			if st := handle(&job.Request{ID: 5, Op: job.ModeDeliver, User: "root", Kind: job.KindDefault}, f).Status; !st.Temporary() || st.Enhanced != status.Unknown.Enhanced {
 				t.Errorf("%s descriptor: %v, want 451 4.3.0", name, st)
 			}
+		}
+	})
+	t.Run("direct workers", func(t *testing.T) {
+		wcfg := *cfg
+		wcfg.Workers.MaxIdle = 1
+		for _, c := range []struct {
+			name string
+			req  *job.Request
+			f    *os.File
+			ds   *directSet
+			want string
+		}{
+			{"for root", &job.Request{ID: 10, Op: job.OpWorker, User: "root", Kind: job.KindDefault}, nil, ds, "5.7.1"},
+			{"for an unknown user", &job.Request{ID: 11, Op: job.OpWorker, User: "no-such-user-q", Kind: job.KindDefault}, nil, ds, "5.1.1"},
+			{"with a descriptor", &job.Request{ID: 12, Op: job.OpWorker, User: "nobody", Kind: job.KindDefault}, dup(t, spool), ds, "4.3.0"},
+			{"over the limit", &job.Request{ID: 13, Op: job.OpWorker, User: "nobody", Kind: job.KindDefault}, nil,
+				&directSet{live: map[uint64]*delivery.DirectWorker{}}, "4.3.2"},
+			{"end of a worker that is not live", &job.Request{ID: 14, Op: job.OpEnd, Worker: 99, User: "nobody", Kind: job.KindDefault}, nil, ds, "2.0.0"},
+		} {
+			t.Run(c.name, func(t *testing.T) {
+				rep, sock := p.handle(agent, &wcfg, c.ds, c.req, c.f)
+				if sock != nil {
+					sock.Close()
+					t.Fatal("root handed out a socket")
+				}
+				if rep.Status.Enhanced != c.want || rep.Bind != nil {
+					t.Fatalf("%+v, want %s and no worker", rep, c.want)
+				}
+			})
+		}
+		if len(ds.live) != 0 {
+			t.Fatalf("%d workers left registered", len(ds.live))
 		}
 	})
 	t.Run("malformed request closes the channel", func(t *testing.T) {

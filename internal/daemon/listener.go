@@ -21,6 +21,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"lda/internal/delivery"
 	"lda/internal/job"
 	"lda/internal/lmtp"
 	"lda/internal/status"
@@ -38,8 +39,12 @@ type Listener struct {
 
 	nextID  atomic.Uint64
 	mu      sync.Mutex
-	waiting map[uint64]chan *job.Reply
+	waiting map[uint64]chan reply
 	conns   chan struct{}
+
+	// direct, with warm workers on, delivers through workers root
+	// started and bound for this listener, without root in the path.
+	direct *delivery.Direct
 
 	sessMu   sync.Mutex
 	sessions map[*lmtp.Session]bool
@@ -140,14 +145,33 @@ func newListener(log *slog.Logger) (*Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("control channel: %w", err)
 	}
-	return &Listener{
+	l := &Listener{
 		cfg: cfg, sys: sys, peers: peers, log: log,
 		ctl:      ctl,
 		noFilter: map[string]time.Time{},
-		waiting:  map[uint64]chan *job.Reply{},
+		waiting:  map[uint64]chan reply{},
 		conns:    make(chan struct{}, cfg.Limits.Connections),
 		sessions: map[*lmtp.Session]bool{},
-	}, nil
+	}
+	if w := cfg.Workers; w.MaxIdle > 0 {
+		pol := cfg.Policy
+		if pol == "embedded" {
+			pol = ""
+		}
+		l.direct = &delivery.Direct{
+			Pool:       delivery.NewPool(delivery.PoolConfig{MaxIdle: w.MaxIdle, IdleTime: w.IdleTime, MaxDeliveries: w.MaxDeliveries}),
+			PolicyPath: pol, SieveDir: cfg.SieveDir, Headers: cfg.Headers, Timeout: cfg.DeliveryTime, Log: log,
+			Start: l.startWorker, End: l.endWorker,
+		}
+	}
+	return l, nil
+}
+
+// reply is one of the parent's replies, with the descriptor it carried
+// (a direct worker's socket).
+type reply struct {
+	rep *job.Reply
+	f   *os.File
 }
 
 func (l *Listener) run() int {
@@ -365,15 +389,53 @@ func (l *Listener) spool() (*os.File, error) {
 	return f, nil
 }
 
-// deliver sends one request with the spool descriptor and waits for the
-// parent's reply.
+// deliver has one recipient's job done: by a direct worker when warm
+// workers are on and root will start one, else by root.
 func (l *Listener) deliver(req *job.Request, msg *os.File) *job.Reply {
+	if l.direct != nil {
+		u, err := userdb.Lookup(l.cfg.UserDB, req.User)
+		if err == nil {
+			out, ok := l.direct.Deliver(context.Background(), delivery.Request{
+				Mode: req.Op, User: u, Kind: req.Kind, Path: req.Path, Folder: req.Folder, Program: req.Program,
+				Sender: req.Sender, Recipient: req.Recipient, Received: req.Received, Message: msg, Size: req.Size,
+			})
+			if ok {
+				rep := &job.Reply{Status: out.Status}
+				if r := out.Result; r != nil {
+					rep.Actions, rep.Decided, rep.NoFilter = r.Actions, r.Decided, r.NoFilter
+				}
+				return rep
+			}
+		}
+	}
+	rep, f := l.request(req, msg)
+	if f != nil {
+		f.Close()
+	}
+	return rep
+}
+
+// startWorker asks root for a direct worker of user.
+func (l *Listener) startWorker(user string) (*job.Reply, *os.File) {
+	return l.request(&job.Request{Op: job.OpWorker, User: user, Kind: job.KindDefault}, nil)
+}
+
+// endWorker asks root to end direct worker id and waits until it has.
+func (l *Listener) endWorker(user string, id uint64) {
+	if _, f := l.request(&job.Request{Op: job.OpEnd, Worker: id, User: user, Kind: job.KindDefault}, nil); f != nil {
+		f.Close()
+	}
+}
+
+// request sends one request (with the spool descriptor, if any) and waits
+// for the parent's reply and the descriptor that came with it.
+func (l *Listener) request(req *job.Request, msg *os.File) (*job.Reply, *os.File) {
 	req.ID = l.nextID.Add(1)
 	rec, err := req.Encode()
 	if err != nil {
-		return &job.Reply{Status: status.Usage.Wrap(err)}
+		return &job.Reply{Status: status.Usage.Wrap(err)}, nil
 	}
-	ch := make(chan *job.Reply, 1)
+	ch := make(chan reply, 1)
 	l.mu.Lock()
 	l.waiting[req.ID] = ch
 	l.mu.Unlock()
@@ -381,9 +443,10 @@ func (l *Listener) deliver(req *job.Request, msg *os.File) *job.Reply {
 		l.mu.Lock()
 		delete(l.waiting, req.ID)
 		l.mu.Unlock()
-		return &job.Reply{Status: status.Unknown.Wrap(err)}
+		return &job.Reply{Status: status.Unknown.Wrap(err)}, nil
 	}
-	return <-ch
+	r := <-ch
+	return r.rep, r.f
 }
 
 // readReplies routes the parent's replies to their waiting requests. If the
@@ -391,18 +454,18 @@ func (l *Listener) deliver(req *job.Request, msg *os.File) *job.Reply {
 func (l *Listener) readReplies() {
 	for {
 		msg, f, err := l.ctl.recv()
-		if f != nil {
-			f.Close()
-		}
 		var rep *job.Reply
 		if err == nil {
 			rep, err = job.DecodeReply(msg)
 		}
 		if err != nil {
+			if f != nil {
+				f.Close()
+			}
 			l.log.Error("control channel broken", "error", err.Error())
 			l.mu.Lock()
 			for id, ch := range l.waiting {
-				ch <- &job.Reply{Status: status.Unknown.Wrapf("control channel: %v", err)}
+				ch <- reply{rep: &job.Reply{Status: status.Unknown.Wrapf("control channel: %v", err)}}
 				delete(l.waiting, id)
 			}
 			l.mu.Unlock()
@@ -413,7 +476,9 @@ func (l *Listener) readReplies() {
 		delete(l.waiting, rep.ID)
 		l.mu.Unlock()
 		if ch != nil {
-			ch <- rep
+			ch <- reply{rep: rep, f: f}
+		} else if f != nil {
+			f.Close()
 		}
 	}
 }

@@ -327,9 +327,12 @@ func (p *Parent) reload(cfgPath string, done *chan error) {
 }
 
 // serveRequests answers the listener's requests, each in its own goroutine
-// (bounded), until the channel closes or a request does not decode.
+// (bounded), until the channel closes or a request does not decode. The
+// direct workers started for this listener are killed when it goes.
 func (p *Parent) serveRequests(ctl *channel, agent *delivery.Agent, cfg *Config) {
 	defer ctl.close()
+	ds := &directSet{live: map[uint64]*delivery.DirectWorker{}, max: cfg.Workers.MaxIdle + cfg.Parallel*8}
+	defer ds.killAll()
 	sem := make(chan struct{}, cfg.Parallel*8)
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -354,21 +357,100 @@ func (p *Parent) serveRequests(ctl *channel, agent *delivery.Agent, cfg *Config)
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			rep := p.handle(agent, cfg, req, f)
+			rep, sock := p.handle(agent, cfg, ds, req, f)
 			rep.ID = req.ID
-			if err := ctl.send(rep.Encode(), nil); err != nil {
+			if err := ctl.send(rep.Encode(), sock); err != nil {
 				p.Log.Error("control channel", "error", err.Error())
+			}
+			if sock != nil {
+				sock.Close() // the listener's now (or, if the send failed, nobody's: the worker sees EOF)
 			}
 		}()
 	}
 }
 
+// directSet is the direct workers root started for one listener.
+type directSet struct {
+	mu   sync.Mutex
+	next uint64
+	live map[uint64]*delivery.DirectWorker
+	max  int
+}
+
+// start starts a direct worker for u, unless max are running.
+func (ds *directSet) start(agent *delivery.Agent, u *userdb.User) (*job.Reply, *os.File) {
+	ds.mu.Lock()
+	if len(ds.live) >= ds.max {
+		ds.mu.Unlock()
+		return &job.Reply{Status: status.Busy}, nil
+	}
+	ds.next++
+	id := ds.next
+	ds.live[id] = nil // reserved
+	ds.mu.Unlock()
+	w, sock, err := agent.StartDirect(u)
+	if err != nil {
+		ds.mu.Lock()
+		delete(ds.live, id)
+		ds.mu.Unlock()
+		var st *status.Status
+		if !errors.As(err, &st) {
+			st = status.Unknown.Wrap(err)
+		}
+		agent.Log.Warn("direct worker not started", "user", u.Name, "status", fmt.Sprintf("%d %s", st.Code, st.Enhanced), "detail", err.Error())
+		return &job.Reply{Status: st}, nil
+	}
+	ds.mu.Lock()
+	ds.live[id] = w
+	ds.mu.Unlock()
+	go func() {
+		<-w.Ended()
+		ds.mu.Lock()
+		delete(ds.live, id)
+		ds.mu.Unlock()
+	}()
+	return &job.Reply{Status: status.New(250, "2.0.0", "worker started"), Worker: id, Pid: w.Pid, Bind: w.Bind}, sock
+}
+
+// end kills worker id (if it still runs) and returns once it has been
+// reaped and any partial mbox append it recorded has been cut off. An id
+// no longer live has already ended, recovery included.
+func (ds *directSet) end(id uint64) *job.Reply {
+	ds.mu.Lock()
+	w := ds.live[id]
+	ds.mu.Unlock()
+	if w != nil {
+		w.Kill()
+		<-w.Ended()
+	}
+	return &job.Reply{Status: status.New(250, "2.0.0", "worker ended")}
+}
+
+// killAll kills every live worker and waits for each to be dealt with.
+func (ds *directSet) killAll() {
+	ds.mu.Lock()
+	var all []*delivery.DirectWorker
+	for _, w := range ds.live {
+		if w != nil {
+			all = append(all, w)
+		}
+	}
+	ds.mu.Unlock()
+	for _, w := range all {
+		w.Kill()
+		<-w.Ended()
+	}
+}
+
 // handle performs one request. The user is looked up here, by root, from
-// the name alone.
-func (p *Parent) handle(agent *delivery.Agent, cfg *Config, req *job.Request, f *os.File) *job.Reply {
-	fail := func(st *status.Status) *job.Reply { return &job.Reply{Status: st} }
+// the name alone. A direct worker's socket is returned alongside the reply.
+func (p *Parent) handle(agent *delivery.Agent, cfg *Config, ds *directSet, req *job.Request, f *os.File) (*job.Reply, *os.File) {
+	fail := func(st *status.Status) (*job.Reply, *os.File) { return &job.Reply{Status: st}, nil }
 	if f != nil {
 		defer f.Close()
+		if req.Op == job.OpWorker || req.Op == job.OpEnd {
+			return fail(status.Unknown.Wrapf("request %d: a %s request carries no descriptor", req.ID, req.Op))
+		}
 		var st unix.Stat_t
 		if err := unix.Fstat(int(f.Fd()), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
 			return fail(status.Unknown.Wrapf("request %d: message descriptor is not a regular file", req.ID))
@@ -380,8 +462,11 @@ func (p *Parent) handle(agent *delivery.Agent, cfg *Config, req *job.Request, f 
 		if err != nil || fl&unix.O_ACCMODE != unix.O_RDONLY || fl&unix.O_PATH != 0 {
 			return fail(status.Unknown.Wrapf("request %d: message descriptor is not read-only", req.ID))
 		}
-	} else if req.Op != job.ModeEnvelope {
+	} else if req.Op != job.ModeEnvelope && req.Op != job.OpWorker && req.Op != job.OpEnd {
 		return fail(status.Unknown.Wrapf("request %d without a message descriptor", req.ID))
+	}
+	if req.Op == job.OpEnd {
+		return ds.end(req.Worker), nil
 	}
 	u, err := userdb.Lookup(cfg.UserDB, req.User)
 	if errors.Is(err, userdb.ErrNotFound) {
@@ -389,6 +474,12 @@ func (p *Parent) handle(agent *delivery.Agent, cfg *Config, req *job.Request, f 
 	}
 	if err != nil {
 		return fail(status.Unknown.Wrap(err))
+	}
+	if req.Op == job.OpWorker {
+		if cfg.Workers.MaxIdle <= 0 {
+			return fail(status.Busy) // one-shot workers only: every job goes through root
+		}
+		return ds.start(agent, u)
 	}
 	out := agent.Deliver(context.Background(), delivery.Request{
 		Mode: req.Op, User: u, Kind: req.Kind, Path: req.Path, Folder: req.Folder, Program: req.Program,
@@ -398,7 +489,7 @@ func (p *Parent) handle(agent *delivery.Agent, cfg *Config, req *job.Request, f 
 	if out.Result != nil {
 		rep.Actions, rep.Decided, rep.NoFilter = out.Result.Actions, out.Result.Decided, out.Result.NoFilter
 	}
-	return rep
+	return rep, nil
 }
 
 // closePool stops the warm workers.

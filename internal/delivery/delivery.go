@@ -2,7 +2,10 @@
 // into a job record, has a worker running as the destination user perform
 // it (a one-shot worker started through package spawn, or a warm one from
 // the Pool), validates the worker's result and logs one structured line.
-// It never opens a user's path itself.
+// It never opens a user's path itself. It also holds both sides of direct
+// delivery: root starts and binds a direct worker (Agent.StartDirect) and
+// reaps it, and the listener keeps such workers in a Pool of its own and
+// gives them jobs (Direct), without root in the path.
 //
 // Security: the request's user comes from the user database, never from
 // the peer. The worker's result is parsed strictly (package job) and
@@ -14,7 +17,9 @@
 // badly while holding a job is killed and the job fails with 4xx. When a
 // worker dies after it announced an mbox append, another worker, as the
 // same user, cuts the partial message off again (mbox.Recover) before the
-// failure is reported.
+// failure is reported. For a direct worker the announcement is the recover
+// job it wrote into a memfd only root reads; the listener, which answers
+// the MTA, waits for root to have reaped the worker first.
 package delivery
 
 import (
@@ -156,13 +161,7 @@ func (a *Agent) run(ctx context.Context, j *job.Job, msg *os.File) (*job.Result,
 	return res, res.Status
 }
 
-// runWarm has a warm worker of j's user perform j. An idle worker that
-// turns out to have died before it received the job is replaced (each
-// try uses up one idle worker, so this ends); a
-// worker that dies, times out or answers badly after it received the job
-// is killed and the job fails with a temporary error (and mbox recovery,
-// through the caller). A worker is never given another user's job:
-// exchange refuses any job whose key is not the worker's.
+// runWarm has a warm worker of j's user, from root's own pool, perform j.
 func (a *Agent) runWarm(ctx context.Context, j *job.Job, msg *os.File) (*job.Result, *status.Status) {
 	rec, err := j.Encode()
 	if err != nil {
@@ -176,7 +175,30 @@ func (a *Agent) runWarm(ctx context.Context, j *job.Job, msg *os.File) (*job.Res
 		}
 		k.stamp = stampOf(&st)
 	}
-	timeout := a.Timeout
+	start := func() (*warm, *status.Status) {
+		w, err := a.startWarm(&k)
+		if errors.Is(err, spawn.ErrRefused) {
+			return nil, status.PolicyRefused.Wrap(err)
+		}
+		if err != nil {
+			return nil, status.Unknown.Wrap(err)
+		}
+		return w, nil
+	}
+	encode := func(warmKey) ([]byte, error) { return rec, nil }
+	return onWarm(ctx, a.Pool, k, start, encode, msg, a.Timeout)
+}
+
+// onWarm has a warm worker for k perform the job encode builds for that
+// worker's key: an idle one from pool, or one start makes. An idle worker
+// that turns out to have died before it received the job is replaced
+// (each try uses up one idle worker, so this ends); a worker that dies,
+// times out or answers badly after it received the job is killed and the
+// job fails with a temporary error (and mbox recovery, by whoever reaps
+// the worker). A worker is never given another user's job: exchange
+// refuses any job whose key is not the worker's.
+func onWarm(ctx context.Context, pool *Pool, k warmKey, start func() (*warm, *status.Status),
+	encode func(warmKey) ([]byte, error), msg *os.File, timeout time.Duration) (*job.Result, *status.Status) {
 	if timeout <= 0 {
 		timeout = 10 * time.Minute
 	}
@@ -185,17 +207,20 @@ func (a *Agent) runWarm(ctx context.Context, j *job.Job, msg *os.File) (*job.Res
 		deadline = d
 	}
 	for {
-		w := a.Pool.take(k)
+		w := pool.take(k)
 		fresh := w == nil
 		if fresh {
-			if w, err = a.startWarm(&k); err != nil {
-				if errors.Is(err, spawn.ErrRefused) {
-					return nil, status.PolicyRefused.Wrap(err)
-				}
-				return nil, status.Unknown.Wrap(err)
+			var st *status.Status
+			if w, st = start(); st != nil {
+				return nil, st
 			}
 		}
-		out, sent, err := w.exchange(k, rec, msg, deadline)
+		rec, err := encode(w.key)
+		if err != nil {
+			pool.put(w)
+			return nil, status.Usage.Wrap(err)
+		}
+		out, sent, err := w.exchange(w.key, rec, msg, deadline)
 		if !sent {
 			w.kill()
 			if !fresh && !errors.Is(err, errWrongWorker) {
@@ -205,7 +230,7 @@ func (a *Agent) runWarm(ctx context.Context, j *job.Job, msg *os.File) (*job.Res
 		}
 		res, derr := job.DecodeResult(out)
 		if err == nil && derr == nil {
-			a.Pool.put(w)
+			pool.put(w)
 			return res, res.Status
 		}
 		w.kill()
@@ -275,7 +300,10 @@ func (a *Agent) recover(ctx context.Context, j *job.Job, msg *os.File, p *job.Pr
 	a.Log.Log(ctx, level, "mbox recovery", "user", j.User, "offset", p.Offset, "status", reply(st), "detail", detail)
 }
 
-func (a *Agent) log(r Request, out Outcome, d time.Duration) {
+func (a *Agent) log(r Request, out Outcome, d time.Duration) { logDelivery(a.Log, r, out, d) }
+
+// logDelivery writes the one line of a delivery.
+func logDelivery(log *slog.Logger, r Request, out Outcome, d time.Duration) {
 	st := out.Status
 	attrs := []any{
 		"user", r.User.Name, "sender", r.Sender, "recipient", r.Recipient,
@@ -307,7 +335,7 @@ func (a *Agent) log(r Request, out Outcome, d time.Duration) {
 	case job.ModeFilter:
 		msg = "filter-only" // actions reported, nothing delivered
 	}
-	a.Log.Log(context.Background(), level, msg, attrs...)
+	log.Log(context.Background(), level, msg, attrs...)
 }
 
 func reply(st *status.Status) string {

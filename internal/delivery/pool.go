@@ -57,12 +57,40 @@ type policyStamp struct {
 	mtime    int64
 }
 
+// warm is a warm worker: one of root's own (proc set) or, in the
+// listener, a direct worker whose parent is root (remote set).
 type warm struct {
-	key  warmKey
-	proc *spawn.Proc
-	conn *seqpacket.Conn
-	uses int
-	last time.Time
+	key    warmKey
+	proc   *spawn.Proc
+	remote *remote
+	conn   *seqpacket.Conn
+	uses   int
+	last   time.Time
+}
+
+// remote is a direct worker as the listener knows it: root started it and
+// alone can kill and reap it; end asks root to, and returns once root has
+// (mbox recovery included).
+type remote struct {
+	id  uint64
+	pid int
+	end func()
+}
+
+func (w *warm) pid() int {
+	if w.remote != nil {
+		return w.remote.pid
+	}
+	return w.proc.Pid
+}
+
+// done is closed once the worker is known to have ended; a direct
+// worker's death shows on its socket instead (see exchange).
+func (w *warm) done() <-chan struct{} {
+	if w.remote != nil {
+		return nil
+	}
+	return w.proc.Done
 }
 
 // NewPool starts the reaper of idle workers.
@@ -114,12 +142,12 @@ func (p *Pool) take(k warmKey) *warm {
 		}
 		p.nidle--
 		select {
-		case <-w.proc.Done: // died while idle (killed by its user, say)
+		case <-w.done(): // died while idle (killed by its user, say)
 			w.conn.Close()
 			continue
 		default:
 		}
-		if stopped(w.proc.Pid) {
+		if stopped(w.pid()) {
 			// Its user stopped it (SIGSTOP): a job given to it would wait
 			// for delivery_timeout, and with it every other recipient of
 			// the same message.
@@ -221,6 +249,12 @@ func (p *Pool) reap() {
 // it exit; one that does not within a few seconds is killed.
 func (w *warm) retire() {
 	w.conn.Close()
+	if w.remote != nil {
+		// It exits on EOF; root kills it if it has not (stopped by its
+		// user, say), and reaps it either way.
+		go w.remote.end()
+		return
+	}
 	go func() {
 		select {
 		case <-w.proc.Done:
@@ -232,6 +266,9 @@ func (w *warm) retire() {
 
 // stderr is what a dead worker wrote to standard error.
 func (w *warm) stderr() string {
+	if w.remote != nil {
+		return "" // root logs it when it reaps the worker
+	}
 	select {
 	case <-w.proc.Done:
 	case <-time.After(2 * time.Second):
@@ -241,6 +278,11 @@ func (w *warm) stderr() string {
 
 // kill ends a worker whose state is unknown.
 func (w *warm) kill() {
+	if w.remote != nil {
+		w.conn.Close()
+		w.remote.end()
+		return
+	}
 	w.proc.Kill()
 	w.conn.Close()
 }

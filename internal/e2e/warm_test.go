@@ -19,7 +19,10 @@ func warmWorkers(bin string, uid int) []int {
 		if err != nil {
 			continue
 		}
-		if b, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline"); string(b) != bin+"\x00worker\x00warm\x00" {
+		// Root's own warm workers, and the direct ones it starts for the
+		// listener.
+		if b, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline"); string(b) != bin+"\x00worker\x00warm\x00" &&
+			string(b) != bin+"\x00worker\x00direct\x00" {
 			continue
 		}
 		st, _ := os.ReadFile("/proc/" + e.Name() + "/status")
@@ -52,6 +55,12 @@ func TestServeWarmWorkers(t *testing.T) {
 	first := warmWorkers(f.bin, u.UID)
 	if len(first) != 1 {
 		t.Fatalf("warm workers of %s after one delivery: %v, want one", u.Name, first)
+	}
+	// Root started it, for the listener: its parent is root, never the
+	// listener, which cannot signal it either.
+	st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", first[0]))
+	if ppid, _ := credStatusField(string(st), "PPid"); ppid != strconv.Itoa(d.cmd.Process.Pid) {
+		t.Fatalf("worker %d has parent %s, want lda serve (%d)", first[0], ppid, d.cmd.Process.Pid)
 	}
 	send("two")
 	if got := warmWorkers(f.bin, u.UID); len(got) != 1 || got[0] != first[0] {

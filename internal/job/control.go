@@ -9,15 +9,18 @@ import (
 
 	"lda/internal/status"
 	"lda/internal/xtext"
+	"lda/policy"
 )
 
 // Request is what the unprivileged LMTP listener may ask of the root
 // parent: deliver the message passed alongside (as a descriptor) for one
-// recipient. It names the user only: root looks up uid, gid and home
+// recipient, start a direct worker for a user (OpWorker), or end one
+// (OpEnd). It names the user only: root looks up uid, gid and home
 // itself, so a compromised listener can do no more than a legitimate MTA.
 type Request struct {
 	ID        uint64
-	Op        string // ModeDeliver, ModeFilter (XLDA-FILTER=only) or ModeEnvelope (RCPT time)
+	Op        string // ModeDeliver, ModeFilter (XLDA-FILTER=only), ModeEnvelope (RCPT time), OpWorker or OpEnd
+	Worker    uint64 // OpEnd: the worker to end
 	User      string
 	Kind      string // KindDefault, KindMbox, KindMaildir, KindProgram
 	Path      string
@@ -29,8 +32,20 @@ type Request struct {
 	Size      int64
 }
 
+// Operations of a request besides the job modes.
+const (
+	// OpWorker asks root for a direct worker: a warm worker running as
+	// the user, bound to that user by root, whose socket root hands to the
+	// listener in the reply.
+	OpWorker = "worker"
+	// OpEnd asks root to end a direct worker (a timeout, a bad answer, a
+	// death); root answers once it has reaped the worker and cut off any
+	// partial mbox append the worker recorded.
+	OpEnd = "end"
+)
+
 var requestKeys = map[string]bool{
-	"id": true, "op": true, "user": true, "kind": true, "path": true, "folder": true, "program": true,
+	"id": true, "op": true, "worker": true, "user": true, "kind": true, "path": true, "folder": true, "program": true,
 	"sender": true, "recipient": true, "received": true, "size": true,
 }
 
@@ -38,8 +53,23 @@ var requestKeys = map[string]bool{
 func (r *Request) Validate() error {
 	switch r.Op {
 	case ModeDeliver, ModeFilter, ModeEnvelope:
+	case OpWorker, OpEnd:
+		if (r.Op == OpEnd) != (r.Worker != 0) {
+			return fmt.Errorf("job: %s request with worker %d", r.Op, r.Worker)
+		}
+		if r.Kind != KindDefault || r.Path != "" || r.Folder != "" || r.Program != "" || r.Sender != "" ||
+			r.Recipient != "" || r.Received != "" || r.Size != 0 {
+			return fmt.Errorf("job: a %s request names a user only", r.Op)
+		}
+		if err := policy.ValidUserName(r.User); err != nil {
+			return fmt.Errorf("job: user: %w", err)
+		}
+		return nil
 	default:
 		return fmt.Errorf("job: bad request op %q", r.Op)
+	}
+	if r.Worker != 0 {
+		return errors.New("job: worker in a delivery request")
 	}
 	j := Job{Mode: r.Op, User: r.User, UID: 1, GID: 1, Home: "/", Kind: r.Kind, Path: r.Path,
 		Folder: r.Folder, Program: r.Program, Sender: r.Sender, Recipient: r.Recipient, Received: r.Received, Policy: "embedded", Size: r.Size}
@@ -56,6 +86,7 @@ func (r *Request) Encode() ([]byte, error) {
 	kv := func(k, v string) { fmt.Fprintf(&b, "%s %s\n", k, xtext.Encode(v)) }
 	kv("id", strconv.FormatUint(r.ID, 10))
 	kv("op", r.Op)
+	kv("worker", strconv.FormatUint(r.Worker, 10))
 	kv("user", r.User)
 	kv("kind", r.Kind)
 	kv("path", r.Path)
@@ -83,10 +114,11 @@ func DecodeRequest(data []byte) (*Request, error) {
 	}
 	id, err1 := parseUint(f["id"])
 	size, err2 := parseUint(f["size"])
-	if err := errors.Join(err1, err2); err != nil || size > 1<<62 {
+	worker, err3 := parseUint(f["worker"])
+	if err := errors.Join(err1, err2, err3); err != nil || size > 1<<62 {
 		return nil, fmt.Errorf("job: bad number in request: %v", err)
 	}
-	r := &Request{ID: id, Op: f["op"], User: f["user"], Kind: f["kind"], Path: f["path"], Folder: f["folder"],
+	r := &Request{ID: id, Op: f["op"], Worker: worker, User: f["user"], Kind: f["kind"], Path: f["path"], Folder: f["folder"],
 		Program: f["program"], Sender: f["sender"], Recipient: f["recipient"], Received: f["received"], Size: int64(size)}
 	if err := r.Validate(); err != nil {
 		return nil, err
@@ -103,17 +135,30 @@ type Reply struct {
 	// NoFilter: the user had no filter when the job ran (the listener
 	// then skips RCPT-time evaluation for a while).
 	NoFilter bool
+	// OpWorker: the worker's id and pid, and the bind record root gave
+	// it (the worker's socket travels with the reply).
+	Worker uint64
+	Pid    int
+	Bind   *Job
 }
 
 // Encode returns the wire form of r ("lda-rep 1").
 func (r *Reply) Encode() []byte {
 	st := r.Status
-	return []byte(fmt.Sprintf("lda-rep %d\nid %d\nstatus %s\nactions %s\ndecided %t\nnofilter %t\nend\n", Version, r.ID,
+	b := []byte(fmt.Sprintf("lda-rep %d\nid %d\nstatus %s\nactions %s\ndecided %t\nnofilter %t\n", Version, r.ID,
 		xtext.Encode(fmt.Sprintf("%d %s %s", st.Code, st.Enhanced, status.Sanitize(st.Text))),
 		xtext.Encode(EncodeActions(r.Actions)), r.Decided, r.NoFilter))
+	if r.Bind != nil {
+		rec, err := r.Bind.Encode()
+		if err == nil {
+			b = fmt.Appendf(b, "worker %d\npid %d\nbind %s\n", r.Worker, r.Pid, xtext.Encode(string(rec)))
+		}
+	}
+	return append(b, "end\n"...)
 }
 
-var replyKeys = map[string]bool{"id": true, "status": true, "actions": true, "decided": true, "nofilter": true}
+var replyKeys = map[string]bool{"id": true, "status": true, "actions": true, "decided": true, "nofilter": true,
+	"worker": true, "pid": true, "bind": true}
 
 // DecodeReply parses a reply; its status is validated as in DecodeResult.
 func DecodeReply(data []byte) (*Reply, error) {
@@ -143,6 +188,18 @@ func DecodeReply(data []byte) (*Reply, error) {
 	case "false", "":
 	default:
 		return nil, errors.New("job: bad nofilter flag")
+	}
+	f := rec.fields
+	if _, ok := f["bind"]; ok {
+		w, err1 := parseUint(f["worker"])
+		pid, err2 := parseUint(f["pid"])
+		bind, err3 := Decode([]byte(f["bind"]))
+		if err := errors.Join(err1, err2, err3); err != nil || w == 0 || pid == 0 || pid > 1<<31-1 || bind.Mode != ModeBind {
+			return nil, fmt.Errorf("job: bad worker in reply: %v", err)
+		}
+		rep.Worker, rep.Pid, rep.Bind = w, int(pid), bind
+	} else if f["worker"] != "" || f["pid"] != "" {
+		return nil, errors.New("job: worker in a reply without a bind record")
 	}
 	return rep, nil
 }

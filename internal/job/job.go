@@ -50,6 +50,10 @@ const (
 	// ModeEnvelope evaluates the filter at RCPT time, with the envelope
 	// alone, and reports whether that decided the outcome.
 	ModeEnvelope = "envelope"
+	// ModeBind is the first record a direct worker reads, written by root
+	// before the listener gets the other end of the socket: it binds the
+	// worker to one user, home, policy and Sieve directory for life.
+	ModeBind = "bind"
 )
 
 // Kinds of destination in a job. "default" asks the worker for the user's
@@ -128,6 +132,10 @@ func (j *Job) Encode() ([]byte, error) {
 func (j *Job) Validate() error {
 	switch j.Mode {
 	case ModeDeliver, ModeExplain, ModeRecover, ModeFilter, ModeEnvelope:
+	case ModeBind:
+		if j.Kind != KindDefault || j.Path != "" || j.Program != "" || j.Folder != "" || j.Size != 0 || j.Recover != nil {
+			return errors.New("job: a bind record names a user only")
+		}
 	default:
 		return fmt.Errorf("job: bad mode %q", j.Mode)
 	}

@@ -24,6 +24,10 @@ var (
 	Usage          = New(501, "5.5.4", "invalid arguments")
 	ProgramFailed  = New(554, "5.3.0", "delivery program failed")
 	Timeout        = New(451, "4.4.7", "delivery timed out")
+	// Busy: root has as many direct workers running as it allows; the
+	// listener then delivers through root instead (never sent to a peer
+	// by itself).
+	Busy = New(451, "4.3.2", "system busy, try again later")
 )
 
 // QuotaTempfail selects whether EDQUOT and EFBIG are temporary (452 4.2.2)

@@ -12,6 +12,16 @@
 // and one result packet. It binds itself to the user, home and policy of
 // its first job and refuses, then exits on, a job for anyone else.
 //
+// A direct worker (`lda worker direct`) is a warm worker whose socket root
+// hands to the listener after writing a bind record (job.ModeBind) on it:
+// the first record it reads is root's, and it takes its user, uid, gid,
+// home, policy (fd 5) and Sieve directory from it. It serves deliver,
+// filter and envelope jobs of that identity only, checks that every
+// message descriptor is a read-only regular file, and before an mbox
+// append writes the recover job that would undo it into the memfd on fd 4,
+// which root reads after the worker's death (job.WriteRecovery); it clears
+// the record before it answers.
+//
 // # Security
 //
 // It trusts nothing it is given. In order it:

@@ -80,6 +80,6 @@ func warmJob(rec []byte, f *os.File, bound **job.Job, sys **policy.System, conn 
 		}
 		*bound, *sys = j, s
 	}
-	t := &task{Job: j, msg: f, progress: func(b []byte) { conn.Send(b, nil) }}
+	t := &task{Job: j, msg: f, progress: func(p job.Progress) { conn.Send(job.EncodeProgress(p), nil) }}
 	return execute(*sys, t), false
 }

@@ -60,9 +60,10 @@ func harden() error {
 		return fmt.Errorf("rlimit_core: %w", err)
 	}
 	syscall.Umask(0o077)
-	// fds 3 (message) and 4 (policy) were inherited; a delivery program
-	// must not inherit them again.
-	for fd := 3; fd <= 4; fd++ {
+	// fds 3 (message or socket), 4 (policy or recovery record) and 5
+	// (a direct worker's policy) were inherited; a delivery program must
+	// not inherit them again.
+	for fd := 3; fd <= 5; fd++ {
 		unix.CloseOnExec(fd)
 	}
 	return nil
@@ -77,7 +78,7 @@ const maxPolicy = 1 << 20
 type task struct {
 	*job.Job
 	msg      *os.File
-	progress func(record []byte)
+	progress func(p job.Progress)
 }
 
 // rootCredentials reports whether any of the process's ids is root.
@@ -114,7 +115,7 @@ func run() *job.Result {
 	if err != nil {
 		return &job.Result{Status: status.ConfigError.Wrap(err)}
 	}
-	t := &task{Job: j, msg: os.NewFile(3, "message"), progress: func(b []byte) { os.Stdout.Write(b) }}
+	t := &task{Job: j, msg: os.NewFile(3, "message"), progress: func(p job.Progress) { os.Stdout.Write(job.EncodeProgress(p)) }}
 	return execute(sys, t)
 }
 
@@ -186,11 +187,14 @@ func execute(sys *policy.System, t *task) *job.Result {
 	return res
 }
 
-func loadSystem(src string) (*policy.System, error) {
+func loadSystem(src string) (*policy.System, error) { return loadSystemFrom(src, 4) }
+
+// loadSystemFrom parses the system policy src from descriptor fd.
+func loadSystemFrom(src string, fd uintptr) (*policy.System, error) {
 	if src == "embedded" {
 		return policy.Default(), nil
 	}
-	f := os.NewFile(4, src)
+	f := os.NewFile(fd, src)
 	if f == nil {
 		return nil, errors.New("worker: no policy descriptor")
 	}
@@ -291,7 +295,7 @@ func deliverMbox(sys *policy.System, dec policy.Decision, t *task, msg io.Reader
 	opt.Progress = func(p mbox.Progress) {
 		// Written unbuffered, before the first byte of the message, so the
 		// parent knows what to cut off if this process dies.
-		t.progress(job.EncodeProgress(job.Progress{Offset: p.Offset, Dev: p.Dev, Ino: p.Ino, FromLine: p.FromLine}))
+		t.progress(job.Progress{Offset: p.Offset, Dev: p.Dev, Ino: p.Ino, FromLine: p.FromLine})
 	}
 	dir, err := openRoot(dec)
 	if err != nil {

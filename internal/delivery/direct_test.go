@@ -1,0 +1,324 @@
+package delivery
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"lda/internal/job"
+	"lda/internal/status"
+	"lda/internal/userdb"
+)
+
+// directFixture wires a listener-side Direct to a root-side Agent in one
+// process, as the daemon's control channel does: Start is
+// Agent.StartDirect, End kills and waits for the reap (and recovery).
+type directFixture struct {
+	*warmFixture
+	direct *Direct
+	log    *syncBuffer
+
+	mu      sync.Mutex
+	workers map[uint64]*DirectWorker
+	next    uint64
+	busy    bool
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func newDirectFixture(t *testing.T, cfg PoolConfig) *directFixture {
+	wf := newWarmFixture(t, cfg)
+	f := &directFixture{warmFixture: wf, log: &syncBuffer{}, workers: map[uint64]*DirectWorker{}}
+	wf.agent.Pool = nil // root keeps none of its own
+	wf.agent.Log = slog.New(slog.NewTextHandler(f.log, nil))
+	users := map[string]*userdb.User{wf.u1.Name: wf.u1, wf.u2.Name: wf.u2}
+	pool := NewPool(cfg)
+	t.Cleanup(pool.Close)
+	f.direct = &Direct{
+		Pool: pool, PolicyPath: wf.agent.PolicyPath, Timeout: 10 * time.Second, Log: wf.agent.Log,
+		Start: func(user string) (*job.Reply, *os.File) {
+			f.mu.Lock()
+			busy := f.busy
+			f.mu.Unlock()
+			if busy {
+				return &job.Reply{Status: status.Busy}, nil
+			}
+			w, sock, err := wf.agent.StartDirect(users[user])
+			if err != nil {
+				return &job.Reply{Status: status.From(err)}, nil
+			}
+			f.mu.Lock()
+			f.next++
+			id := f.next
+			f.workers[id] = w
+			f.mu.Unlock()
+			return &job.Reply{Status: status.New(250, "2.0.0", "worker started"), Worker: id, Pid: w.Pid, Bind: w.Bind}, sock
+		},
+		End: func(_ string, id uint64) {
+			f.mu.Lock()
+			w := f.workers[id]
+			f.mu.Unlock()
+			w.Kill()
+			<-w.Ended()
+		},
+	}
+	t.Cleanup(func() {
+		pool.Close()
+		for _, w := range f.workers {
+			w.Kill()
+			<-w.Ended()
+		}
+	})
+	return f
+}
+
+func (f *directFixture) deliver(u *userdb.User, kind string, msg *os.File, size int64) (Outcome, bool) {
+	f.t.Helper()
+	path := ""
+	if kind == job.KindMbox {
+		path = filepath.Join(u.Home, "mbox")
+	}
+	return f.direct.Deliver(context.Background(), Request{User: u, Kind: kind, Path: path, Sender: "s@example.org",
+		Recipient: u.Name + "@example.org", Message: msg, Size: size})
+}
+
+// idleDirect returns the one idle direct worker of u.
+func (f *directFixture) idleDirect(t *testing.T, u *userdb.User) *warm {
+	t.Helper()
+	p := f.direct.Pool
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for k, ws := range p.idle {
+		if k.user == u.Name && len(ws) == 1 {
+			return ws[0]
+		}
+	}
+	t.Fatalf("no single idle direct worker for %s", u.Name)
+	return nil
+}
+
+// TestDirectReuse: the listener's deliveries go to one direct worker per
+// user, started and bound by root, which is a child of root (this
+// process), runs as the user, and is reused; with root busy the caller is
+// told to go through root instead.
+func TestDirectReuse(t *testing.T) {
+	f := newDirectFixture(t, PoolConfig{MaxIdle: 4, IdleTime: time.Minute, MaxDeliveries: 100})
+	var pid int
+	for i := 0; i < 3; i++ {
+		out, ok := f.deliver(f.u1, job.KindDefault, f.msg, f.size)
+		if !ok || !out.Status.OK() {
+			t.Fatalf("delivery %d: ok=%v %v", i, ok, out.Status)
+		}
+		w := f.idleDirect(t, f.u1)
+		if i == 0 {
+			pid = w.pid()
+		} else if w.pid() != pid {
+			t.Fatalf("delivery %d used worker %d, not %d", i, w.pid(), pid)
+		}
+	}
+	st, err := os.ReadFile("/proc/" + itoa(pid) + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(st), "\nPPid:\t"+itoa(os.Getpid())+"\n") || !strings.Contains(string(st), "\nUid:\t"+itoa(f.u1.UID)+"\t") {
+		t.Fatalf("worker %d is not root's child running as %d:\n%s", pid, f.u1.UID, st)
+	}
+	if n := countNew(t, f.u1); n != 3 {
+		t.Fatalf("%d messages, want 3", n)
+	}
+	if !strings.Contains(f.log.String(), "msg=delivery user="+f.u1.Name) {
+		t.Fatalf("no delivery line:\n%s", f.log)
+	}
+	f.mu.Lock()
+	f.busy = true
+	f.mu.Unlock()
+	if _, ok := f.deliver(f.u2, job.KindDefault, f.msg, f.size); ok {
+		t.Fatal("with root busy, Deliver did not hand the job back")
+	}
+	if n := countNew(t, f.u2); n != 0 {
+		t.Fatalf("u2 got %d messages while root was busy", n)
+	}
+}
+
+// TestDirectRefuses plays a hostile listener against a direct worker it
+// holds: a job for another user (another uid, or a virtual user sharing
+// the uid), a recover job (only root may ask for one), a second bind
+// record and a writable message descriptor are each refused with 451, and
+// the worker exits rather than serve anything after.
+func TestDirectRefuses(t *testing.T) {
+	f := newDirectFixture(t, PoolConfig{MaxIdle: 8, IdleTime: time.Minute, MaxDeliveries: 100})
+	rw, err := os.OpenFile(f.msg.Name(), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rw.Close()
+	pol := f.agent.PolicyPath
+	mk := func(mode string, u *userdb.User, kind string) *job.Job {
+		j := &job.Job{Mode: mode, User: u.Name, UID: u.UID, GID: u.GID, Home: u.Home, Kind: kind,
+			Sender: "s@example.org", Policy: pol, Size: f.size}
+		if kind == job.KindMbox {
+			j.Path = filepath.Join(u.Home, "mbox")
+		}
+		return j
+	}
+	virtual := &userdb.User{Name: "v2", UID: f.u1.UID, GID: f.u1.GID, Home: filepath.Join(f.u1.Home, "v2")}
+	recover := mk(job.ModeRecover, f.u1, job.KindMbox)
+	recover.Recover = &job.Progress{Offset: 0, Dev: 1, Ino: 2, FromLine: "From s@example.org Sun Dec  6 00:00:00 2026\n"}
+	for _, c := range []struct {
+		name string
+		j    *job.Job
+		msg  *os.File
+		want string
+	}{
+		{"another uid", mk(job.ModeDeliver, f.u2, job.KindDefault), f.msg, "given to the worker of"},
+		{"a virtual user sharing the uid", mk(job.ModeDeliver, virtual, job.KindDefault), f.msg, "given to the worker of"},
+		{"a recover job", recover, f.msg, "may not ask for a recover job"},
+		{"a second bind", &job.Job{Mode: job.ModeBind, User: f.u1.Name, UID: f.u1.UID, GID: f.u1.GID, Home: f.u1.Home,
+			Kind: job.KindDefault, Policy: pol}, nil, "may not ask for a bind job"},
+		{"a writable message", mk(job.ModeDeliver, f.u1, job.KindDefault), rw, "not read-only"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if out, ok := f.deliver(f.u1, job.KindDefault, f.msg, f.size); !ok || !out.Status.OK() {
+				t.Fatalf("warm-up: %v", out.Status)
+			}
+			before := countNew(t, f.u1)
+			w := f.idleDirect(t, f.u1)
+			rec, err := c.j.Encode()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := w.conn.Send(rec, c.msg); err != nil {
+				t.Fatal(err)
+			}
+			w.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			pkt, _, err := w.conn.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := job.DecodeResult(append(job.ResultHeader(), pkt...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Status.Code != 451 || !strings.Contains(res.Detail, c.want) {
+				t.Fatalf("worker answered %v %q, want 451 and %q", res.Status, res.Detail, c.want)
+			}
+			waitUntil(t, "the refusing worker to exit", func() bool { return !alive(w.pid()) })
+			if n := countNew(t, f.u1); n != before {
+				t.Fatalf("new/ went from %d to %d", before, n)
+			}
+			f.direct.Pool.take(w.key) // drop the dead worker
+		})
+	}
+	if _, err := os.Stat(filepath.Join(f.u1.Home, "v2")); err == nil {
+		t.Fatal("the virtual user's home was written to")
+	}
+	if n := countNew(t, f.u2); n != 0 {
+		t.Fatalf("u2 got %d messages", n)
+	}
+	if _, err := os.Stat(filepath.Join(f.u1.Home, "mbox")); err == nil {
+		t.Fatal("the recover job touched the mbox")
+	}
+}
+
+// TestDirectRecovery kills a direct worker in the middle of an mbox
+// append (stopped once its recovery record is set, then killed): the job
+// fails with 451 4.3.0 only after root has cut the partial message off, so
+// the mbox is exactly as it was; the next delivery works.
+func TestDirectRecovery(t *testing.T) {
+	f := newDirectFixture(t, PoolConfig{MaxIdle: 4, IdleTime: time.Minute, MaxDeliveries: 100})
+	if out, ok := f.deliver(f.u1, job.KindMbox, f.msg, f.size); !ok || !out.Status.OK() {
+		t.Fatalf("first delivery: %v", out.Status)
+	}
+	mbox := filepath.Join(f.u1.Home, "mbox")
+	st0, err := os.Stat(mbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A 64 MiB message, so that the append lasts long enough to be caught.
+	big, err := os.CreateTemp(f.dir, "big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := bytes.Repeat([]byte("x"), 1023)
+	line = append(line, '\n')
+	big.WriteString("Subject: big\n\n")
+	for i := 0; i < 64<<10; i++ {
+		big.Write(line)
+	}
+	size, _ := big.Seek(0, 2)
+	ro, err := os.Open(big.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	big.Close()
+	f.mu.Lock()
+	var dw *DirectWorker
+	for _, w := range f.workers {
+		dw = w
+	}
+	f.mu.Unlock()
+	done := make(chan Outcome, 1)
+	go func() {
+		out, _ := f.deliver(f.u1, job.KindMbox, ro, size)
+		done <- out
+	}()
+	recorded := func() bool {
+		var n [8]byte
+		dw.rec.ReadAt(n[:], 0)
+		return binary.LittleEndian.Uint64(n[:]) != 0
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for !recorded() {
+		if time.Now().After(deadline) {
+			t.Fatal("the worker never recorded its append")
+		}
+	}
+	syscall.Kill(dw.Pid, syscall.SIGSTOP)
+	if !recorded() {
+		t.Skip("the append finished before the worker could be stopped")
+	}
+	syscall.Kill(dw.Pid, syscall.SIGKILL)
+	out := <-done
+	if out.Status.Code != 451 || out.Status.Enhanced != "4.3.0" {
+		t.Fatalf("killed mid-append: %v, want 451 4.3.0", out.Status)
+	}
+	st1, err := os.Stat(mbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st1.Size() != st0.Size() {
+		t.Fatalf("mbox is %d bytes after recovery, was %d", st1.Size(), st0.Size())
+	}
+	if !strings.Contains(f.log.String(), `msg="mbox recovery"`) {
+		t.Fatalf("no recovery line:\n%s", f.log)
+	}
+	if out, ok := f.deliver(f.u1, job.KindMbox, f.msg, f.size); !ok || !out.Status.OK() {
+		t.Fatalf("delivery after the recovery: %v", out.Status)
+	}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }

@@ -1,0 +1,112 @@
+package delivery
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"lda/internal/job"
+	"lda/internal/seqpacket"
+	"lda/internal/status"
+)
+
+// Direct is the listener's side of direct delivery. Root starts a warm
+// worker as the user and binds it to that user before handing its socket
+// over (Agent.StartDirect); from then on the listener gives it that
+// user's jobs itself, and root is out of the path. The listener keeps the
+// workers in a Pool exactly as root keeps its own: one user per worker,
+// bounded, least recently used first out, replaced after MaxDeliveries
+// jobs or when the system policy file changes. It cannot kill or reap a
+// worker (root is its parent): End asks root to, and returns once root
+// has, mbox recovery included.
+type Direct struct {
+	Pool       *Pool
+	PolicyPath string // "" for the embedded policy; stat'ed before every job
+	SieveDir   string
+	Headers    bool
+	Timeout    time.Duration
+	Log        *slog.Logger
+	// Start asks root for a direct worker of user: its reply (with the
+	// bind record) and the worker's socket. End asks root to end worker
+	// id and returns once root has.
+	Start func(user string) (*job.Reply, *os.File)
+	End   func(user string, id uint64)
+}
+
+// Deliver performs r through a direct worker and logs it. ok is false
+// when root would not start one (it runs as many as it allows, or the
+// configuration has warm workers off): the caller then asks root to
+// deliver instead.
+func (d *Direct) Deliver(ctx context.Context, r Request) (out Outcome, ok bool) {
+	start := time.Now()
+	if r.User == nil {
+		out = Outcome{Status: status.UnknownUser}
+	} else if out, ok = d.deliver(ctx, r); !ok {
+		return out, false
+	}
+	logDelivery(d.Log, r, out, time.Since(start))
+	return out, true
+}
+
+func (d *Direct) deliver(ctx context.Context, r Request) (Outcome, bool) {
+	pol := d.PolicyPath
+	if pol == "" {
+		pol = "embedded"
+	}
+	k := warmKey{uid: r.User.UID, gid: r.User.GID, user: r.User.Name, home: r.User.Home, policy: pol}
+	if d.PolicyPath != "" {
+		var st unix.Stat_t
+		if err := unix.Stat(d.PolicyPath, &st); err == nil {
+			// Taken before root opens the file for a new worker, so a
+			// worker is never newer-keyed than its policy.
+			k.stamp = stampOf(&st)
+		}
+	}
+	busy := false
+	start := func() (*warm, *status.Status) {
+		rep, sock := d.Start(r.User.Name)
+		if !rep.Status.OK() {
+			if sock != nil {
+				sock.Close()
+			}
+			busy = rep.Status.Code == status.Busy.Code && rep.Status.Enhanced == status.Busy.Enhanced
+			return nil, rep.Status
+		}
+		b := rep.Bind
+		if sock == nil || b == nil {
+			if sock != nil {
+				sock.Close()
+			}
+			return nil, status.Unknown.Wrapf("root started a worker without a socket or bind record")
+		}
+		conn, err := seqpacket.New(sock)
+		if err != nil {
+			return nil, status.Unknown.Wrap(err)
+		}
+		id, user := rep.Worker, b.User
+		// Keyed by what root bound it to, which is what its jobs must say.
+		wk := warmKey{uid: b.UID, gid: b.GID, user: b.User, home: b.Home, policy: b.Policy, stamp: k.stamp}
+		return &warm{key: wk, conn: conn, remote: &remote{id: id, pid: rep.Pid, end: func() { d.End(user, id) }}}, nil
+	}
+	mode := r.Mode
+	if mode == "" {
+		mode = job.ModeDeliver
+	}
+	encode := func(wk warmKey) ([]byte, error) {
+		j := &job.Job{
+			Mode: mode, User: wk.user, UID: wk.uid, GID: wk.gid, Home: wk.home,
+			Kind: r.Kind, Path: r.Path, Folder: r.Folder, Program: r.Program,
+			Sender: r.Sender, Recipient: r.Recipient, Headers: d.Headers, Received: r.Received,
+			Policy: wk.policy, SieveDir: d.SieveDir, Size: r.Size,
+		}
+		return j.Encode()
+	}
+	res, st := onWarm(ctx, d.Pool, k, start, encode, r.Message, d.Timeout)
+	if busy {
+		return Outcome{}, false
+	}
+	return Outcome{Status: st, Result: res}, true
+}

@@ -1,0 +1,157 @@
+package job
+
+import (
+	"bytes"
+	"encoding/binary"
+	"os"
+	"strings"
+	"testing"
+
+	"lda/internal/status"
+)
+
+// TestWorkerRequests: the two requests about direct workers name a user
+// and nothing else, and only an end request names a worker.
+func TestWorkerRequests(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		r    Request
+		ok   bool
+	}{
+		{"worker", Request{Op: OpWorker, User: "alice", Kind: KindDefault}, true},
+		{"end", Request{Op: OpEnd, Worker: 7, User: "alice", Kind: KindDefault}, true},
+		{"worker naming a worker", Request{Op: OpWorker, Worker: 7, User: "alice", Kind: KindDefault}, false},
+		{"end without a worker", Request{Op: OpEnd, User: "alice", Kind: KindDefault}, false},
+		{"worker with a path", Request{Op: OpWorker, User: "alice", Kind: KindMbox, Path: "/var/mail/alice"}, false},
+		{"worker with a size", Request{Op: OpWorker, User: "alice", Kind: KindDefault, Size: 10}, false},
+		{"worker for a bad name", Request{Op: OpWorker, User: "../alice", Kind: KindDefault}, false},
+		{"delivery naming a worker", Request{Op: ModeDeliver, Worker: 7, User: "alice", Kind: KindDefault}, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rec, err := c.r.Encode()
+			if (err == nil) != c.ok {
+				t.Fatalf("Encode: %v, want ok=%v", err, c.ok)
+			}
+			if !c.ok {
+				// Root must refuse it even from a listener that skips Encode.
+				raw := strings.Replace(string(mustEncode(t, Request{Op: ModeDeliver, User: "alice", Kind: KindDefault})), "op deliver", "op "+c.r.Op, 1)
+				if c.r.Worker != 0 {
+					raw = strings.Replace(raw, "worker 0", "worker 7", 1)
+				}
+				if c.r.Path != "" {
+					raw = strings.Replace(raw, "kind default\npath \n", "kind mbox\npath /var/mail/alice\n", 1)
+				}
+				if c.r.Size != 0 {
+					raw = strings.Replace(raw, "size 0", "size 10", 1)
+				}
+				if c.r.User != "alice" {
+					raw = strings.Replace(raw, "user alice", "user ../alice", 1)
+				}
+				if r, err := DecodeRequest([]byte(raw)); err == nil {
+					t.Fatalf("DecodeRequest accepted %+v from\n%s", r, raw)
+				}
+				return
+			}
+			got, err := DecodeRequest(rec)
+			if err != nil || *got != c.r {
+				t.Fatalf("round trip: %+v, %v; want %+v", got, err, c.r)
+			}
+		})
+	}
+}
+
+func mustEncode(t *testing.T, r Request) []byte {
+	t.Helper()
+	b, err := r.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestWorkerReply: a reply that starts a worker carries its id, pid and
+// bind record through the wire; anything less is refused.
+func TestWorkerReply(t *testing.T) {
+	bind := &Job{Mode: ModeBind, User: "alice", UID: 1001, GID: 1001, Home: "/home/alice", Kind: KindDefault, Policy: "/etc/lda/policy.yaml", SieveDir: "/etc/lda/sieve"}
+	rep := &Reply{ID: 3, Status: status.New(250, "2.0.0", "worker started"), Worker: 9, Pid: 4242, Bind: bind}
+	got, err := DecodeReply(rep.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Worker != 9 || got.Pid != 4242 || got.Bind == nil || *got.Bind != *bind {
+		t.Fatalf("round trip: %+v (bind %+v)", got, got.Bind)
+	}
+	plain := string((&Reply{ID: 3, Status: status.Delivered}).Encode())
+	for name, raw := range map[string]string{
+		"worker without bind": strings.Replace(plain, "end\n", "worker 9\npid 4242\nend\n", 1),
+		"bind that is a delivery": strings.Replace(string(rep.Encode()), "mode+20bind", "mode+20deliver", 1),
+		"worker 0":                strings.Replace(string(rep.Encode()), "worker 9", "worker 0", 1),
+	} {
+		t.Run(name, func(t *testing.T) {
+			if r, err := DecodeReply([]byte(raw)); err == nil {
+				t.Fatalf("accepted %+v from\n%s", r, raw)
+			}
+		})
+	}
+	// A bind record names a user and nothing to deliver.
+	b := *bind
+	b.Path, b.Kind = "/var/mail/alice", KindMbox
+	if _, err := b.Encode(); err == nil {
+		t.Fatal("a bind record with a path encoded")
+	}
+}
+
+// TestRecoveryRecord: what a worker writes is what root reads; a cleared
+// record reads as none; only a recover job can be written; a record that
+// is too long or not a recover job is refused on reading.
+func TestRecoveryRecord(t *testing.T) {
+	f, err := os.CreateTemp(t.TempDir(), "rec")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	f.Truncate(8)
+	if j, err := ReadRecovery(f); j != nil || err != nil {
+		t.Fatalf("empty record: %+v, %v", j, err)
+	}
+	rj := &Job{Mode: ModeRecover, User: "alice", UID: 1001, GID: 1001, Home: "/home/alice", Kind: KindMbox,
+		Path: "/var/mail/alice", Sender: "s@example.org", Policy: "embedded",
+		Recover: &Progress{Offset: 4096, Dev: 2049, Ino: 77, FromLine: "From s@example.org Sun Dec  6 00:00:00 2026\n"}}
+	if err := WriteRecovery(f, rj); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ReadRecovery(f)
+	if err != nil || got == nil || got.Recover == nil || *got.Recover != *rj.Recover || got.Path != rj.Path || got.User != rj.User {
+		t.Fatalf("round trip: %+v, %v", got, err)
+	}
+	if err := WriteRecovery(f, nil); err != nil {
+		t.Fatal(err)
+	}
+	if j, err := ReadRecovery(f); j != nil || err != nil {
+		t.Fatalf("cleared record: %+v, %v", j, err)
+	}
+	d := *rj
+	d.Mode, d.Recover = ModeDeliver, nil
+	if err := WriteRecovery(f, &d); err == nil {
+		t.Fatal("wrote a deliver job as a recovery record")
+	}
+	// What a lying worker could leave.
+	rec, _ := d.Encode()
+	for name, data := range map[string][]byte{
+		"a deliver job": append(binary.LittleEndian.AppendUint64(nil, uint64(len(rec))), rec...),
+		"too long":      {0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0},
+		"garbage":       append([]byte{5, 0, 0, 0, 0, 0, 0, 0}, "hello"...),
+	} {
+		t.Run(name, func(t *testing.T) {
+			g, _ := os.CreateTemp(t.TempDir(), "rec")
+			defer g.Close()
+			g.Write(data)
+			if j, err := ReadRecovery(g); err == nil {
+				t.Fatalf("read %+v", j)
+			}
+		})
+	}
+	if !bytes.HasPrefix(rec, []byte("lda-job 1\n")) {
+		t.Fatalf("job record %q", rec)
+	}
+}

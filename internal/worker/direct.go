@@ -1,0 +1,154 @@
+package worker
+
+import (
+	"errors"
+	"io"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"lda/internal/job"
+	"lda/internal/seqpacket"
+	"lda/internal/status"
+	"lda/policy"
+)
+
+// Descriptors of a direct worker.
+const (
+	directSocket   = 3 // SOCK_SEQPACKET: root's bind record, then the listener's jobs
+	directRecovery = 4 // root's memfd: the recover job for an mbox append in progress
+	directPolicy   = 5 // the system policy (absent for the embedded one)
+)
+
+// MainDirect runs a direct worker. Root starts it as one user, writes a
+// bind record (job.ModeBind) on the socket on fd 3 and only then hands
+// the other end to the unprivileged listener, which sends it jobs. So the
+// first record can only be root's: the worker takes its user, uid, gid,
+// home, system policy and Sieve directory from it, for life, and refuses
+// (and exits on) any later job that names anything else, any later bind,
+// and any recover job (only root may ask for one, from the record below).
+//
+// Before an mbox append starts, the worker writes the recover job that
+// would undo it into the recovery record on fd 4, a memfd that only root
+// reads, after the worker's death; it clears the record before it
+// answers. The listener never carries that record, so it cannot ask root
+// to truncate anything.
+func MainDirect() int {
+	if err := harden(); err != nil {
+		return 1
+	}
+	if rootCredentials() {
+		return 1
+	}
+	conn, err := seqpacket.New(os.NewFile(directSocket, "worker"))
+	if err != nil {
+		return 1
+	}
+	defer conn.Close()
+	rec := os.NewFile(directRecovery, "recovery")
+	pkt, f, err := conn.Recv()
+	if err != nil || f != nil {
+		return 1
+	}
+	bind, err := job.Decode(pkt)
+	if err != nil || bind.Mode != job.ModeBind || mine(bind) != nil {
+		return 1
+	}
+	sys, err := loadSystemFrom(bind.Policy, directPolicy)
+	if err != nil {
+		// The listener learns of it as a worker that ended before its
+		// first job; root logs what it wrote here.
+		os.Stderr.WriteString("worker: " + err.Error() + "\n")
+		return 1
+	}
+	for {
+		pkt, f, err := conn.Recv()
+		if errors.Is(err, io.EOF) {
+			return 0
+		}
+		if err != nil {
+			return 1
+		}
+		res, stop := directJob(pkt, f, bind, sys, rec)
+		if f != nil {
+			f.Close()
+		}
+		if setRecovery(rec, nil) != nil {
+			stop = true
+		}
+		if res.Status == nil {
+			res.Status = status.Unknown
+		}
+		if res.Detail == "" && res.Status.Cause != nil {
+			res.Detail = res.Status.Cause.Error()
+		}
+		if conn.Send(job.EncodeResultBody(res), nil) != nil || stop {
+			return 1
+		}
+	}
+}
+
+// directJob admits one job from the listener and runs it. stop is set
+// when the worker must not serve another (a record it cannot trust).
+func directJob(pkt []byte, f *os.File, bind *job.Job, sys *policy.System, rec *os.File) (res *job.Result, stop bool) {
+	j, err := job.Decode(pkt)
+	if err != nil {
+		return &job.Result{Status: status.Unknown.Wrap(err)}, true
+	}
+	if st := admitDirect(j, bind); st != nil {
+		return &job.Result{Status: st}, true
+	}
+	if j.Mode != job.ModeEnvelope || f != nil {
+		if st := readOnlyMessage(f); st != nil {
+			return &job.Result{Status: st}, true
+		}
+	}
+	t := &task{Job: j, msg: f, progress: func(p job.Progress) {
+		r := *j
+		r.Mode, r.Recover = job.ModeRecover, &p
+		if err := setRecovery(rec, &r); err != nil {
+			// Without the record a death mid-append could not be undone:
+			// better not to append at all.
+			panic("worker: recovery record: " + err.Error())
+		}
+	}}
+	return execute(sys, t), false
+}
+
+// admitDirect checks that j is a job the listener may give: a delivery,
+// filter or envelope job of the bound user, home, policy and Sieve
+// directory.
+func admitDirect(j, bind *job.Job) *status.Status {
+	switch j.Mode {
+	case job.ModeDeliver, job.ModeFilter, job.ModeEnvelope:
+	default:
+		return status.Unknown.Wrapf("worker: the listener may not ask for a %s job", j.Mode)
+	}
+	if j.User != bind.User || j.UID != bind.UID || j.GID != bind.GID || j.Home != bind.Home ||
+		j.Policy != bind.Policy || j.SieveDir != bind.SieveDir {
+		return status.Unknown.Wrapf("worker: job for user %q given to the worker of %q", j.User, bind.User)
+	}
+	return nil
+}
+
+// readOnlyMessage checks the message descriptor: a regular file opened
+// read-only, so that this worker cannot change what the workers of the
+// message's other recipients read (and not O_PATH, which would let the
+// listener name a file it cannot read).
+func readOnlyMessage(f *os.File) *status.Status {
+	if f == nil {
+		return status.Unknown.Wrapf("worker: job without a message descriptor")
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return status.Unknown.Wrapf("worker: message descriptor is not a regular file")
+	}
+	fl, err := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0)
+	if err != nil || fl&unix.O_ACCMODE != unix.O_RDONLY || fl&unix.O_PATH != 0 {
+		return status.Unknown.Wrapf("worker: message descriptor is not read-only")
+	}
+	return nil
+}
+
+// setRecovery writes r (nil: none) into the recovery record.
+func setRecovery(f *os.File, r *job.Job) error { return job.WriteRecovery(f, r) }
