@@ -83,7 +83,7 @@ func TestWorkerReply(t *testing.T) {
 	}
 	plain := string((&Reply{ID: 3, Status: status.Delivered}).Encode())
 	for name, raw := range map[string]string{
-		"worker without bind": strings.Replace(plain, "end\n", "worker 9\npid 4242\nend\n", 1),
+		"worker without bind":     strings.Replace(plain, "end\n", "worker 9\npid 4242\nend\n", 1),
 		"bind that is a delivery": strings.Replace(string(rep.Encode()), "mode+20bind", "mode+20deliver", 1),
 		"worker 0":                strings.Replace(string(rep.Encode()), "worker 9", "worker 0", 1),
 	} {
