@@ -62,6 +62,7 @@ type Limits struct {
 	Connections int           `yaml:"connections"`
 	Recipients  int           `yaml:"recipients"`
 	MessageSize int64         `yaml:"message_size"`
+	SpoolMemory int64         `yaml:"spool_memory"` // a message up to this size is spooled in memory, a larger one in spool_dir
 	LineLength  int           `yaml:"line_length"`
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	DataTimeout time.Duration `yaml:"data_timeout"`
@@ -75,7 +76,7 @@ func defaults() Config {
 		Log: "syslog", Parallel: 4, DeliveryTime: 10 * time.Minute,
 		SieveDir: "/etc/lda/sieve", RcptSieve: true, RedirectCmd: []string{"/usr/sbin/sendmail", "-i"},
 		Workers: Workers{MaxIdle: 32, IdleTime: 10 * time.Second, MaxDeliveries: 1000},
-		Limits: Limits{Connections: 64, Recipients: 1000, MessageSize: 100 << 20, LineLength: 4096,
+		Limits: Limits{Connections: 64, Recipients: 1000, MessageSize: 100 << 20, SpoolMemory: 1 << 20, LineLength: 4096,
 			IdleTimeout: 5 * time.Minute, DataTimeout: 10 * time.Minute},
 	}
 }
@@ -132,6 +133,8 @@ func ParseConfig(r io.Reader, name string) (*Config, error) {
 	case c.Limits.Connections < 1 || c.Limits.Recipients < 1 || c.Limits.MessageSize < 1024 ||
 		c.Limits.LineLength < 512 || c.Limits.IdleTimeout <= 0 || c.Limits.DataTimeout <= 0:
 		return nil, bad("limits", "connections and recipients >= 1, message_size >= 1024, line_length >= 512, timeouts > 0")
+	case c.Limits.SpoolMemory < 0 || c.Limits.SpoolMemory > 64<<20:
+		return nil, bad("limits", "spool_memory 0..67108864 bytes")
 	}
 	if !validHostname(c.Hostname) {
 		return nil, bad("hostname", "must be a domain name (letters, digits, '-' and '.')")

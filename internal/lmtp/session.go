@@ -54,6 +54,10 @@ type Config struct {
 	// parameters (555). A zero bool cannot mean "unset", so the default
 	// (true) comes from DefaultConfig; the zero Config leaves it off.
 	Extensions bool
+	// SpoolMemory: a message is spooled in memory (a memfd) up to this
+	// many bytes and moves to the spool function's file beyond; 0 spools
+	// every message to that file.
+	SpoolMemory int64
 	// SpoolError, if set, is told why the spool could not take a message
 	// (the wire carries only the generic reply), so it can be logged.
 	SpoolError func(st *status.Status)
@@ -537,20 +541,13 @@ func isASCII(s string) bool {
 // when the connection is unusable.
 func (s *Session) data() error {
 	defer s.endTx()
-	var f *os.File
-	spoolErr := errors.New("lmtp: no spool function")
-	if s.spool != nil {
-		f, spoolErr = s.spool()
-	}
-	if spoolErr == nil && f == nil {
-		spoolErr = errors.New("lmtp: spool returned no file")
-	}
-	if f != nil {
-		defer f.Close()
+	sp, spoolErr := newSpill(s.cfg.SpoolMemory, s.spool)
+	if sp != nil {
+		defer sp.Close()
 	}
 	var w io.Writer = io.Discard
 	if spoolErr == nil {
-		s.sw = resetWriter(s.sw, f)
+		s.sw = resetWriter(s.sw, sp)
 		w = s.sw
 	}
 	s.send(nil, "354 go ahead")
@@ -561,12 +558,13 @@ func (s *Session) data() error {
 	n, err := ReadData(s.br, w, s.cfg.MaxSize, s.cfg.BareLF)
 	s.dr.perRead = 0
 	var st *status.Status
+	var f *os.File
 	switch {
 	case err == nil && spoolErr != nil:
 		st = spoolStatus(spoolErr)
 	case err == nil:
 		if err = s.sw.Flush(); err == nil {
-			_, err = f.Seek(0, io.SeekStart)
+			f, err = sp.file()
 		}
 		if err != nil {
 			st = spoolStatus(err)

@@ -1,0 +1,128 @@
+package lmtp
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// memBackend records the spooled message and whether it was a memfd.
+type memBackend struct {
+	fakeBackend
+	mu    sync.Mutex
+	body  []byte
+	memfd bool
+}
+
+func (b *memBackend) Data(msg *os.File, size int64, rcpts []Recipient) []Reply {
+	link, _ := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", msg.Fd()))
+	body, _ := io.ReadAll(msg)
+	b.mu.Lock()
+	b.body, b.memfd = body, strings.HasPrefix(link, "/memfd:")
+	b.mu.Unlock()
+	msg.Seek(0, io.SeekStart)
+	return b.fakeBackend.Data(msg, size, rcpts)
+}
+
+// countingSpooler counts the disk spools made.
+type countingSpooler struct {
+	spooler
+	n int
+}
+
+func (s *countingSpooler) spool() (*os.File, error) {
+	s.mu.Lock()
+	s.n++
+	s.mu.Unlock()
+	return s.spooler.spool()
+}
+
+// TestSpoolMemory: a message up to SpoolMemory bytes is spooled in a
+// memfd and never reaches the disk spool; a larger one moves to the disk
+// spool once, intact; a disk spool that fails at that point gets its
+// status; without SpoolMemory, or without memfd, the disk spool is used.
+func TestSpoolMemory(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		limit    int64
+		body     int
+		disk     string // spooler mode
+		noMemfd  bool
+		wantDisk int
+		wantMem  bool
+		reply    string
+	}{
+		{"small, in memory", 4096, 100, "", false, 0, true, "250"},
+		{"exactly the limit, in memory", 4096, 4096, "", false, 0, true, "250"},
+		{"large, moved to disk", 4096, 200000, "", false, 1, false, "250"},
+		{"large, disk full", 4096, 200000, "full", false, 1, false, "452 4.3.1"},
+		{"large, disk refuses", 4096, 200000, "fail", false, 1, false, "451 4.3.0"},
+		{"no memory spool", 0, 100, "", false, 1, false, "250"},
+		{"no memfd", 4096, 100, "", true, 1, false, "250"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.noMemfd {
+				old := memfdCreate
+				memfdCreate = func(string, int) (int, error) { return -1, errors.New("memfd: test") }
+				defer func() { memfdCreate = old }()
+			}
+			client, server := net.Pipe()
+			defer client.Close()
+			cfg := testConfig()
+			cfg.SpoolMemory = tc.limit
+			sp := &countingSpooler{spooler: spooler{dir: t.TempDir(), mode: tc.disk}}
+			b := &memBackend{}
+			done := make(chan error, 1)
+			go func() { done <- NewSession(server, cfg, b, sp.spool).Serve() }()
+			// Lines of 100 bytes (99 and LF once spooled), as many as make the size.
+			var body strings.Builder
+			for body.Len() < tc.body {
+				n := min(99, tc.body-body.Len()-1)
+				if n < 0 {
+					break
+				}
+				body.WriteString(strings.Repeat("x", n) + "\n")
+			}
+			want := body.String()
+			wire := strings.ReplaceAll(want, "\n", "\r\n")
+			r := bufio.NewReader(client)
+			client.SetDeadline(time.Now().Add(20 * time.Second))
+			go io.WriteString(client, "LHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n"+wire+".\r\nQUIT\r\n")
+			var final string
+			for {
+				line, err := r.ReadString('\n')
+				if err != nil {
+					break
+				}
+				if strings.HasPrefix(line, "250 2.") || strings.HasPrefix(line, "45") || strings.HasPrefix(line, "55") {
+					final = line
+				}
+			}
+			<-done
+			if !strings.HasPrefix(final, tc.reply) {
+				t.Fatalf("final reply %q, want %s", final, tc.reply)
+			}
+			if sp.n != tc.wantDisk {
+				t.Fatalf("disk spool made %d times, want %d", sp.n, tc.wantDisk)
+			}
+			if tc.reply != "250" {
+				return
+			}
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			if string(b.body) != want {
+				t.Fatalf("spooled %d bytes, want %d, or different", len(b.body), len(want))
+			}
+			if b.memfd != tc.wantMem {
+				t.Fatalf("memfd = %v, want %v", b.memfd, tc.wantMem)
+			}
+		})
+	}
+}
