@@ -622,11 +622,7 @@ func (b *backend) Data(msg *os.File, size int64, rcpts []lmtp.Recipient) []lmtp.
 			replies[i] = lmtp.Reply{Status: loopDetected}
 			continue
 		}
-		wg.Add(1)
-		sem <- struct{}{}
-		go func(i int, req job.Request, filter bool) {
-			defer wg.Done()
-			defer func() { <-sem }()
+		one := func(i int, req job.Request, filter bool) {
 			req.Size = size
 			start := time.Now()
 			rep := b.l.deliver(&req, msg)
@@ -652,6 +648,18 @@ func (b *backend) Data(msg *os.File, size int64, rcpts []lmtp.Recipient) []lmtp.
 				"recipient", req.Recipient, "user", req.User, "dest", req.Kind+":"+req.Path+req.Program,
 				"status", fmt.Sprintf("%d %s", st.Code, st.Enhanced), "size", size,
 				"duration_ms", float64(time.Since(start).Microseconds())/1000, "actions", strings.Join(rep.Actions, "; "))
+		}
+		if len(b.rcpts) == 1 {
+			// Nothing to overlap with: no goroutine to start and wake.
+			one(i, *rc.req, rc.filter)
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(i int, req job.Request, filter bool) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			one(i, req, filter)
 		}(i, *rc.req, rc.filter)
 	}
 	wg.Wait()

@@ -274,7 +274,7 @@ func (a *Agent) startWarm(k *warmKey) (*warm, error) {
 		proc.Kill()
 		return nil, err
 	}
-	return &warm{key: *k, proc: proc, conn: conn}, nil
+	return (&warm{key: *k, proc: proc, conn: conn}).openStat(), nil
 }
 
 // recover asks a fresh worker, as the same user, to cut off the partial

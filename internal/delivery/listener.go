@@ -89,7 +89,8 @@ func (d *Direct) deliver(ctx context.Context, r Request) (Outcome, bool) {
 		id, user := rep.Worker, b.User
 		// Keyed by what root bound it to, which is what its jobs must say.
 		wk := warmKey{uid: b.UID, gid: b.GID, user: b.User, home: b.Home, policy: b.Policy, stamp: k.stamp}
-		return &warm{key: wk, conn: conn, remote: &remote{id: id, pid: rep.Pid, end: func() { d.End(user, id) }}}, nil
+		w := &warm{key: wk, conn: conn, remote: &remote{id: id, pid: rep.Pid, end: func() { d.End(user, id) }}}
+		return w.openStat(), nil
 	}
 	mode := r.Mode
 	if mode == "" {

@@ -66,6 +66,40 @@ type warm struct {
 	conn   *seqpacket.Conn
 	uses   int
 	last   time.Time
+	stat   int // /proc/PID/stat, opened when the worker started; -1 if not
+}
+
+// openStat opens the worker's /proc/PID/stat once, so that the check
+// before every job is one pread (and can never read a reused pid's).
+func (w *warm) openStat() *warm {
+	fd, err := unix.Open("/proc/"+strconv.Itoa(w.pid())+"/stat", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		fd = -1
+	}
+	w.stat = fd
+	return w
+}
+
+// close closes the worker's socket and its stat descriptor.
+func (w *warm) close() {
+	w.conn.Close()
+	if w.stat >= 0 {
+		unix.Close(w.stat)
+		w.stat = -1
+	}
+}
+
+// stopped reports whether the worker is stopped or traced.
+func (w *warm) stopped() bool {
+	if w.stat < 0 {
+		return stopped(w.pid())
+	}
+	var b [512]byte
+	n, err := unix.Pread(w.stat, b[:], 0)
+	if err != nil || n <= 0 {
+		return false // gone: the send will fail and another is taken
+	}
+	return stoppedStat(b[:n])
 }
 
 // remote is a direct worker as the listener knows it: root started it and
@@ -143,11 +177,11 @@ func (p *Pool) take(k warmKey) *warm {
 		p.nidle--
 		select {
 		case <-w.done(): // died while idle (killed by its user, say)
-			w.conn.Close()
+			w.close()
 			continue
 		default:
 		}
-		if stopped(w.pid()) {
+		if w.stopped() {
 			// Its user stopped it (SIGSTOP): a job given to it would wait
 			// for delivery_timeout, and with it every other recipient of
 			// the same message.
@@ -248,7 +282,7 @@ func (p *Pool) reap() {
 // retire ends a worker that is in a good state: closing its socket makes
 // it exit; one that does not within a few seconds is killed.
 func (w *warm) retire() {
-	w.conn.Close()
+	w.close()
 	if w.remote != nil {
 		// It exits on EOF; root kills it if it has not (stopped by its
 		// user, say), and reaps it either way.
@@ -279,12 +313,12 @@ func (w *warm) stderr() string {
 // kill ends a worker whose state is unknown.
 func (w *warm) kill() {
 	if w.remote != nil {
-		w.conn.Close()
+		w.close()
 		w.remote.end()
 		return
 	}
 	w.proc.Kill()
-	w.conn.Close()
+	w.close()
 }
 
 var errWrongWorker = errors.New("delivery: job does not belong to this worker's user")
@@ -334,6 +368,12 @@ func stopped(pid int) bool {
 	if err != nil {
 		return false // gone: the send will fail and another is taken
 	}
+	return stoppedStat(b)
+}
+
+// stoppedStat reads the state from a /proc/PID/stat line: the field after
+// the last ')' (the command name may hold anything).
+func stoppedStat(b []byte) bool {
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 || i+2 >= len(b) {
 		return false
