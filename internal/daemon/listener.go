@@ -604,7 +604,8 @@ func (b *backend) Data(msg *os.File, size int64, rcpts []lmtp.Recipient) []lmtp.
 	// The workers read the spool through a read-only descriptor of their
 	// own (root refuses any other), so none can change what the others
 	// deliver.
-	ro, err := os.Open(fmt.Sprintf("/proc/self/fd/%d", msg.Fd()))
+	// unix.Open, not os.Open: a plain file needs no poller registration.
+	fd, err := unix.Open("/proc/self/fd/"+strconv.Itoa(int(msg.Fd())), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		b.l.log.Error("spool", "session", b.session, "error", err.Error())
 		for i := range replies {
@@ -612,6 +613,7 @@ func (b *backend) Data(msg *os.File, size int64, rcpts []lmtp.Recipient) []lmtp.
 		}
 		return replies
 	}
+	ro := os.NewFile(uintptr(fd), "spool")
 	defer ro.Close()
 	msg = ro
 	delivered := deliveredTo(msg)
