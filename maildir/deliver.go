@@ -24,6 +24,12 @@ type Options struct {
 	Flags         string           // IMAP flags as maildir info letters (subset of "DFPRST", any order); non-empty -> deliver into cur/ as NAME:2,SORTEDFLAGS
 	Host          string           // host name for unique names; "" = os.Hostname(); "/" and ":" escaped as \057 and \072 (also ",", "\\", control bytes)
 	Now           func() time.Time // nil = time.Now
+	// Creating, if set, is called with the name a file is about to be
+	// created under in tmp/ (relative to tmp/, one component), before it
+	// exists, so that a caller that may die mid-delivery can have it
+	// removed afterwards (RemoveTmp). An error stops the delivery before
+	// anything is created.
+	Creating func(tmp string) error
 }
 
 // Result describes a delivered message.
@@ -143,7 +149,7 @@ func Deliver(dir *os.File, name, folder string, msg io.Reader, opt Options) (Res
 	}
 
 	// Steps 3 and 4: a fresh file in tmp/, written and fsync'ed.
-	uniq, size, err := writeTmp(tmpfd, msg, now, host)
+	uniq, size, err := writeTmp(tmpfd, msg, now, host, opt.Creating)
 	if err != nil {
 		return Result{}, err
 	}
@@ -363,10 +369,15 @@ func fsyncDir(fd int) error {
 // writeTmp creates a new file in tmp/ (O_EXCL, O_NOFOLLOW, 0600; a name
 // that exists is never opened, another is picked), copies msg into it,
 // fsyncs and closes it. On error nothing it made is left in tmp/.
-func writeTmp(tmpfd int, msg io.Reader, now func() time.Time, host string) (uniq string, size int64, err error) {
+func writeTmp(tmpfd int, msg io.Reader, now func() time.Time, host string, creating func(string) error) (uniq string, size int64, err error) {
 	fd := -1
 	for i := 0; ; i++ {
 		uniq = uniqueName(now(), host)
+		if creating != nil {
+			if err := creating(uniq); err != nil {
+				return "", 0, fmt.Errorf("maildir: %w", err)
+			}
+		}
 		err = fault("create", uniq)
 		if err == nil {
 			fd, err = unix.Openat(tmpfd, uniq,

@@ -29,6 +29,9 @@
 //  3. Create "<unique>" in tmp/ with openat(O_WRONLY|O_CREAT|O_EXCL|
 //     O_NOFOLLOW|O_CLOEXEC, 0600), then fchmod it to 0600. On EEXIST a new
 //     unique name is drawn: a planted name is never opened or overwritten.
+//     Options.Creating, if set, hears each name first, so that a caller
+//     that may be killed mid-write can have the file removed afterwards
+//     (RemoveTmp: the same walk, nothing created, a regular file only).
 //  4. Copy the message (kernel copy from an *os.File, else a 256 KiB
 //     buffer), fsync the file and close it, checking the close error.
 //  5. Link it into new/ (or cur/) as "<unix seconds>.M<microseconds>P<pid>

@@ -110,7 +110,9 @@ func (a *Agent) deliver(ctx context.Context, r Request) Outcome {
 	j := a.job(r)
 	res, st := a.run(ctx, j, r.Message)
 	if res != nil && res.Progress != nil && st != nil && errors.Is(st, job.ErrIncomplete) {
-		a.recover(ctx, j, r.Message, res.Progress)
+		rj := *j
+		rj.Mode, rj.Recover = job.ModeRecover, res.Progress
+		a.recover(ctx, &rj)
 	}
 	return Outcome{Status: st, Result: res}
 }
@@ -277,16 +279,14 @@ func (a *Agent) startWarm(k *warmKey) (*warm, error) {
 	return (&warm{key: *k, proc: proc, conn: conn}).openStat(), nil
 }
 
-// recover asks a fresh worker, as the same user, to cut off the partial
-// message a dead worker left.
-func (a *Agent) recover(ctx context.Context, j *job.Job, msg *os.File, p *job.Progress) {
-	if j.Kind == job.KindProgram {
+// recover asks a fresh worker, as the same user, to undo what a dead
+// worker left, as described by the recover job rj: a partial mbox append
+// to cut off, or a Maildir tmp/ file to remove.
+func (a *Agent) recover(ctx context.Context, rj *job.Job) {
+	if rj.Kind == job.KindProgram {
 		return
 	}
-	rj := *j
-	rj.Mode = job.ModeRecover
-	rj.Recover = p
-	_, st := a.run(ctx, &rj, msg)
+	_, st := a.run(ctx, rj, nil)
 	level := slog.LevelWarn
 	if st == nil || !st.OK() {
 		level = slog.LevelError
@@ -297,7 +297,11 @@ func (a *Agent) recover(ctx context.Context, j *job.Job, msg *os.File, p *job.Pr
 	if st != nil && st.Cause != nil {
 		detail = st.Cause.Error()
 	}
-	a.Log.Log(ctx, level, "mbox recovery", "user", j.User, "offset", p.Offset, "status", reply(st), "detail", detail)
+	if rj.Recover != nil {
+		a.Log.Log(ctx, level, "mbox recovery", "user", rj.User, "offset", rj.Recover.Offset, "status", reply(st), "detail", detail)
+	} else {
+		a.Log.Log(ctx, level, "maildir recovery", "user", rj.User, "tmp", rj.RecoverTmp, "status", reply(st), "detail", detail)
+	}
 }
 
 func (a *Agent) log(r Request, out Outcome, d time.Duration) { logDelivery(a.Log, r, out, d) }

@@ -94,8 +94,8 @@ func (w *DirectWorker) Ended() <-chan struct{} { return w.ended }
 func (w *DirectWorker) Kill() { w.proc.Kill() }
 
 // watchDirect waits for w to end, then reads its recovery record and, if
-// an mbox append was in progress, has a fresh worker of the same user cut
-// the partial message off, exactly as for a warm worker of root's own.
+// an mbox append or a Maildir delivery was in progress, has a fresh worker
+// of the same user cut the partial message off or remove the tmp/ file.
 func (a *Agent) watchDirect(w *DirectWorker) {
 	defer close(w.ended)
 	defer w.rec.Close()
@@ -116,5 +116,5 @@ func (a *Agent) watchDirect(w *DirectWorker) {
 		a.Log.Error("direct worker's recovery record names another user; ignored", "user", b.User, "pid", w.Pid, "named", rj.User)
 		return
 	}
-	a.recover(context.Background(), rj, nil, rj.Recover)
+	a.recover(context.Background(), rj)
 }

@@ -258,47 +258,21 @@ func TestDirectRecovery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A 64 MiB message, so that the append lasts long enough to be caught.
-	big, err := os.CreateTemp(f.dir, "big")
-	if err != nil {
-		t.Fatal(err)
-	}
-	line := bytes.Repeat([]byte("x"), 1023)
-	line = append(line, '\n')
-	big.WriteString("Subject: big\n\n")
-	for i := 0; i < 64<<10; i++ {
-		big.Write(line)
-	}
-	size, _ := big.Seek(0, 2)
-	ro, err := os.Open(big.Name())
-	if err != nil {
-		t.Fatal(err)
-	}
-	big.Close()
-	f.mu.Lock()
-	var dw *DirectWorker
-	for _, w := range f.workers {
-		dw = w
-	}
-	f.mu.Unlock()
+	ro, size := bigMessage(t, f.dir)
+	dw := f.onlyWorker(t)
 	done := make(chan Outcome, 1)
 	go func() {
 		out, _ := f.deliver(f.u1, job.KindMbox, ro, size)
 		done <- out
 	}()
-	recorded := func() bool {
-		var n [8]byte
-		dw.rec.ReadAt(n[:], 0)
-		return binary.LittleEndian.Uint64(n[:]) != 0
-	}
 	deadline := time.Now().Add(20 * time.Second)
-	for !recorded() {
+	for !recorded(dw) {
 		if time.Now().After(deadline) {
 			t.Fatal("the worker never recorded its append")
 		}
 	}
 	syscall.Kill(dw.Pid, syscall.SIGSTOP)
-	if !recorded() {
+	if !recorded(dw) {
 		t.Skip("the append finished before the worker could be stopped")
 	}
 	syscall.Kill(dw.Pid, syscall.SIGKILL)
@@ -318,6 +292,99 @@ func TestDirectRecovery(t *testing.T) {
 	}
 	if out, ok := f.deliver(f.u1, job.KindMbox, f.msg, f.size); !ok || !out.Status.OK() {
 		t.Fatalf("delivery after the recovery: %v", out.Status)
+	}
+}
+
+// bigMessage is a 64 MiB message, so that a delivery lasts long enough to
+// be caught in the middle.
+func bigMessage(t *testing.T, dir string) (*os.File, int64) {
+	t.Helper()
+	big, err := os.CreateTemp(dir, "big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer big.Close()
+	line := append(bytes.Repeat([]byte("x"), 1023), '\n')
+	big.WriteString("Subject: big\n\n")
+	for i := 0; i < 64<<10; i++ {
+		big.Write(line)
+	}
+	size, _ := big.Seek(0, 2)
+	ro, err := os.Open(big.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ro.Close() })
+	return ro, size
+}
+
+// onlyWorker returns the one direct worker started so far.
+func (f *directFixture) onlyWorker(t *testing.T) *DirectWorker {
+	t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.workers) != 1 {
+		t.Fatalf("%d direct workers, want 1", len(f.workers))
+	}
+	for _, w := range f.workers {
+		return w
+	}
+	return nil
+}
+
+// recorded reports whether w's recovery record is set.
+func recorded(w *DirectWorker) bool {
+	var n [8]byte
+	w.rec.ReadAt(n[:], 0)
+	return binary.LittleEndian.Uint64(n[:]) != 0
+}
+
+// TestDirectRecoveryMaildir kills a direct worker while it writes a
+// Maildir message into tmp/: the job fails with 451 4.3.0 only after root
+// has had the tmp/ file removed, so nothing is left in tmp/ and nothing
+// appeared in new/.
+func TestDirectRecoveryMaildir(t *testing.T) {
+	f := newDirectFixture(t, PoolConfig{MaxIdle: 4, IdleTime: time.Minute, MaxDeliveries: 100})
+	if out, ok := f.deliver(f.u1, job.KindDefault, f.msg, f.size); !ok || !out.Status.OK() {
+		t.Fatalf("first delivery: %v", out.Status)
+	}
+	dw := f.onlyWorker(t)
+	ro, size := bigMessage(t, f.dir)
+	tmp := filepath.Join(f.u1.Home, "Maildir", "tmp")
+	done := make(chan Outcome, 1)
+	go func() {
+		out, _ := f.deliver(f.u1, job.KindDefault, ro, size)
+		done <- out
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if ents, _ := os.ReadDir(tmp); len(ents) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the worker never created its tmp/ file")
+		}
+	}
+	syscall.Kill(dw.Pid, syscall.SIGSTOP)
+	if ents, _ := os.ReadDir(tmp); len(ents) != 1 || countNew(t, f.u1) != 1 {
+		t.Skip("the delivery finished before the worker could be stopped")
+	}
+	if !recorded(dw) {
+		t.Fatal("the worker is writing into tmp/ without a recovery record")
+	}
+	syscall.Kill(dw.Pid, syscall.SIGKILL)
+	out := <-done
+	if out.Status.Code != 451 || out.Status.Enhanced != "4.3.0" {
+		t.Fatalf("killed mid-write: %v, want 451 4.3.0", out.Status)
+	}
+	if ents, _ := os.ReadDir(tmp); len(ents) != 0 {
+		t.Fatalf("tmp/ still holds %v", ents)
+	}
+	if n := countNew(t, f.u1); n != 1 {
+		t.Fatalf("%d messages in new/, want 1", n)
+	}
+	if !strings.Contains(f.log.String(), `msg="maildir recovery"`) {
+		t.Fatalf("no recovery line:\n%s", f.log)
 	}
 }
 

@@ -155,3 +155,40 @@ func TestRecoveryRecord(t *testing.T) {
 		t.Fatalf("job record %q", rec)
 	}
 }
+
+// TestRecoverTmp: a Maildir recover job names one tmp/ file, for a
+// Maildir or the default destination, and never goes with an mbox record
+// or outside ModeRecover.
+func TestRecoverTmp(t *testing.T) {
+	base := Job{Mode: ModeRecover, User: "alice", UID: 1001, GID: 1001, Home: "/home/alice", Kind: KindDefault,
+		Folder: "Work", Policy: "embedded", RecoverTmp: "1700000000.M1P2Q3R0123456789abcdef.host"}
+	rec, err := base.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Decode(rec)
+	if err != nil || got.RecoverTmp != base.RecoverTmp || got.Folder != "Work" || got.Recover != nil {
+		t.Fatalf("round trip: %+v, %v", got, err)
+	}
+	for name, mutate := range map[string]func(j *Job){
+		"with an mbox record too": func(j *Job) { j.Recover = &Progress{FromLine: "From a Sun Dec  6 00:00:00 2026\n"} },
+		"for an mbox":             func(j *Job) { j.Kind, j.Path, j.Folder = KindMbox, "/var/mail/alice", "" },
+		"a path in the name":      func(j *Job) { j.RecoverTmp = "../new/x" },
+		"a dot name":              func(j *Job) { j.RecoverTmp = ".." },
+		"a space in the name":     func(j *Job) { j.RecoverTmp = "a b" },
+		"in a delivery":           func(j *Job) { j.Mode = ModeDeliver },
+	} {
+		t.Run(name, func(t *testing.T) {
+			j := base
+			mutate(&j)
+			if _, err := j.Encode(); err == nil {
+				t.Fatal("encoded")
+			}
+		})
+	}
+	// The decoder refuses what the encoder would not write.
+	raw := strings.Replace(string(rec), "recovertmp "+base.RecoverTmp, "recovertmp ../new/x", 1)
+	if j, err := Decode([]byte(raw)); err == nil {
+		t.Fatalf("decoded %+v from\n%s", j, raw)
+	}
+}

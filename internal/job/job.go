@@ -30,6 +30,7 @@ import (
 
 	"lda/internal/status"
 	"lda/internal/xtext"
+	"lda/maildir"
 	"lda/policy"
 )
 
@@ -91,6 +92,9 @@ type Job struct {
 	SieveDir  string // "" or the directory of the system's before.sieve and after.sieve
 	Size      int64  // bytes of the message on fd 3
 	Recover   *Progress
+	// RecoverTmp: in ModeRecover for a Maildir, the tmp/ file a dead
+	// worker may have left (maildir.RemoveTmp), instead of Recover.
+	RecoverTmp string
 }
 
 // Encode returns the wire form of j. It validates j first, so that the
@@ -120,6 +124,9 @@ func (j *Job) Encode() ([]byte, error) {
 	kv("size", strconv.FormatInt(j.Size, 10))
 	if p := j.Recover; p != nil {
 		fmt.Fprintf(&b, "recover %d %d %d %s\n", p.Offset, p.Dev, p.Ino, xtext.Encode(p.FromLine))
+	}
+	if j.RecoverTmp != "" {
+		kv("recovertmp", j.RecoverTmp)
 	}
 	b.WriteString("end\n")
 	if b.Len() > MaxRecord {
@@ -192,8 +199,11 @@ func (j *Job) Validate() error {
 	if j.Size < 0 {
 		return errors.New("job: negative size")
 	}
-	if (j.Mode == ModeRecover) != (j.Recover != nil) {
-		return errors.New("job: recover mode and recover record must go together")
+	if (j.Mode == ModeRecover) != (j.Recover != nil || j.RecoverTmp != "") || (j.Recover != nil && j.RecoverTmp != "") {
+		return errors.New("job: recover mode and one recover record must go together")
+	}
+	if j.RecoverTmp != "" && ((j.Kind != KindMaildir && j.Kind != KindDefault) || maildir.ValidTmpName(j.RecoverTmp) != nil) {
+		return errors.New("job: bad maildir recover record")
 	}
 	if j.Recover != nil && ((j.Kind != KindMbox && j.Kind != KindDefault) || j.Recover.Offset < 0 || validLine(j.Recover.FromLine) != nil) {
 		return errors.New("job: bad recover record")
@@ -339,6 +349,7 @@ var jobKeys = map[string]bool{
 	"mode": true, "user": true, "uid": true, "gid": true, "home": true, "kind": true,
 	"path": true, "folder": true, "program": true, "sender": true, "recipient": true,
 	"headers": true, "received": true, "policy": true, "sievedir": true, "size": true, "recover": true,
+	"recovertmp": true,
 }
 
 // Decode parses and validates a job record.
@@ -349,7 +360,7 @@ func Decode(data []byte) (*Job, error) {
 	}
 	f := rec.fields
 	for k := range jobKeys {
-		if _, ok := f[k]; !ok && k != "recover" {
+		if _, ok := f[k]; !ok && k != "recover" && k != "recovertmp" {
 			return nil, fmt.Errorf("job: missing key %q", k)
 		}
 	}
@@ -375,6 +386,7 @@ func Decode(data []byte) (*Job, error) {
 		Kind: f["kind"], Path: f["path"], Folder: f["folder"], Program: f["program"],
 		Sender: f["sender"], Recipient: f["recipient"], Headers: headers, Received: f["received"],
 		Policy: f["policy"], SieveDir: f["sievedir"], Size: int64(size), Recover: rec.progress,
+		RecoverTmp: f["recovertmp"],
 	}
 	if err := j.Validate(); err != nil {
 		return nil, err

@@ -28,10 +28,10 @@ const (
 // (and exits on) any later job that names anything else, any later bind,
 // and any recover job (only root may ask for one, from the record below).
 //
-// Before an mbox append starts, the worker writes the recover job that
-// would undo it into the recovery record on fd 4, a memfd that only root
-// reads, after the worker's death; it clears the record before it
-// answers. The listener never carries that record, so it cannot ask root
+// Before an mbox append starts, or a Maildir file is created in tmp/, the
+// worker writes the recover job that would undo it into the recovery
+// record on fd 4, a memfd that only root reads, after the worker's death;
+// it clears the record before it answers. The listener never carries that record, so it cannot ask root
 // to truncate anything.
 func MainDirect() int {
 	if err := harden(); err != nil {
@@ -111,6 +111,10 @@ func directJob(pkt []byte, f *os.File, bind *job.Job, sys *policy.System, rec *o
 			// better not to append at all.
 			panic("worker: recovery record: " + err.Error())
 		}
+	}, creating: func(folder, tmp string) error {
+		r := *j
+		r.Mode, r.Folder, r.RecoverTmp = job.ModeRecover, folder, tmp
+		return setRecovery(rec, &r)
 	}}
 	return execute(sys, t), false
 }

@@ -18,9 +18,10 @@
 // home, policy (fd 5) and Sieve directory from it. It serves deliver,
 // filter and envelope jobs of that identity only, checks that every
 // message descriptor is a read-only regular file, and before an mbox
-// append writes the recover job that would undo it into the memfd on fd 4,
-// which root reads after the worker's death (job.WriteRecovery); it clears
-// the record before it answers.
+// append (or before creating a Maildir file in tmp/) writes the recover job
+// that would undo it into the memfd on fd 4, which root reads after the
+// worker's death (job.WriteRecovery); it clears the record before it
+// answers.
 //
 // # Security
 //

@@ -262,7 +262,7 @@ func perform(p *policy.Policy, u policy.User, t *task, actions []sieve.Action, r
 		switch d.Kind {
 		case policy.Maildir:
 			var w string
-			w, st = deliverMaildirFlags(dd, d.Folder, sieve.MaildirFlags(a.Flags), messageReader(t))
+			w, st = deliverMaildirFlags(t, dd, d.Folder, sieve.MaildirFlags(a.Flags), messageReader(t))
 			where = append(where, filepath.Join(d.Path, w))
 		case policy.Mbox:
 			sys := p.Sys

@@ -79,6 +79,9 @@ type task struct {
 	*job.Job
 	msg      *os.File
 	progress func(p job.Progress)
+	// creating, if set, is told the tmp/ name a Maildir delivery (into
+	// folder, "" for INBOX) is about to create; an error stops it.
+	creating func(folder, tmp string) error
 }
 
 // rootCredentials reports whether any of the process's ids is root.
@@ -165,7 +168,11 @@ func execute(sys *policy.System, t *task) *job.Result {
 		res.Detail = dec.Reason
 		return res
 	case job.ModeRecover:
-		res.Status = recoverMbox(sys, dec, j)
+		if j.RecoverTmp != "" {
+			res.Status = recoverMaildir(dec, d, j.RecoverTmp)
+		} else {
+			res.Status = recoverMbox(sys, dec, j)
+		}
 		return res
 	}
 
@@ -175,7 +182,7 @@ func execute(sys *policy.System, t *task) *job.Result {
 		res.Status = deliverMbox(sys, dec, t, msg)
 	case policy.Maildir:
 		var where string
-		where, res.Status = deliverMaildir(dec, d.Folder, msg)
+		where, res.Status = deliverMaildir(t, dec, d.Folder, msg)
 		if where != "" {
 			res.Where = filepath.Join(d.Path, where)
 		}
@@ -308,6 +315,27 @@ func deliverMbox(sys *policy.System, dec policy.Decision, t *task, msg io.Reader
 	return status.Delivered
 }
 
+// recoverMaildir removes the tmp/ file a dead worker may have left in the
+// Maildir the job names (as the user, after the same policy check).
+func recoverMaildir(dec policy.Decision, d policy.Destination, tmp string) *status.Status {
+	if d.Kind != policy.Maildir {
+		return status.Usage.Wrapf("worker: a tmp/ file to remove, but the destination is %s", d.Kind)
+	}
+	dir, err := openRoot(dec)
+	if err != nil {
+		return status.From(err)
+	}
+	defer dir.Close()
+	gone, err := maildir.RemoveTmp(dir, dec.Rel, d.Folder, tmp)
+	if err != nil {
+		return status.From(err)
+	}
+	if gone {
+		return status.New(250, "2.0.0", "partial message removed")
+	}
+	return status.New(250, "2.0.0", "nothing to remove")
+}
+
 func recoverMbox(sys *policy.System, dec policy.Decision, j *job.Job) *status.Status {
 	opt, err := mboxOptions(sys, dec, j)
 	if err != nil {
@@ -329,17 +357,21 @@ func recoverMbox(sys *policy.System, dec policy.Decision, j *job.Job) *status.St
 	return status.New(250, "2.0.0", "nothing to remove")
 }
 
-func deliverMaildir(dec policy.Decision, folder string, msg io.Reader) (string, *status.Status) {
-	return deliverMaildirFlags(dec, folder, "", msg)
+func deliverMaildir(t *task, dec policy.Decision, folder string, msg io.Reader) (string, *status.Status) {
+	return deliverMaildirFlags(t, dec, folder, "", msg)
 }
 
-func deliverMaildirFlags(dec policy.Decision, folder, flags string, msg io.Reader) (string, *status.Status) {
+func deliverMaildirFlags(t *task, dec policy.Decision, folder, flags string, msg io.Reader) (string, *status.Status) {
 	dir, err := openRoot(dec)
 	if err != nil {
 		return "", status.From(fmt.Errorf("open maildir root: %w", err))
 	}
 	defer dir.Close()
-	r, err := maildir.Deliver(dir, dec.Rel, folder, msg, maildir.Options{CheckOwner: true, Owner: os.Getuid(), Create: dec.Create, CreateFolders: dec.CreateFolders, Flags: flags})
+	opt := maildir.Options{CheckOwner: true, Owner: os.Getuid(), Create: dec.Create, CreateFolders: dec.CreateFolders, Flags: flags}
+	if t.creating != nil {
+		opt.Creating = func(tmp string) error { return t.creating(folder, tmp) }
+	}
+	r, err := maildir.Deliver(dir, dec.Rel, folder, msg, opt)
 	if err != nil {
 		return "", status.From(err)
 	}
