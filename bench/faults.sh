@@ -294,19 +294,22 @@ case_a() {
 }
 
 # ---- case b: SIGSTOP past delivery_timeout ------------------------------------
-# busy_workers PID...: those that have the listener's spool file (a
-# message) open, in one pass.
+# busy_workers PID...: those that have the listener's spool (a message)
+# open, in one pass: a file in spool_dir, or the memfd a message up to
+# limits.spool_memory is spooled in.
 busy_workers() {
 	local dirs=() p
 	for p in "$@"; do dirs+=("/proc/$p/fd"); done
-	find "${dirs[@]}" -maxdepth 1 -lname "$cdir/spool-lda/*" 2>/dev/null | cut -d/ -f3 | sort -u
+	find "${dirs[@]}" -maxdepth 1 \( -lname "$cdir/spool-lda/*" -o -lname "/memfd:lda-spool*" \) 2>/dev/null |
+		cut -d/ -f3 | sort -u
 }
 
-# holds_job PID: the worker has the listener's spool file (a message) open.
+# holds_job PID: the worker has the listener's spool (a message) open.
 holds_job() {
-	local f
+	local f l
 	for f in "/proc/$1/fd/"*; do
-		[[ "$(readlink "$f" 2>/dev/null)" == "$cdir/spool-lda/"* ]] && return 0
+		l=$(readlink "$f" 2>/dev/null)
+		[[ "$l" == "$cdir/spool-lda/"* || "$l" == "/memfd:lda-spool"* ]] && return 0
 	done
 	return 1
 }

@@ -83,6 +83,10 @@ func (w *warm) openStat() *warm {
 // close closes the worker's socket and its stat descriptor.
 func (w *warm) close() {
 	w.conn.Close()
+	w.closeStat()
+}
+
+func (w *warm) closeStat() {
 	if w.stat >= 0 {
 		unix.Close(w.stat)
 		w.stat = -1

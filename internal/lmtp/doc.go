@@ -109,7 +109,9 @@
 //  7. The Backend decides. A status failing status.Validate becomes 451
 //     4.3.0 before its class is looked at; a missing per-recipient Reply or
 //     Status is 451 4.3.0, never a false 250.
-//  8. DATA: the body goes to the spool file, never to memory. Only
+//  8. DATA: the body goes to the spool: a memfd up to SpoolMemory bytes,
+//     beyond that the spool function's file (the memfd's content is
+//     copied there once), never to the heap. Only
 //     CRLF "." CRLF ends it: LF.LF, LF.CRLF, CRLF.LF and CR.CR are data or
 //     bare-LF errors (SMTP smuggling, CVE-2023-51764, CVE-2023-51765,
 //     CVE-2023-51766). Dot-unstuffing follows RFC 5321 section 4.5.2 and is
@@ -122,7 +124,8 @@
 //
 // Memory per session is bounded: a 64 KiB read buffer, a line buffer of at
 // most MaxLine bytes, at most 16 parameters, MaxRecipients recipients, a
-// 64 KiB spool write buffer and at most 64 extra lines per reply.
+// 64 KiB spool write buffer, at most 64 extra lines per reply and, outside
+// the heap, a memfd of at most SpoolMemory bytes.
 //
 // Not done here: TLS and AUTH (the daemon listens on a Unix socket and
 // checks peer credentials), BDAT/CHUNKING and BINARYMIME (not advertised),
