@@ -16,7 +16,7 @@ import (
 // Descriptors of a direct worker.
 const (
 	directSocket   = 3 // SOCK_SEQPACKET: root's bind record, then the listener's jobs
-	directRecovery = 4 // root's memfd: the recover job for an mbox append in progress
+	directRecovery = 4 // root's memfd: the recover job for an mbox append or a tmp/ file in progress
 	directPolicy   = 5 // the system policy (absent for the embedded one)
 )
 
@@ -31,8 +31,8 @@ const (
 // Before an mbox append starts, or a Maildir file is created in tmp/, the
 // worker writes the recover job that would undo it into the recovery
 // record on fd 4, a memfd that only root reads, after the worker's death;
-// it clears the record before it answers. The listener never carries that record, so it cannot ask root
-// to truncate anything.
+// it clears the record before it answers. The listener never carries
+// that record, so it cannot ask root to truncate or remove anything.
 func MainDirect() int {
 	if err := harden(); err != nil {
 		return 1
@@ -108,8 +108,10 @@ func directJob(pkt []byte, f *os.File, bind *job.Job, sys *policy.System, rec *o
 		r.Mode, r.Recover = job.ModeRecover, &p
 		if err := setRecovery(rec, &r); err != nil {
 			// Without the record a death mid-append could not be undone:
-			// better not to append at all.
-			panic("worker: recovery record: " + err.Error())
+			// better not to append at all. The listener sees a worker that
+			// died holding the job (4xx); root logs this line.
+			os.Stderr.WriteString("worker: recovery record: " + err.Error() + "\n")
+			os.Exit(1)
 		}
 	}, creating: func(folder, tmp string) error {
 		r := *j
