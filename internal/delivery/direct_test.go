@@ -389,3 +389,26 @@ func TestDirectRecoveryMaildir(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// TestDirectStoppedIdle: a direct worker its user stopped while idle is
+// never given a job: the listener leaves it to root, which kills it, and
+// the delivery goes to a fresh worker.
+func TestDirectStoppedIdle(t *testing.T) {
+	f := newDirectFixture(t, PoolConfig{MaxIdle: 4, IdleTime: time.Minute, MaxDeliveries: 100})
+	if out, ok := f.deliver(f.u1, job.KindDefault, f.msg, f.size); !ok || !out.Status.OK() {
+		t.Fatalf("first delivery: %v", out.Status)
+	}
+	old := f.onlyWorker(t).Pid
+	syscall.Kill(old, syscall.SIGSTOP)
+	waitUntil(t, "the worker to stop", func() bool { return stopped(old) })
+	if out, ok := f.deliver(f.u1, job.KindDefault, f.msg, f.size); !ok || !out.Status.OK() {
+		t.Fatalf("delivery after the idle worker was stopped: %v", out.Status)
+	}
+	if w := f.idleDirect(t, f.u1); w.pid() == old {
+		t.Fatal("the stopped worker is still pooled")
+	}
+	waitUntil(t, "root to kill the stopped worker", func() bool { return !alive(old) })
+	if n := countNew(t, f.u1); n != 2 {
+		t.Fatalf("%d messages, want 2", n)
+	}
+}

@@ -189,7 +189,7 @@ func (p *Pool) take(k warmKey) *warm {
 			// Its user stopped it (SIGSTOP): a job given to it would wait
 			// for delivery_timeout, and with it every other recipient of
 			// the same message.
-			w.kill()
+			w.abandon()
 			continue
 		}
 		return w
@@ -312,6 +312,18 @@ func (w *warm) stderr() string {
 	case <-time.After(2 * time.Second):
 	}
 	return w.proc.Stderr()
+}
+
+// abandon ends an idle worker that must not be used. It holds no job,
+// so nothing waits for its end: a direct worker's is left to root,
+// without holding the pool's lock for the round trip.
+func (w *warm) abandon() {
+	if w.remote != nil {
+		w.close()
+		go w.remote.end()
+		return
+	}
+	w.kill()
 }
 
 // kill ends a worker whose state is unknown.
