@@ -270,8 +270,15 @@ func messageReader(t *task) io.Reader {
 	return io.MultiReader(strings.NewReader(hdr), body)
 }
 
+// openRoot opens the decision's trusted root directory. unix.Open, not
+// os.OpenFile: a directory needs no poller registration, which costs
+// os.OpenFile four more system calls per delivery.
 func openRoot(dec policy.Decision) (*os.File, error) {
-	return os.OpenFile(dec.Root, os.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	fd, err := unix.Open(dec.Root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: dec.Root, Err: err}
+	}
+	return os.NewFile(uintptr(fd), dec.Root), nil
 }
 
 func mboxOptions(sys *policy.System, dec policy.Decision, j *job.Job) (mbox.Options, error) {
