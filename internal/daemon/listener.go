@@ -390,22 +390,21 @@ func (l *Listener) spool() (*os.File, error) {
 }
 
 // deliver has one recipient's job done: by a direct worker when warm
-// workers are on and root will start one, else by root.
-func (l *Listener) deliver(req *job.Request, msg *os.File) *job.Reply {
-	if l.direct != nil {
-		u, err := userdb.Lookup(l.cfg.UserDB, req.User)
-		if err == nil {
-			out, ok := l.direct.Deliver(context.Background(), delivery.Request{
-				Mode: req.Op, User: u, Kind: req.Kind, Path: req.Path, Folder: req.Folder, Program: req.Program,
-				Sender: req.Sender, Recipient: req.Recipient, Received: req.Received, Message: msg, Size: req.Size,
-			})
-			if ok {
-				rep := &job.Reply{Status: out.Status}
-				if r := out.Result; r != nil {
-					rep.Actions, rep.Decided, rep.NoFilter = r.Actions, r.Decided, r.NoFilter
-				}
-				return rep
+// workers are on and root will start one, else by root. u is the user
+// as the listener looked it up at RCPT time, for the worker's key; root
+// binds a new worker to its own lookup.
+func (l *Listener) deliver(u *userdb.User, req *job.Request, msg *os.File) *job.Reply {
+	if l.direct != nil && u != nil {
+		out, ok := l.direct.Deliver(context.Background(), delivery.Request{
+			Mode: req.Op, User: u, Kind: req.Kind, Path: req.Path, Folder: req.Folder, Program: req.Program,
+			Sender: req.Sender, Recipient: req.Recipient, Received: req.Received, Message: msg, Size: req.Size,
+		})
+		if ok {
+			rep := &job.Reply{Status: out.Status}
+			if r := out.Result; r != nil {
+				rep.Actions, rep.Decided, rep.NoFilter = r.Actions, r.Decided, r.NoFilter
 			}
+			return rep
 		}
 	}
 	rep, f := l.request(req, msg)
@@ -495,7 +494,8 @@ type backend struct {
 
 type rcpt struct {
 	req    *job.Request
-	filter bool // XLDA-FILTER: return the actions (redirects included) to the client
+	user   *userdb.User // as looked up at RCPT (root looks it up again itself)
+	filter bool         // XLDA-FILTER: return the actions (redirects included) to the client
 }
 
 func (b *backend) Hello(domain string) *status.Status {
@@ -579,7 +579,7 @@ func (b *backend) Rcpt(r lmtp.Recipient) *status.Status {
 	if req.Kind == job.KindDefault && cfg.RcptSieve && !b.l.filterless(u.Name) {
 		env := *req
 		env.Op, env.Received = job.ModeEnvelope, ""
-		rep := b.l.deliver(&env, nil)
+		rep := b.l.deliver(u, &env, nil)
 		b.l.learnFilter(u.Name, rep)
 		if rep.Decided && rep.Status.Permanent() {
 			b.l.log.Info("recipient", "session", b.session, "recipient", r.Addr, "user", u.Name,
@@ -587,7 +587,7 @@ func (b *backend) Rcpt(r lmtp.Recipient) *status.Status {
 			return rep.Status
 		}
 	}
-	b.rcpts = append(b.rcpts, rcpt{req: req, filter: r.Filter != ""})
+	b.rcpts = append(b.rcpts, rcpt{req: req, user: u, filter: r.Filter != ""})
 	return nil
 }
 
@@ -624,10 +624,10 @@ func (b *backend) Data(msg *os.File, size int64, rcpts []lmtp.Recipient) []lmtp.
 			replies[i] = lmtp.Reply{Status: loopDetected}
 			continue
 		}
-		one := func(i int, req job.Request, filter bool) {
+		one := func(i int, req job.Request, u *userdb.User, filter bool) {
 			req.Size = size
 			start := time.Now()
-			rep := b.l.deliver(&req, msg)
+			rep := b.l.deliver(u, &req, msg)
 			if req.Kind == job.KindDefault {
 				b.l.learnFilter(req.User, rep)
 			}
@@ -653,16 +653,16 @@ func (b *backend) Data(msg *os.File, size int64, rcpts []lmtp.Recipient) []lmtp.
 		}
 		if len(b.rcpts) == 1 {
 			// Nothing to overlap with: no goroutine to start and wake.
-			one(i, *rc.req, rc.filter)
+			one(i, *rc.req, rc.user, rc.filter)
 			continue
 		}
 		wg.Add(1)
 		sem <- struct{}{}
-		go func(i int, req job.Request, filter bool) {
+		go func(i int, req job.Request, u *userdb.User, filter bool) {
 			defer wg.Done()
 			defer func() { <-sem }()
-			one(i, req, filter)
-		}(i, *rc.req, rc.filter)
+			one(i, req, u, filter)
+		}(i, *rc.req, rc.user, rc.filter)
 	}
 	wg.Wait()
 	return replies

@@ -108,7 +108,7 @@ func (l *Listener) policyAction(a map[string]string, sid string) string {
 	if req.Validate() != nil {
 		return "DUNNO"
 	}
-	rep := l.deliver(req, nil)
+	rep := l.deliver(u, req, nil)
 	if rep.Decided && rep.Status.Permanent() {
 		text := status.Sanitize(rep.Status.Text)
 		l.log.Info("policy", "session", sid, "recipient", rcpt, "user", u.Name, "action", "REJECT 5.7.1", "reason", text)
