@@ -30,8 +30,8 @@
 // the socket, and the worker refuses any job that names anything else; the
 // worker, not root, then checks the message descriptor. Root caps the
 // direct workers per listener, kills them when that listener's channel
-// closes, and alone reaps them and reads their mbox recovery records, so
-// the listener cannot have a mailbox truncated. A request that does not decode is
+// closes, and alone reaps them and reads their recovery records, so the
+// listener cannot have a mailbox truncated or a file removed. A request that does not decode is
 // a broken or hostile listener: the parent logs it and closes the channel,
 // which ends that listener; the parent starts no new one for it.
 //

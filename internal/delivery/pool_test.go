@@ -224,18 +224,7 @@ func TestWarmNeverAnotherUser(t *testing.T) {
 				t.Fatalf("exchange with another user's key: sent=%v err=%v", sent, err)
 			}
 			// The worker's own check, the pool bypassed.
-			if err := w.conn.Send(rec, f.msg); err != nil {
-				t.Fatal(err)
-			}
-			w.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-			pkt, _, err := w.conn.Recv()
-			if err != nil {
-				t.Fatal(err)
-			}
-			res, err := job.DecodeResult(append(job.ResultHeader(), pkt...))
-			if err != nil {
-				t.Fatal(err)
-			}
+			res := sendBypassingPool(t, w, rec, f.msg)
 			if res.Status.Code != 451 || !strings.Contains(res.Detail, tc.want) {
 				t.Fatalf("worker answered %v %q, want 451 and %q", res.Status, res.Detail, tc.want)
 			}
@@ -351,6 +340,25 @@ func TestWarmBounds(t *testing.T) {
 	waitUntil(t, "the evicted worker to exit", func() bool { return !alive(first[0]) })
 	second := idle[f.u2.Name][0]
 	waitUntil(t, "idle_time to stop the last worker", func() bool { return f.agent.Pool.Idle() == 0 && !alive(second) })
+}
+
+// sendBypassingPool gives w the job record rec (with msg) as a hostile
+// sender would, without the pool's checks, and returns its answer.
+func sendBypassingPool(t *testing.T, w *warm, rec []byte, msg *os.File) *job.Result {
+	t.Helper()
+	if err := w.conn.Send(rec, msg); err != nil {
+		t.Fatal(err)
+	}
+	w.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	pkt, _, err := w.conn.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := job.DecodeResult(append(job.ResultHeader(), pkt...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
 }
 
 func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

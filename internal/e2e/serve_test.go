@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,26 +22,7 @@ type daemon struct {
 	cmd      *exec.Cmd
 	socket   string
 	listener *testutil.User
-	stderr   *syncBuffer
-}
-
-// syncBuffer collects the daemon's output; tests may read it (String)
-// while the daemon is still writing.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	stderr   *testutil.SyncBuffer
 }
 
 // startDaemon starts `lda serve`; extra is appended to its configuration.
@@ -52,7 +32,7 @@ func startDaemon(t *testing.T, f *fixture, extra string, peers ...string) *daemo
 	if len(peers) == 0 {
 		peers = []string{"root"}
 	}
-	d := &daemon{f: f, socket: filepath.Join(f.base, "run", "lmtp.sock"), stderr: &syncBuffer{}}
+	d := &daemon{f: f, socket: filepath.Join(f.base, "run", "lmtp.sock"), stderr: &testutil.SyncBuffer{}}
 	d.listener = testutil.CreateUser(t, nextUserName(), filepath.Join(f.base, "home"))
 	logLine := "log: stderr\n"
 	if strings.Contains(extra, "log:") {

@@ -17,7 +17,11 @@
 // numbers without signs or leading zeros, reply codes with status.Validate)
 // before anything acts on it. The worker decodes the job with the same
 // strictness, because it must not assume the parent is the only writer of
-// its standard input.
+// its standard input; a direct worker's jobs come from the unprivileged
+// listener, and only its first record (ModeBind) from root. The recovery
+// record a direct worker leaves for root (recovery.go) is a job too, and
+// root decodes it as strictly and checks that it names the worker's own
+// user before acting on it.
 package job
 
 import (

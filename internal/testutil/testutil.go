@@ -165,3 +165,22 @@ func Must(t testing.TB, err error) {
 		t.Fatal(err)
 	}
 }
+
+// SyncBuffer collects output written from other goroutines (a daemon's
+// log, say); tests may read it (String) while it is still being written.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

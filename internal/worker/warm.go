@@ -47,13 +47,7 @@ func MainWarm() int {
 		if f != nil {
 			f.Close()
 		}
-		if res.Status == nil {
-			res.Status = status.Unknown
-		}
-		if res.Detail == "" && res.Status.Cause != nil {
-			res.Detail = res.Status.Cause.Error()
-		}
-		if conn.Send(job.EncodeResultBody(res), nil) != nil || stop {
+		if conn.Send(resultBody(res), nil) != nil || stop {
 			return 1
 		}
 	}

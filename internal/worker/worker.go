@@ -35,16 +35,22 @@ func Main() int {
 }
 
 func report(r *job.Result) int {
+	if _, err := os.Stdout.Write(resultBody(r)); err != nil {
+		return 1
+	}
+	return 0
+}
+
+// resultBody completes r (no status is 451 4.3.0; the cause becomes the
+// detail, for the log) and encodes it, as every kind of worker answers.
+func resultBody(r *job.Result) []byte {
 	if r.Status == nil {
 		r.Status = status.Unknown
 	}
 	if r.Detail == "" && r.Status.Cause != nil {
 		r.Detail = r.Status.Cause.Error()
 	}
-	if _, err := os.Stdout.Write(job.EncodeResultBody(r)); err != nil {
-		return 1
-	}
-	return 0
+	return job.EncodeResultBody(r)
 }
 
 // harden applies the process-wide restrictions listed in the package
