@@ -104,8 +104,8 @@ func (a *Agent) deliver(ctx context.Context, r Request) Outcome {
 	if r.User == nil {
 		return Outcome{Status: status.UnknownUser}
 	}
-	if r.User.UID < a.MinUID || r.User.UID == 0 {
-		return Outcome{Status: status.PolicyRefused.Wrapf("uid %d is below the minimum uid %d", r.User.UID, a.MinUID)}
+	if st := a.admit(r.User); st != nil {
+		return Outcome{Status: st}
 	}
 	j := a.job(r)
 	res, st := a.run(ctx, j, r.Message)
@@ -115,6 +115,14 @@ func (a *Agent) deliver(ctx context.Context, r Request) Outcome {
 		a.recover(ctx, &rj)
 	}
 	return Outcome{Status: st, Result: res}
+}
+
+// admit refuses root and users below min_uid, whatever the policy says.
+func (a *Agent) admit(u *userdb.User) *status.Status {
+	if u.UID < a.MinUID || u.UID == 0 {
+		return status.PolicyRefused.Wrapf("uid %d is below the minimum uid %d", u.UID, a.MinUID)
+	}
+	return nil
 }
 
 // run has a worker perform j and decodes its answer.
@@ -309,8 +317,12 @@ func (a *Agent) log(r Request, out Outcome, d time.Duration) { logDelivery(a.Log
 // logDelivery writes the one line of a delivery.
 func logDelivery(log *slog.Logger, r Request, out Outcome, d time.Duration) {
 	st := out.Status
+	user := "" // no user: refused with 550 5.1.1 before anything ran
+	if r.User != nil {
+		user = r.User.Name
+	}
 	attrs := []any{
-		"user", r.User.Name, "sender", r.Sender, "recipient", r.Recipient,
+		"user", user, "sender", r.Sender, "recipient", r.Recipient,
 		"status", reply(st), "size", r.Size, "duration_ms", float64(d.Microseconds()) / 1000,
 	}
 	if res := out.Result; res != nil {

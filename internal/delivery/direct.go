@@ -33,8 +33,8 @@ type DirectWorker struct {
 // end of its socket that goes to the listener; the bind record is already
 // queued on it, ahead of anything the listener can send.
 func (a *Agent) StartDirect(u *userdb.User) (*DirectWorker, *os.File, error) {
-	if u.UID < a.MinUID || u.UID == 0 {
-		return nil, nil, status.PolicyRefused.Wrapf("uid %d is below the minimum uid %d", u.UID, a.MinUID)
+	if st := a.admit(u); st != nil {
+		return nil, nil, st
 	}
 	pol := a.PolicyPath
 	if pol == "" {

@@ -16,6 +16,7 @@ import (
 
 	"lda/internal/job"
 	"lda/internal/status"
+	"lda/internal/testutil"
 	"lda/internal/userdb"
 )
 
@@ -25,7 +26,7 @@ import (
 type directFixture struct {
 	*warmFixture
 	direct *Direct
-	log    *syncBuffer
+	log    *testutil.SyncBuffer
 
 	mu      sync.Mutex
 	workers map[uint64]*DirectWorker
@@ -33,26 +34,9 @@ type directFixture struct {
 	busy    bool
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func newDirectFixture(t *testing.T, cfg PoolConfig) *directFixture {
 	wf := newWarmFixture(t, cfg)
-	f := &directFixture{warmFixture: wf, log: &syncBuffer{}, workers: map[uint64]*DirectWorker{}}
+	f := &directFixture{warmFixture: wf, log: &testutil.SyncBuffer{}, workers: map[uint64]*DirectWorker{}}
 	wf.agent.Pool = nil // root keeps none of its own
 	wf.agent.Log = slog.New(slog.NewTextHandler(f.log, nil))
 	users := map[string]*userdb.User{wf.u1.Name: wf.u1, wf.u2.Name: wf.u2}
@@ -211,18 +195,7 @@ func TestDirectRefuses(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := w.conn.Send(rec, c.msg); err != nil {
-				t.Fatal(err)
-			}
-			w.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-			pkt, _, err := w.conn.Recv()
-			if err != nil {
-				t.Fatal(err)
-			}
-			res, err := job.DecodeResult(append(job.ResultHeader(), pkt...))
-			if err != nil {
-				t.Fatal(err)
-			}
+			res := sendBypassingPool(t, w, rec, c.msg)
 			if res.Status.Code != 451 || !strings.Contains(res.Detail, c.want) {
 				t.Fatalf("worker answered %v %q, want 451 and %q", res.Status, res.Detail, c.want)
 			}
@@ -410,5 +383,26 @@ func TestDirectStoppedIdle(t *testing.T) {
 	waitUntil(t, "root to kill the stopped worker", func() bool { return !alive(old) })
 	if n := countNew(t, f.u1); n != 2 {
 		t.Fatalf("%d messages, want 2", n)
+	}
+}
+
+// TestDirectNoUser: a request without a user is 550 5.1.1, logged, and
+// reaches neither root nor a worker.
+func TestDirectNoUser(t *testing.T) {
+	var log testutil.SyncBuffer
+	d := &Direct{Pool: NewPool(PoolConfig{MaxIdle: 1, IdleTime: time.Minute, MaxDeliveries: 1}),
+		Log: slog.New(slog.NewTextHandler(&log, nil)),
+		Start: func(string) (*job.Reply, *os.File) {
+			t.Fatal("asked root for a worker")
+			return nil, nil
+		},
+	}
+	defer d.Pool.Close()
+	out, ok := d.Deliver(context.Background(), Request{Recipient: "nobody@example.org"})
+	if !ok || out.Status.Enhanced != "5.1.1" {
+		t.Fatalf("ok=%v %v, want 550 5.1.1", ok, out.Status)
+	}
+	if !strings.Contains(log.String(), `status="550 5.1.1"`) {
+		t.Fatalf("no delivery line:\n%s", log.String())
 	}
 }
