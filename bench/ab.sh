@@ -71,7 +71,7 @@ C
 	wait_socket "$BASE/run-$n/lmtp.sock" $! 10 || die "lda $rev did not start"
 	say "revision $n: $rev = $sha: $(git log -1 --format=%s "$sha")"
 done
-empty() { for u in "${USERS[@]}"; do rm -rf "$BASE/home/$u"; mkdir -m 700 "$BASE/home/$u"; chown "$u:$u" "$BASE/home/$u"; done; sync; }
+empty() { for u in "${USERS[@]}"; do retire "$BASE/home/$u"; mkdir -m 700 "$BASE/home/$u"; chown "$u:$u" "$BASE/home/$u"; done; sync; }
 printf 'rev\tcell\trep\tdeliveries_per_s\tp50_ms\n' >"$BASE/runs.tsv"
 for cell in $CELLS; do
 	IFS=: read -r c size r <<<"$cell"

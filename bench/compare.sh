@@ -18,6 +18,8 @@
 #   TSV=            where the per-run figures go (default
 #                   /tmp/lda-bench-<time>.tsv)
 #   KEEP=0          1: keep the temporary directory (logs, mailboxes)
+#   RESET=retire    how the last run's Maildirs go: moved aside (retire)
+#                   or removed at once (remove); see retire in lib.sh
 #
 # It installs dovecot-core, dovecot-lmtpd, socat and liblockfile1 if they
 # are missing (without starting any service), creates the users
@@ -310,7 +312,7 @@ one_run() {
 	case $kind in
 	maildir) reset_maildirs ;;
 	mbox) reset_mboxes ;;
-	raw*) rm -rf "$BASE/raw" ;;
+	raw*) retire "$BASE/raw" ;;
 	esac
 	sync
 	local load1
