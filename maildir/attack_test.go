@@ -512,4 +512,29 @@ func TestForeignOwner(t *testing.T) {
 			}
 		})
 	}
+	t.Run("create in a foreign maildir", func(t *testing.T) {
+		// Another user's empty maildir: refused before tmp/ new/ cur/
+		// are made in it.
+		top := t.TempDir()
+		md := filepath.Join(top, "md")
+		if err := os.Mkdir(md, 0o777); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(md, 4242, 4242); err != nil {
+			t.Fatal(err)
+		}
+		dir, err := os.Open(top)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer dir.Close()
+		_, err = Deliver(dir, "md", "", strings.NewReader("x\n"), Options{CheckOwner: true, Owner: 0, Create: true})
+		var st *status.Status
+		if !errors.As(err, &st) || st.Enhanced != "4.2.0" {
+			t.Fatalf("err = %v, want 450 4.2.0", err)
+		}
+		if ents, _ := os.ReadDir(md); len(ents) != 0 {
+			t.Fatalf("made %d entries in a foreign-owned maildir", len(ents))
+		}
+	})
 }

@@ -64,7 +64,8 @@
 // Create would make a directory, fails with ELOOP or EXDEV (450 4.2.0 via
 // status.From) and nothing is written through it; kernels without openat2
 // get the equivalent walk of single components opened with O_NOFOLLOW;
-// (3) each opened directory is fstat'ed to be a directory; (4) the message
+// (3) each directory is fstat'ed once, as it is opened, to be a directory
+// (and, with Options.CheckOwner, below, the recipient's); (4) the message
 // file is created O_EXCL|O_NOFOLLOW, so a planted name in tmp/ (file,
 // symlink, FIFO) is never opened, and is 0600 whatever the umask;
 // (5) the final name is made with linkat or RENAME_NOREPLACE, never with a
@@ -76,8 +77,9 @@
 // With Options.CheckOwner (the worker always sets it), the maildir, the
 // folder, tmp/ and new/ (or cur/) must be owned by the recipient: a maildir
 // pre-created by another user is refused with 450 4.2.0, since that user
-// could remove mail after it was acknowledged. Not checked: the modes of
-// those directories.
+// could remove mail after it was acknowledged. Each is checked before
+// anything is made inside it, so Create never adds tmp/ new/ cur/ to a
+// maildir of another user. Not checked: the modes of those directories.
 //
 // Errors carry a *status.Status for the package's own conditions (invalid
 // name: 451 4.3.5; invalid folder: 550 5.7.1; invalid flags: 501 5.5.4; not

@@ -49,7 +49,7 @@ func RemoveTmp(dir *os.File, name, folder, tmp string) (bool, error) {
 		return false, status.ConfigError.Wrapf("maildir: nil directory")
 	}
 	defer runtime.KeepAlive(dir)
-	root, err := openMaildir(int(dir.Fd()), name, false)
+	root, err := openMaildir(int(dir.Fd()), name, false, -1)
 	if err != nil {
 		return false, err
 	}
@@ -63,7 +63,7 @@ func RemoveTmp(dir *os.File, name, folder, tmp string) (bool, error) {
 		defer unix.Close(fd)
 		box = fd
 	}
-	tmpfd, err := openSub(box, "tmp", false)
+	tmpfd, err := openSub(box, "tmp", false, -1)
 	if err != nil {
 		return false, err
 	}
