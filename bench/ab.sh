@@ -10,6 +10,12 @@
 # CELLS ("connections:size:recipients"). Prints the median deliveries/s
 # and p50 per revision and cell, and the ratio to the first revision.
 # Root is needed for the users and the privilege separation.
+#
+# PERF=1 adds, per revision, the cost of one delivery in each process:
+# `perf stat` on the listener and on the direct worker of one user while
+# 900 messages go to that user over 1 connection (fewer than a worker's
+# default max_deliveries, so the same worker serves them all): system
+# calls, sysmon's nanosleeps, futex calls, context switches and CPU ms.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -37,6 +43,12 @@ for i in $(seq 1 10); do
 done
 useradd -M -U -d /nonexistent -s /usr/sbin/nologin abl$$
 ulist=$(IFS=,; echo "${USERS[*]}")
+# PERF=1 measures with a user of its own, whose worker starts fresh.
+pu=ab$$p
+if [ "${PERF:-0}" = 1 ]; then
+	useradd -M -U -d "$BASE/home/$pu" -s /usr/sbin/nologin "$pu"
+	USERS+=("$pu")
+fi
 CGO_ENABLED=0 go build -o "$BASE/bin/lmtpload" ./bench/lmtpload
 cat >"$BASE/policy.yaml" <<P
 version: 1
@@ -91,3 +103,29 @@ function med(a, k, m,   i, j, t, v) { for (i = 1; i <= m; i++) v[i] = a[k, i]
 END { printf "%-14s %4s %14s %10s %8s\n", "cell", "rev", "deliveries/s", "p50 ms", "ratio"
 	for (cell in cells) for (i = 1; i <= n; i++) { k = i SUBSEP cell; dm = med(d, k, c[k]); if (i == 1) base = dm
 		printf "%-14s %4d %14.1f %10.2f %8.2f\n", cell, i, dm, med(p, k, c[k]), dm / base } }' "$BASE/runs.tsv"
+
+[ "${PERF:-0}" = 1 ] || exit 0
+command -v perf >/dev/null || die "PERF=1 needs perf (linux-perf)"
+say "per delivery, 900 Maildir deliveries to one user over 1 connection (perf stat)"
+ev=raw_syscalls:sys_enter,syscalls:sys_enter_nanosleep,syscalls:sys_enter_futex,context-switches,task-clock
+printf '%-4s %-9s %9s %10s %7s %9s %8s\n' rev process syscalls nanosleep futex switches cpu_ms
+for i in $(seq 1 $n); do
+	empty
+	"$BASE/bin/lmtpload" -pipelining -socket "$BASE/run-$i/lmtp.sock" -users "$pu" -n 20 -id "abw$i" >/dev/null
+	lis=$(pgrep -f "^$BASE/bin/lda-$i listener" | head -1)
+	wrk=$(pgrep -n -u "$pu" -f "^$BASE/bin/lda-$i worker direct")
+	[ -n "$lis" ] && [ -n "$wrk" ] || die "revision $i: no listener or worker process to measure"
+	perf stat -x, -e "$ev" -p "$lis" -o "$BASE/perf-l$i" &
+	p1=$!
+	perf stat -x, -e "$ev" -p "$wrk" -o "$BASE/perf-w$i" &
+	p2=$!
+	sleep 0.5
+	"$BASE/bin/lmtpload" -pipelining -socket "$BASE/run-$i/lmtp.sock" -users "$pu" -n 900 -id "abp$i" >/dev/null
+	kill -INT "$p1" "$p2"
+	wait "$p1" "$p2" || true
+	for w in l w; do
+		awk -F, -v rev="$i" -v proc="$([ $w = l ] && echo listener || echo worker)" '/^[0-9]/ { v[$3] = $1 / 900 }
+			END { printf "%-4s %-9s %9.1f %10.2f %7.2f %9.2f %8.3f\n", rev, proc, v["raw_syscalls:sys_enter"],
+				v["syscalls:sys_enter_nanosleep"], v["syscalls:sys_enter_futex"], v["context-switches"], v["task-clock"] }' "$BASE/perf-$w$i"
+	done
+done
