@@ -512,6 +512,22 @@ func TestForeignOwner(t *testing.T) {
 			}
 		})
 	}
+	t.Run("no uid to check", func(t *testing.T) {
+		// CheckOwner with a negative Owner is a caller's error, not
+		// "check nothing".
+		top := t.TempDir()
+		mkMaildir(t, filepath.Join(top, "md"))
+		dir, err := os.Open(top)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer dir.Close()
+		_, err = Deliver(dir, "md", "", strings.NewReader("x\n"), Options{CheckOwner: true, Owner: -1})
+		var st *status.Status
+		if !errors.As(err, &st) || st.Code != 451 {
+			t.Fatalf("err = %v, want a 451 configuration error", err)
+		}
+	})
 	t.Run("create in a foreign maildir", func(t *testing.T) {
 		// Another user's empty maildir: refused before tmp/ new/ cur/
 		// are made in it.

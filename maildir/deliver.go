@@ -98,6 +98,9 @@ func Deliver(dir *os.File, name, folder string, msg io.Reader, opt Options) (Res
 	if dir == nil || msg == nil {
 		return Result{}, status.ConfigError.Wrapf("maildir: nil directory or message")
 	}
+	if opt.CheckOwner && opt.Owner < 0 {
+		return Result{}, status.ConfigError.Wrapf("maildir: owner check without a uid (%d)", opt.Owner)
+	}
 	now := opt.Now
 	if now == nil {
 		now = time.Now
