@@ -320,7 +320,7 @@ func TestFsyncBeforeSuccess(t *testing.T) {
 			if out, err := cmd.CombinedOutput(); err != nil {
 				t.Fatalf("traced delivery: %v %s", err, out)
 			}
-			lines := strings.Split(string(snapshot(t, trace)), "\n")
+			lines := joinResumed(strings.Split(string(snapshot(t, trace)), "\n"))
 			if os.Getenv("LDA_DUMP_TRACE") != "" {
 				os.WriteFile("/tmp/"+tc.name+".trace", snapshot(t, trace), 0o644)
 			}
@@ -371,10 +371,84 @@ func TestFsyncBeforeSuccess(t *testing.T) {
 			if iStatus < 0 || iStatus < fsyncFile {
 				t.Fatalf("status 250 reported at line %d, before the last fsync at line %d", iStatus, fsyncFile)
 			}
-			// Under load strace may split the call: "exit_group(0 <unfinished ...>".
+			// exit_group never returns: strace shows it as "exit_group(0)
+			// = ?" or, when another thread's call comes first, unfinished.
 			iExit, _ := find(iStatus, `exit_group\(0(\)| <unfinished)`)
 			if iExit < 0 {
 				t.Fatalf("no exit_group(0) after the status line")
+			}
+		})
+	}
+}
+
+// joinResumed puts back together the system calls that strace -f splits
+// when another traced thread or process makes a call meanwhile:
+//
+//	5557  fsync(10 <unfinished ...>
+//	5553  write(1, "status 250 ...", 20) = 20
+//	5557  <... fsync resumed>)             = 0
+//
+// becomes "5557  fsync(10)  = 0" at the place of the resumed line, which
+// is when the call returned. An unfinished line that is never resumed
+// (exit_group) stays where it is.
+func joinResumed(lines []string) []string {
+	unfinished := regexp.MustCompile(`^(\d+)\s+(.*) <unfinished \.\.\.>$`)
+	resumed := regexp.MustCompile(`^(\d+)\s+<\.\.\. (\w+) resumed>(.*)$`)
+	pending := map[string]int{} // pid -> index of its unfinished line in out
+	var out []string
+	for _, l := range lines {
+		if m := unfinished.FindStringSubmatch(l); m != nil {
+			pending[m[1]] = len(out)
+			out = append(out, l)
+			continue
+		}
+		if m := resumed.FindStringSubmatch(l); m != nil {
+			if i, ok := pending[m[1]]; ok {
+				start := unfinished.FindStringSubmatch(out[i])[2]
+				if strings.HasPrefix(start, m[2]+"(") {
+					delete(pending, m[1])
+					out[i] = "" // the call is placed where it returned
+					out = append(out, m[1]+"  "+start+m[3])
+					continue
+				}
+			}
+		}
+		out = append(out, l)
+	}
+	return out
+}
+
+func TestJoinResumed(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   []string
+		want []string
+	}{
+		{
+			name: "split by another process",
+			in:   []string{"5557  fsync(10 <unfinished ...>", `5553  write(1, "status 250", 10) = 10`, "5557  <... fsync resumed>)             = 0"},
+			want: []string{"", `5553  write(1, "status 250", 10) = 10`, "5557  fsync(10)             = 0"},
+		},
+		{
+			name: "whole lines untouched",
+			in:   []string{"5557  fsync(10)  = 0", "5557  fsync(7)  = 0"},
+			want: []string{"5557  fsync(10)  = 0", "5557  fsync(7)  = 0"},
+		},
+		{
+			name: "exit_group never resumed",
+			in:   []string{"5557  exit_group(0 <unfinished ...>", "5553  +++ exited with 0 +++"},
+			want: []string{"5557  exit_group(0 <unfinished ...>", "5553  +++ exited with 0 +++"},
+		},
+		{
+			name: "resumed by another pid is not joined",
+			in:   []string{"10  fsync(3 <unfinished ...>", "11  <... fsync resumed>) = 0"},
+			want: []string{"10  fsync(3 <unfinished ...>", "11  <... fsync resumed>) = 0"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := joinResumed(tc.in)
+			if strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
+				t.Fatalf("got\n%q\nwant\n%q", got, tc.want)
 			}
 		})
 	}
