@@ -58,7 +58,8 @@ func (c *common) agent() (*delivery.Agent, *policy.System, error) {
 	if exe, err = filepath.EvalSymlinks(exe); err != nil {
 		return nil, nil, err
 	}
-	return &delivery.Agent{Exe: exe, PolicyPath: path, SieveDir: c.sieveDir, MinUID: sys.MinUID, Timeout: c.timeout, Log: newLogger(c.log)}, sys, nil
+	return &delivery.Agent{Exe: exe, PolicyPath: path, SieveDir: c.sieveDir, MinUID: sys.MinUID, Timeout: c.timeout,
+		TimerSlack: spawn.DefaultTimerSlack, Log: newLogger(c.log)}, sys, nil
 }
 
 // lookupUser resolves name, and refuses anyone but oneself when not root.

@@ -14,6 +14,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"lda/internal/spawn"
 	"lda/internal/userdb"
 	"lda/policy"
 )
@@ -47,6 +48,7 @@ type Config struct {
 	RcptSieve    bool          `yaml:"rcpt_sieve"`       // evaluate users' filters at RCPT time
 	RedirectCmd  []string      `yaml:"redirect_command"` // argv of a sendmail-compatible submission command
 	DeliveryTime time.Duration `yaml:"delivery_timeout"`
+	TimerSlack   time.Duration `yaml:"timer_slack"` // the listener's and the workers' timer slack; 0: root's
 	Workers      Workers       `yaml:"workers"`
 }
 
@@ -73,7 +75,7 @@ func defaults() Config {
 		Version: 1, Policy: "/etc/lda/policy.yaml", UserDB: "passwd",
 		Socket: "/run/lda/lmtp.sock", SocketMode: "0660", ListenerUser: "lda",
 		SpoolDir: "/var/spool/lda", Delimiter: "+", BareLF: "reject", Headers: true,
-		Log: "syslog", Parallel: 4, DeliveryTime: 10 * time.Minute,
+		Log: "syslog", Parallel: 4, DeliveryTime: 10 * time.Minute, TimerSlack: spawn.DefaultTimerSlack,
 		SieveDir: "/etc/lda/sieve", RcptSieve: true, RedirectCmd: []string{"/usr/sbin/sendmail", "-i"},
 		Workers: Workers{MaxIdle: 32, IdleTime: 10 * time.Second, MaxDeliveries: 1000},
 		Limits: Limits{Connections: 64, Recipients: 1000, MessageSize: 100 << 20, SpoolMemory: 1 << 20, LineLength: 4096,
@@ -128,6 +130,8 @@ func ParseConfig(r io.Reader, name string) (*Config, error) {
 		return nil, bad("parallel", "must be 1..64")
 	case c.DeliveryTime <= 0:
 		return nil, bad("delivery_timeout", "must be positive")
+	case c.TimerSlack < 0 || c.TimerSlack > spawn.MaxTimerSlack:
+		return nil, bad("timer_slack", "must be 0 (keep root's) up to %s", spawn.MaxTimerSlack)
 	case c.Workers.MaxIdle < 0 || c.Workers.MaxIdle > 1024 || c.Workers.IdleTime <= 0 || c.Workers.MaxDeliveries < 1:
 		return nil, bad("workers", "max_idle 0..1024, idle_time > 0, max_deliveries >= 1")
 	case c.Limits.Connections < 1 || c.Limits.Recipients < 1 || c.Limits.MessageSize < 1024 ||

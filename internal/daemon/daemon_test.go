@@ -28,8 +28,20 @@ func TestParseConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Limits.Connections != 64 || c.BareLF != "reject" || !c.Headers || c.Delimiter != "+" {
+	if c.Limits.Connections != 64 || c.BareLF != "reject" || !c.Headers || c.Delimiter != "+" || c.TimerSlack != time.Millisecond {
 		t.Fatalf("defaults not applied: %+v", c)
+	}
+	for _, ok := range []struct {
+		yaml string
+		want time.Duration
+	}{{"timer_slack: 0s\n", 0}, {"timer_slack: 10ms\n", 10 * time.Millisecond}, {"timer_slack: 250us\n", 250 * time.Microsecond}} {
+		c, err := ParseConfig(strings.NewReader(goodConfig+ok.yaml), "lda.yaml")
+		if err != nil {
+			t.Fatalf("%q: %v", ok.yaml, err)
+		}
+		if c.TimerSlack != ok.want {
+			t.Fatalf("%q: timer_slack %v, want %v", ok.yaml, c.TimerSlack, ok.want)
+		}
 	}
 	for _, tc := range []struct{ name, yaml, want string }{
 		{"unknown key", goodConfig + "frobnicate: 1\n", "lda.yaml:6: field"},
@@ -46,6 +58,8 @@ func TestParseConfig(t *testing.T) {
 		{"tiny message size", goodConfig + "limits: {message_size: 10}\n", "limits"},
 		{"bad duration", goodConfig + "limits: {idle_timeout: soon}\n", "lda.yaml"},
 		{"unknown limit", goodConfig + "limits: {sockets: 3}\n", "lda.yaml:6: field"},
+		{"timer_slack too long", goodConfig + "timer_slack: 11ms\n", "lda.yaml:6: timer_slack"},
+		{"negative timer_slack", goodConfig + "timer_slack: -1ms\n", "lda.yaml:6: timer_slack"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseConfig(strings.NewReader(tc.yaml), "lda.yaml")

@@ -140,7 +140,8 @@ func (p *Parent) configure(cfg *Config) error {
 	if _, err := userdb.Lookup(cfg.SystemDB(), cfg.ListenerUser); err != nil {
 		return fmt.Errorf("%s: listener_user %q: %v", cfg.File, cfg.ListenerUser, err)
 	}
-	agent := &delivery.Agent{Exe: p.Exe, PolicyPath: polPath, SieveDir: cfg.SieveDir, MinUID: sys.MinUID, Timeout: cfg.DeliveryTime, Log: p.Log}
+	agent := &delivery.Agent{Exe: p.Exe, PolicyPath: polPath, SieveDir: cfg.SieveDir, MinUID: sys.MinUID, Timeout: cfg.DeliveryTime,
+		TimerSlack: cfg.TimerSlack, Log: p.Log}
 	if cfg.Workers.MaxIdle > 0 {
 		agent.Pool = delivery.NewPool(delivery.PoolConfig{
 			MaxIdle: cfg.Workers.MaxIdle, IdleTime: cfg.Workers.IdleTime, MaxDeliveries: cfg.Workers.MaxDeliveries,
@@ -264,7 +265,8 @@ func (p *Parent) startListener() (chan error, error) {
 	if p.LogSyslog {
 		logArg = "syslog"
 	}
-	cmd, err := spawn.Start(spawn.Request{Exe: p.Exe, Args: []string{"listener", logArg}, UID: lu.UID, GID: lu.GID, MinUID: 1, Files: files, Stderr: p.LogFile})
+	cmd, err := spawn.Start(spawn.Request{Exe: p.Exe, Args: []string{"listener", logArg}, UID: lu.UID, GID: lu.GID, MinUID: 1, Files: files, Stderr: p.LogFile,
+		TimerSlack: cfg.TimerSlack})
 	if err != nil {
 		mine.Close()
 		return nil, err

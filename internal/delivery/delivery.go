@@ -46,6 +46,7 @@ type Agent struct {
 	SieveDir   string        // system before.sieve/after.sieve directory, "" for none
 	MinUID     int           // enforced here as well as in spawn and the policy
 	Timeout    time.Duration // per worker
+	TimerSlack time.Duration // every worker's timer slack (spawn.DefaultTimerSlack); 0 leaves root's
 	Log        *slog.Logger
 	// Pool, if set, keeps warm workers (one user each) between jobs;
 	// without it every job gets a worker of its own.
@@ -151,7 +152,7 @@ func (a *Agent) run(ctx context.Context, j *job.Job, msg *os.File) (*job.Result,
 	}
 	out, err := spawn.Run(ctx, spawn.Request{
 		Exe: a.Exe, Args: []string{"worker"}, UID: j.UID, GID: j.GID, MinUID: a.MinUID,
-		Stdin: rec, Files: files, Timeout: a.Timeout,
+		Stdin: rec, Files: files, Timeout: a.Timeout, TimerSlack: a.TimerSlack,
 	})
 	if err != nil {
 		if errors.Is(err, spawn.ErrRefused) {
@@ -275,6 +276,7 @@ func (a *Agent) startWarm(k *warmKey) (*warm, error) {
 	}
 	proc, err := spawn.StartWorker(spawn.Request{
 		Exe: a.Exe, Args: []string{"worker", "warm"}, UID: k.uid, GID: k.gid, MinUID: a.MinUID, Files: files,
+		TimerSlack: a.TimerSlack,
 	})
 	if err != nil {
 		return nil, err

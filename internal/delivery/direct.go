@@ -67,6 +67,7 @@ func (a *Agent) StartDirect(u *userdb.User) (*DirectWorker, *os.File, error) {
 	}
 	proc, err := spawn.StartWorker(spawn.Request{
 		Exe: a.Exe, Args: []string{"worker", "direct"}, UID: u.UID, GID: u.GID, MinUID: a.MinUID, Files: files,
+		TimerSlack: a.TimerSlack,
 	})
 	if err != nil {
 		mem.Close()

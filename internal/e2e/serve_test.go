@@ -374,3 +374,37 @@ func listenerPid(t *testing.T, bin string) int {
 	waitFor(t, func() bool { pid = findProc(bin, "listener"); return pid != 0 }, "the listener to start")
 	return pid
 }
+
+// TestServeTimerSlack: timer_slack reaches every thread of the listener
+// and of a direct worker (root passes it on at fork; see spawn/slack.go).
+func TestServeTimerSlack(t *testing.T) {
+	f := newFixture(t)
+	d := startDaemon(t, f, "timer_slack: 3ms\n")
+	cl := dialLMTP(t, d.socket)
+	cl.cmd("LHLO mta.test", "250")
+	cl.cmd("MAIL FROM:<sender@example.org>", "250")
+	cl.cmd("RCPT TO:<"+f.u1.Name+"@example.org>", "250")
+	cl.cmd("DATA", "354")
+	fmt.Fprintf(cl.c, "Subject: slack\r\n\r\nx\r\n.\r\n")
+	cl.expect("250 2.0.0")
+	cl.cmd("QUIT", "221")
+	for _, sub := range []string{"listener", "worker"} {
+		pid := findProc(f.bin, sub)
+		if pid == 0 {
+			t.Fatalf("no %s process (a direct worker stays for idle_time)", sub)
+		}
+		tasks, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
+		if err != nil || len(tasks) == 0 {
+			t.Fatalf("%s threads: %v", sub, err)
+		}
+		for _, task := range tasks {
+			b, err := os.ReadFile("/proc/" + task.Name() + "/timerslack_ns")
+			if err != nil {
+				continue // the thread ended
+			}
+			if got := strings.TrimSpace(string(b)); got != "3000000" {
+				t.Errorf("%s thread %s: timer slack %s ns, want 3000000", sub, task.Name(), got)
+			}
+		}
+	}
+}

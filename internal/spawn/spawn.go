@@ -7,8 +7,9 @@
 // root it refuses any uid but its own. The child gets setgroups([]) (no
 // supplementary groups), setgid, setuid (done by the kernel side of
 // fork/exec, in that order, on the single child thread), a new session
-// and process group, an empty environment, "/" as its directory and only
-// the descriptors named in Request.Files (as 3, 4, ...). Go opens every
+// and process group, an empty environment, "/" as its directory, the
+// timer slack in Request.TimerSlack, and only the descriptors named in
+// Request.Files (as 3, 4, ...). Go opens every
 // other descriptor close-on-exec, so nothing else is inherited. On timeout
 // or cancellation the whole process group is killed.
 package spawn
@@ -40,6 +41,9 @@ type Request struct {
 	// Stderr, for Start only, replaces the parent's standard error as the
 	// child's standard output and error.
 	Stderr *os.File
+	// TimerSlack is the child's timer slack (see DefaultTimerSlack); 0
+	// leaves it the parent's.
+	TimerSlack time.Duration
 }
 
 // Output is what the worker wrote and how it ended.
@@ -94,7 +98,7 @@ func Start(r Request) (*exec.Cmd, error) {
 	if r.Stderr != nil {
 		cmd.Stdout, cmd.Stderr = r.Stderr, r.Stderr
 	}
-	if err := cmd.Start(); err != nil {
+	if err := startWithSlack(r.TimerSlack, cmd.Start); err != nil {
 		return nil, fmt.Errorf("spawn: start: %w", err)
 	}
 	return cmd, nil
@@ -124,7 +128,7 @@ func Run(ctx context.Context, r Request) (*Output, error) {
 	cmd.Cancel = func() error { return killGroup(cmd.Process.Pid) }
 	cmd.WaitDelay = 2 * time.Second
 
-	if err := cmd.Start(); err != nil {
+	if err := startWithSlack(r.TimerSlack, cmd.Start); err != nil {
 		return nil, fmt.Errorf("spawn: start worker: %w", err)
 	}
 	pid := cmd.Process.Pid

@@ -10,8 +10,13 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"lda/internal/testutil"
 )
@@ -171,5 +176,54 @@ func TestRunTimeoutKillsGroup(t *testing.T) {
 	}
 	if !out.TimedOut || out.ExitCode != -1 {
 		t.Fatalf("TimedOut=%v ExitCode=%d, want a killed worker", out.TimedOut, out.ExitCode)
+	}
+}
+
+// threadSlack reads the timer slack of thread tid.
+func threadSlack(t *testing.T, tid int) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(tid) + "/timerslack_ns")
+	if err != nil {
+		t.Skipf("no timerslack_ns: %v", err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// TestTimerSlack: the child runs with the requested timer slack (or the
+// parent's, for 0), and the parent's thread gets its own back.
+func TestTimerSlack(t *testing.T) {
+	uid := os.Getuid()
+	if uid == 0 {
+		uid = 65534
+	} else if uid != os.Getgid() {
+		t.Skip("gid differs from uid for this user")
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	mine := threadSlack(t, unix.Gettid())
+	for _, tc := range []struct {
+		name  string
+		slack time.Duration
+		want  string
+	}{
+		{"3 ms", 3 * time.Millisecond, "3000000"},
+		{"the default", DefaultTimerSlack, strconv.FormatInt(DefaultTimerSlack.Nanoseconds(), 10)},
+		{"0 keeps the parent's", 0, mine},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := Run(context.Background(), Request{
+				Exe: "/bin/cat", Args: []string{"/proc/self/timerslack_ns"},
+				UID: uid, GID: uid, TimerSlack: tc.slack,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.TrimSpace(string(out.Stdout)); got != tc.want || out.ExitCode != 0 {
+				t.Fatalf("child's slack %q (exit %d, %q), want %q", got, out.ExitCode, out.Stderr, tc.want)
+			}
+			if got := threadSlack(t, unix.Gettid()); got != mine {
+				t.Fatalf("parent's thread left with slack %s, had %s", got, mine)
+			}
+		})
 	}
 }

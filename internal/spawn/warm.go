@@ -41,7 +41,7 @@ func StartWorker(r Request) (*Proc, error) {
 	cmd.ExtraFiles = append([]*os.File{theirs}, r.Files...)
 	stderr := &limitedBuffer{max: MaxStderr}
 	cmd.Stderr = stderr
-	if err := cmd.Start(); err != nil {
+	if err := startWithSlack(r.TimerSlack, cmd.Start); err != nil {
 		mine.Close()
 		return nil, fmt.Errorf("spawn: start worker: %w", err)
 	}
