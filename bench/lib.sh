@@ -72,7 +72,13 @@ install_missing() {
 	if ! apt-cache show "${need[@]}" >/dev/null 2>&1; then
 		run apt-get update -qq || rc=$?
 	fi
-	DEBIAN_FRONTEND=noninteractive run apt-get install -y -qq --no-install-recommends "${need[@]}" >"$BASE/apt.log" 2>&1 || rc=$?
+	if ! DEBIAN_FRONTEND=noninteractive run apt-get install -y -qq --no-install-recommends "${need[@]}" >"$BASE/apt.log" 2>&1; then
+		# A package index older than the mirror names versions it no
+		# longer holds (404): refresh it once and try again.
+		rc=0
+		run apt-get update -qq || rc=$?
+		DEBIAN_FRONTEND=noninteractive run apt-get install -y -qq --no-install-recommends "${need[@]}" >"$BASE/apt.log" 2>&1 || rc=$?
+	fi
 	[ -n "$made_policy" ] && rm -f /usr/sbin/policy-rc.d
 	[ $rc -eq 0 ] || { cat "$BASE/apt.log" >&2; die "apt-get install failed"; }
 }
