@@ -84,6 +84,20 @@ hostname: lda.test
 	}
 }
 
+// sendOne delivers one small message to rcpt over a new connection and
+// expects 250 for it.
+func (d *daemon) sendOne(t *testing.T, rcpt, subject string) {
+	t.Helper()
+	cl := dialLMTP(t, d.socket)
+	cl.cmd("LHLO mta.test", "250")
+	cl.cmd("MAIL FROM:<sender@example.org>", "250")
+	cl.cmd("RCPT TO:<"+rcpt+">", "250")
+	cl.cmd("DATA", "354")
+	fmt.Fprintf(cl.c, "Subject: %s\r\n\r\nx\r\n.\r\n", subject)
+	cl.expect("250 2.0.0")
+	cl.cmd("QUIT", "221")
+}
+
 // lmtpClient is a minimal client that reads whole (multi-line) replies.
 type lmtpClient struct {
 	t *testing.T
@@ -349,14 +363,7 @@ func TestServeLogFile(t *testing.T) {
 	f := newFixture(t)
 	logFile := filepath.Join(f.base, "serve.log")
 	d := startDaemon(t, f, "log: "+logFile+"\n")
-	cl := dialLMTP(t, d.socket)
-	cl.cmd("LHLO mta.test", "250")
-	cl.cmd("MAIL FROM:<a@example.org>", "250")
-	cl.cmd("RCPT TO:<"+f.u1.Name+"@example.org>", "250")
-	cl.cmd("DATA", "354")
-	fmt.Fprintf(cl.c, "Subject: logged\r\n\r\nx\r\n.\r\n")
-	cl.expect("250 2.0.0")
-	cl.cmd("QUIT", "221")
+	d.sendOne(t, f.u1.Name+"@example.org", "logged")
 	waitFor(t, func() bool {
 		log := string(snapshot(t, logFile))
 		return strings.Contains(log, "msg=connect") && strings.Contains(log, "msg=recipient") && strings.Contains(log, "msg=delivery")
@@ -380,14 +387,7 @@ func listenerPid(t *testing.T, bin string) int {
 func TestServeTimerSlack(t *testing.T) {
 	f := newFixture(t)
 	d := startDaemon(t, f, "timer_slack: 3ms\n")
-	cl := dialLMTP(t, d.socket)
-	cl.cmd("LHLO mta.test", "250")
-	cl.cmd("MAIL FROM:<sender@example.org>", "250")
-	cl.cmd("RCPT TO:<"+f.u1.Name+"@example.org>", "250")
-	cl.cmd("DATA", "354")
-	fmt.Fprintf(cl.c, "Subject: slack\r\n\r\nx\r\n.\r\n")
-	cl.expect("250 2.0.0")
-	cl.cmd("QUIT", "221")
+	d.sendOne(t, f.u1.Name+"@example.org", "slack")
 	for _, sub := range []string{"listener", "worker"} {
 		pid := findProc(f.bin, sub)
 		if pid == 0 {
