@@ -2,6 +2,8 @@ package maildir
 
 import (
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -353,12 +355,19 @@ func TestNameExhaustion(t *testing.T) {
 	}
 }
 
-type errReader struct{ n int }
+// errReader gives n bytes, then err (errBroken if nil).
+type errReader struct {
+	n   int
+	err error
+}
 
 var errBroken = errors.New("reader broke")
 
 func (r *errReader) Read(p []byte) (int, error) {
 	if r.n <= 0 {
+		if r.err != nil {
+			return 0, r.err
+		}
 		return 0, errBroken
 	}
 	n := min(len(p), r.n)
@@ -418,21 +427,26 @@ func TestFaults(t *testing.T) {
 		}
 	}
 	t.Run("reader", func(t *testing.T) {
-		for _, n := range []int{0, 10, 300 << 10} {
-			t.Run(strconv.Itoa(n), func(t *testing.T) {
-				_, base, dir := setup(t)
-				md := filepath.Join(base, "Maildir")
-				mkMaildir(t, md)
-				_, err := Deliver(dir, "Maildir", "", &errReader{n: n}, Options{})
-				if !errors.Is(err, errBroken) {
-					t.Errorf("err = %v, want %v", err, errBroken)
-				}
-				for _, d := range []string{"tmp", "new", "cur"} {
-					if n := names(t, filepath.Join(md, d)); len(n) != 0 {
-						t.Errorf("%s/ holds %q", d, n)
+		// io.ErrUnexpectedEOF from the reader itself (a DATA reader cut
+		// off before its end marker, say) is an error like any other,
+		// not the end of the message.
+		for _, rerr := range []error{errBroken, io.ErrUnexpectedEOF} {
+			for _, n := range []int{0, 10, 300 << 10} {
+				t.Run(fmt.Sprintf("%v/%d", rerr, n), func(t *testing.T) {
+					_, base, dir := setup(t)
+					md := filepath.Join(base, "Maildir")
+					mkMaildir(t, md)
+					_, err := Deliver(dir, "Maildir", "", &errReader{n: n, err: rerr}, Options{})
+					if !errors.Is(err, rerr) {
+						t.Errorf("err = %v, want %v", err, rerr)
 					}
-				}
-			})
+					for _, d := range []string{"tmp", "new", "cur"} {
+						if n := names(t, filepath.Join(md, d)); len(n) != 0 {
+							t.Errorf("%s/ holds %q", d, n)
+						}
+					}
+				})
+			}
 		}
 	})
 }

@@ -426,22 +426,31 @@ func copyMsg(f *os.File, msg io.Reader) (int64, error) {
 	defer bufPool.Put(bp)
 	// Fill the buffer before each write: the worker's message is its
 	// trace headers followed by the spooled message, and a small one
-	// then takes one write(2) instead of one per part.
+	// then takes one write(2) instead of one per part. Not io.ReadFull:
+	// it reports a short last read as io.ErrUnexpectedEOF, which a
+	// reader can also return as a real error (a message cut off), and
+	// only io.EOF may end the message.
+	buf := *bp
 	var size int64
 	for {
-		n, rerr := io.ReadFull(msg, *bp)
+		n := 0
+		var rerr error
+		for n < len(buf) && rerr == nil {
+			var m int
+			m, rerr = msg.Read(buf[n:])
+			n += m
+		}
 		if n > 0 {
-			w, werr := f.Write((*bp)[:n])
+			w, werr := f.Write(buf[:n])
 			size += int64(w)
 			if werr != nil {
 				return size, werr
 			}
 		}
-		switch rerr {
-		case nil:
-		case io.EOF, io.ErrUnexpectedEOF:
+		if rerr == io.EOF {
 			return size, nil
-		default:
+		}
+		if rerr != nil {
 			return size, rerr
 		}
 	}
