@@ -397,14 +397,19 @@ func TestServeTimerSlack(t *testing.T) {
 		if err != nil || len(tasks) == 0 {
 			t.Fatalf("%s threads: %v", sub, err)
 		}
+		checked := 0
 		for _, task := range tasks {
 			b, err := os.ReadFile("/proc/" + task.Name() + "/timerslack_ns")
 			if err != nil {
 				continue // the thread ended
 			}
+			checked++
 			if got := strings.TrimSpace(string(b)); got != "3000000" {
 				t.Errorf("%s thread %s: timer slack %s ns, want 3000000", sub, task.Name(), got)
 			}
+		}
+		if checked == 0 {
+			t.Fatalf("%s: no thread's timer slack could be read", sub)
 		}
 	}
 }
