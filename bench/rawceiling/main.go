@@ -6,11 +6,19 @@
 // (O_EXCL, 0600), write the message, fsync the file, rename it (or, with
 // -link, link and unlink it) into new/, fsync new/.
 //
+// -tmpfile measures the alternative lda does not use: an unnamed
+// O_TMPFILE file in tmp/, written and fsync'ed, linked into new/ through
+// /proc/self/fd, fsync'ed again (the link count went from 0 to 1, and
+// fsync of new/ alone writes only the directory on a file system without
+// a journal), then new/ fsync'ed. -tmpfile-unsafe leaves out the second
+// fsync of the file: it is there to show what that fsync costs, and is
+// not durable everywhere.
+//
 // mbox (-mbox), per delivery: open the mbox with O_APPEND (creating it),
 // write the From_ line and the message (mboxrd-quoted, LF line ends) in
 // one write, fsync, close.
 //
-//	rawceiling -dir BASE -users u1,u2 [-mbox] [-link] [-c N] [-n N]
+//	rawceiling -dir BASE -users u1,u2 [-mbox | -link | -tmpfile | -tmpfile-unsafe] [-c N] [-n N]
 //	           [-size BYTES] [-rcpts N] [-id PREFIX] [-json]
 //
 // User u's Maildir is BASE/u/Maildir, its mbox BASE/u.mbox. With -rcpts
@@ -25,11 +33,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"lda/bench/lmtpload/lmtpbench"
 )
@@ -43,6 +54,7 @@ type config struct {
 	rcpts    int
 	mbox     bool
 	link     bool
+	tmpfile  int // 0: no; 1: -tmpfile; 2: -tmpfile-unsafe
 	prefix   string
 
 	newDirs map[string]*os.File // Maildir mode: each user's new/, kept open
@@ -62,6 +74,8 @@ func main() {
 	flag.IntVar(&cfg.rcpts, "rcpts", 1, "mailboxes each message is written to")
 	flag.BoolVar(&cfg.mbox, "mbox", false, "append to mbox files instead of Maildir delivery")
 	flag.BoolVar(&cfg.link, "link", false, "Maildir: link+unlink instead of rename")
+	tmpfile := flag.Bool("tmpfile", false, "Maildir: O_TMPFILE, fsync, link into new/, fsync the file again, fsync new/")
+	unsafe := flag.Bool("tmpfile-unsafe", false, "Maildir: as -tmpfile without the second fsync of the file (not durable everywhere)")
 	flag.StringVar(&cfg.prefix, "id", "", "run id (default from the time)")
 	flag.BoolVar(&asJSON, "json", false, "print the result as one JSON object")
 	flag.Parse()
@@ -84,6 +98,16 @@ func main() {
 	}
 	if cfg.conns < 1 || cfg.messages < 0 || cfg.rcpts < 1 || cfg.size < 0 {
 		usage("-c and -rcpts must be at least 1, -n and -size not negative")
+	}
+	switch {
+	case *tmpfile && *unsafe:
+		usage("-tmpfile and -tmpfile-unsafe exclude each other")
+	case (*tmpfile || *unsafe) && (cfg.mbox || cfg.link):
+		usage("-tmpfile and -tmpfile-unsafe are Maildir modes without -link")
+	case *tmpfile:
+		cfg.tmpfile = 1
+	case *unsafe:
+		cfg.tmpfile = 2
 	}
 	if cfg.prefix == "" {
 		cfg.prefix = "rawceiling" + time.Now().UTC().Format("20060102T150405")
@@ -188,6 +212,9 @@ func run(cfg *config) (*lmtpbench.Result, error) {
 	if cfg.link {
 		mode = "maildir-link"
 	}
+	if cfg.tmpfile > 0 {
+		mode = [...]string{"", "maildir-tmpfile", "maildir-tmpfile-unsafe"}[cfg.tmpfile]
+	}
 	if cfg.mbox {
 		mode = "mbox"
 	}
@@ -213,6 +240,9 @@ func (cfg *config) deliverMaildir(u string, data []byte) error {
 	now := time.Now()
 	name := fmt.Sprintf("%d.M%dP%dQ%d.rawceiling", now.Unix(), now.Nanosecond()/1000, cfg.pid, cfg.seq.Add(1))
 	md := filepath.Join(cfg.dir, u, "Maildir")
+	if cfg.tmpfile > 0 {
+		return cfg.deliverTmpfile(u, md, name, data)
+	}
 	tmp := filepath.Join(md, "tmp", name)
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
@@ -239,6 +269,33 @@ func (cfg *config) deliverMaildir(u string, data []byte) error {
 		}
 	} else if err := os.Rename(tmp, dst); err != nil {
 		return err
+	}
+	return cfg.newDirs[u].Sync()
+}
+
+// deliverTmpfile is deliverMaildir with an unnamed O_TMPFILE file instead
+// of a name in tmp/ (see -tmpfile in the package comment).
+func (cfg *config) deliverTmpfile(u, md, name string, data []byte) error {
+	f, err := os.OpenFile(filepath.Join(md, "tmp"), os.O_WRONLY|unix.O_TMPFILE, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, err := f.Write(data); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	// Linking a descriptor by name needs no privilege; AT_EMPTY_PATH would.
+	proc := "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
+	if err := unix.Linkat(unix.AT_FDCWD, proc, unix.AT_FDCWD, filepath.Join(md, "new", name), unix.AT_SYMLINK_FOLLOW); err != nil {
+		return err
+	}
+	if cfg.tmpfile == 1 {
+		if err := f.Sync(); err != nil {
+			return err
+		}
 	}
 	return cfg.newDirs[u].Sync()
 }

@@ -39,40 +39,58 @@ func TestMboxEntryQuotesAndCounts(t *testing.T) {
 }
 
 func TestMaildirAndMboxRuns(t *testing.T) {
-	for _, mbox := range []bool{false, true} {
-		dir := t.TempDir()
-		cfg := &config{dir: dir, users: []string{"u1", "u2", "u3"}, conns: 3, messages: 20, size: 1024, rcpts: 2, mbox: mbox, prefix: "t", pid: os.Getpid()}
-		if err := cfg.prepare(); err != nil {
-			t.Fatal(err)
-		}
-		res, err := run(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if res.OK != 40 || res.MessagesDone != 20 || res.P50ms <= 0 {
-			t.Fatalf("mbox=%v: %+v", mbox, res)
-		}
-		total := 0
-		for _, u := range cfg.users {
-			if mbox {
-				b, err := os.ReadFile(filepath.Join(dir, u+".mbox"))
-				if err != nil {
-					t.Fatal(err)
+	for _, tc := range []struct {
+		name       string
+		mbox, link bool
+		tmpfile    int
+	}{
+		{name: "rename"}, {name: "link", link: true}, {name: "tmpfile", tmpfile: 1},
+		{name: "tmpfile-unsafe", tmpfile: 2}, {name: "mbox", mbox: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			cfg := &config{dir: dir, users: []string{"u1", "u2", "u3"}, conns: 3, messages: 20, size: 1024, rcpts: 2,
+				mbox: tc.mbox, link: tc.link, tmpfile: tc.tmpfile, prefix: "t", pid: os.Getpid()}
+			if err := cfg.prepare(); err != nil {
+				t.Fatal(err)
+			}
+			res, err := run(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.OK != 40 || res.MessagesDone != 20 || res.P50ms <= 0 {
+				t.Fatalf("%+v", res)
+			}
+			total := 0
+			for _, u := range cfg.users {
+				if tc.mbox {
+					b, err := os.ReadFile(filepath.Join(dir, u+".mbox"))
+					if err != nil {
+						t.Fatal(err)
+					}
+					total += bytes.Count(append([]byte("\n"), b...), []byte("\nFrom "))
+					continue
 				}
-				total += bytes.Count(append([]byte("\n"), b...), []byte("\nFrom "))
-			} else {
 				ents, err := os.ReadDir(filepath.Join(dir, u, "Maildir", "new"))
 				if err != nil {
 					t.Fatal(err)
+				}
+				for _, e := range ents {
+					if fi, err := e.Info(); err != nil || fi.Size() != 1024 {
+						t.Fatalf("new/%s: %v, %v; want 1024 bytes", e.Name(), fi, err)
+					}
 				}
 				total += len(ents)
 				if tmp, _ := os.ReadDir(filepath.Join(dir, u, "Maildir", "tmp")); len(tmp) != 0 {
 					t.Fatalf("tmp/ not empty")
 				}
 			}
-		}
-		if total != 40 {
-			t.Fatalf("mbox=%v: %d messages stored, want 40", mbox, total)
-		}
+			if total != 40 {
+				t.Fatalf("%d messages stored, want 40", total)
+			}
+			if want := map[int]string{1: "maildir-tmpfile", 2: "maildir-tmpfile-unsafe"}[tc.tmpfile]; want != "" && res.Mode != want {
+				t.Fatalf("mode %q, want %q", res.Mode, want)
+			}
+		})
 	}
 }
