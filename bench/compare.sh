@@ -432,6 +432,23 @@ med() {
 		NR == 1 { for (i = 1; i <= NF; i++) if ($i == col) k = i; next }
 		$1 == m && $2 == c && $3 == p { print $k }' "$TSV" | median
 }
+# paired MATRIX CELL A B COLUMN: A's value over B's in each repetition (the
+# two ran next to each other), as "median (min-max)". The disk's speed
+# drifts over minutes; a ratio taken within one repetition does not.
+paired() {
+	awk -F'\t' -v m="$1" -v c="$2" -v a="$3" -v b="$4" -v col="$5" '
+		NR == 1 { for (i = 1; i <= NF; i++) if ($i == col) k = i; next }
+		$1 == m && $2 == c && $3 == a { va[$4] = $k }
+		$1 == m && $2 == c && $3 == b { vb[$4] = $k }
+		END {
+			n = 0
+			for (r in va) if ((r in vb) && vb[r] + 0 > 0) x[++n] = va[r] / vb[r]
+			if (n == 0) { print "-"; exit }
+			for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (x[j] < x[i]) { t = x[i]; x[i] = x[j]; x[j] = t }
+			mid = (n % 2) ? x[(n + 1) / 2] : (x[n / 2] + x[n / 2 + 1]) / 2
+			printf "%.2f (%.2f-%.2f)\n", mid, x[1], x[n]
+		}' "$TSV"
+}
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "-"; else printf "%.2f\n", a / b }'; }
 pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "-"; else printf "%.0f%%\n", 100 * a / b }'; }
 fmt1() { [ -n "$1" ] && printf '%.1f' "$1" || printf -- '-'; }
@@ -440,9 +457,9 @@ fmt2() { [ -n "$1" ] && printf '%.2f' "$1" || printf -- '-'; }
 table() {
 	local matrix=$1 peer=$2 ldapeer=$3 rawpeer=$4 cell
 	shift 4
-	printf '| %s cell | lda d/s | %s d/s | lda/%s | raw d/s | lda %% of raw | lda p50 ms | %s p50 ms | p50 lda/%s |\n' \
-		"$matrix" "$peer" "$peer" "$peer" "$peer"
-	printf '|---|---:|---:|---:|---:|---:|---:|---:|---:|\n'
+	printf '| %s cell | lda d/s | %s d/s | lda/%s | same-repetition lda/%s | raw d/s | lda %% of raw | lda p50 ms | %s p50 ms | p50 lda/%s | same-repetition p50 lda/%s |\n' \
+		"$matrix" "$peer" "$peer" "$peer" "$peer" "$peer" "$peer"
+	printf '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
 	for cell in "$@"; do
 		local cname c size r l p raw lp pp
 		read -r cname c size r <<<"$cell"
@@ -451,9 +468,10 @@ table() {
 		raw=$(med "$matrix" "$cname" "$rawpeer" deliveries_per_s)
 		lp=$(med "$matrix" "$cname" "$ldapeer" p50_ms)
 		pp=$(med "$matrix" "$cname" "$peer" p50_ms)
-		printf '| %s (%s conn, %s B, %s rcpt) | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$cname" "$c" "$size" "$r" \
-			"$(fmt1 "$l")" "$(fmt1 "$p")" "$(ratio "$l" "$p")" "$(fmt1 "$raw")" "$(pct "$l" "$raw")" \
-			"$(fmt2 "$lp")" "$(fmt2 "$pp")" "$(ratio "$lp" "$pp")"
+		printf '| %s (%s conn, %s B, %s rcpt) | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$cname" "$c" "$size" "$r" \
+			"$(fmt1 "$l")" "$(fmt1 "$p")" "$(ratio "$l" "$p")" "$(paired "$matrix" "$cname" "$ldapeer" "$peer" deliveries_per_s)" \
+			"$(fmt1 "$raw")" "$(pct "$l" "$raw")" \
+			"$(fmt2 "$lp")" "$(fmt2 "$pp")" "$(ratio "$lp" "$pp")" "$(paired "$matrix" "$cname" "$ldapeer" "$peer" p50_ms)"
 	done
 }
 
