@@ -137,9 +137,10 @@ type request struct {
 func deliverStdin(c *common, r request, in io.Reader) *status.Status {
 	agent, _, err := c.agent()
 	if err != nil {
-		// The one-line message names the file; the peer (an MTA's log)
-		// is the local administrator here.
-		fmt.Fprintf(os.Stderr, "lda: %v\n", err)
+		// The detail (which file, and why) goes to the log; the caller
+		// prints the one line that the MTA passes on.
+		newLogger(c.log).Error("delivery", "user", r.user, "sender", r.sender, "recipient", r.rcpt,
+			"status", fmt.Sprintf("%d %s", status.ConfigError.Code, status.ConfigError.Enhanced), "detail", err.Error())
 		return status.ConfigError.Wrap(err)
 	}
 	u, st := c.lookupUser(r.user)

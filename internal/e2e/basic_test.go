@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"lda/internal/status"
 )
 
 // TestDeliverBasics covers the normal paths and the exit code of each
@@ -132,6 +134,13 @@ func TestDeliverBasics(t *testing.T) {
 		r = f.run(message("x", "y\n"), "deliver", "-policy", bad, "-log", f.log, "-d", u.Name)
 		if r.exit != 75 {
 			t.Fatalf("deliver with a bad policy: exit %d, want 75", r.exit)
+		}
+		// One line for the MTA, without the path; the detail is logged.
+		if r.stderr != "lda: "+status.ConfigError.Reply()+"\n" {
+			t.Fatalf("deliver with a bad policy: stderr %q, want one line with the generic reply", r.stderr)
+		}
+		if b, _ := os.ReadFile(f.log); !strings.Contains(string(b), "status=\"451 4.3.5\"") || !strings.Contains(string(b), bad+":") {
+			t.Fatalf("deliver with a bad policy: the log does not name the file:\n%s", b)
 		}
 	})
 }
