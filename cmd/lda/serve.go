@@ -13,7 +13,7 @@ import (
 func cmdServe(args []string) int {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	cfgPath := fs.String("config", daemon.DefaultConfigFile, "daemon configuration file")
-	logTo := fs.String("log", "", `override the configuration's log ("stderr", "syslog" or a file)`)
+	logTo := fs.String("log", "", `override the configuration's log ("stderr", "syslog", "none" or a file)`)
 	if err := fs.Parse(args); err != nil || fs.NArg() != 0 {
 		return status.ExUsage
 	}
@@ -33,7 +33,7 @@ func cmdServe(args []string) int {
 		return fail(status.ExOSErr, "%v", err)
 	}
 	log, file := openLog(dest)
-	p := &daemon.Parent{Exe: exe, Log: log, LogFile: file, LogSyslog: dest == "syslog" || dest == ""}
+	p := &daemon.Parent{Exe: exe, Log: log, LogFile: file, LogSyslog: dest == "syslog" || dest == "", LogNone: dest == "none"}
 	if err := p.Serve(*cfgPath); err != nil {
 		return fail(status.ExTempFail, "serve: %v", err)
 	}
@@ -41,12 +41,13 @@ func cmdServe(args []string) int {
 }
 
 // cmdListener is `lda listener`, started by `lda serve` only, with
-// "syslog" or "stderr" as its argument: it logs to syslog itself, or to
-// standard error, which is the parent's log file or standard error.
+// "syslog", "none" or "stderr" as its argument: it logs to syslog itself,
+// nowhere, or to standard error, which is the parent's log file or
+// standard error.
 func cmdListener(args []string) int {
 	dest := "stderr"
-	if len(args) == 1 && args[0] == "syslog" {
-		dest = "syslog"
+	if len(args) == 1 && (args[0] == "syslog" || args[0] == "none") {
+		dest = args[0]
 	}
 	return daemon.ListenerMain(newLogger(dest))
 }

@@ -14,6 +14,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"lda/internal/lmtp"
 	"lda/internal/spawn"
 	"lda/internal/userdb"
 	"lda/policy"
@@ -135,8 +136,8 @@ func ParseConfig(r io.Reader, name string) (*Config, error) {
 	case c.Workers.MaxIdle < 0 || c.Workers.MaxIdle > 1024 || c.Workers.IdleTime <= 0 || c.Workers.MaxDeliveries < 1:
 		return nil, bad("workers", "max_idle 0..1024, idle_time > 0, max_deliveries >= 1")
 	case c.Limits.Connections < 1 || c.Limits.Recipients < 1 || c.Limits.MessageSize < 1024 ||
-		c.Limits.LineLength < 512 || c.Limits.IdleTimeout <= 0 || c.Limits.DataTimeout <= 0:
-		return nil, bad("limits", "connections and recipients >= 1, message_size >= 1024, line_length >= 512, timeouts > 0")
+		c.Limits.LineLength < lmtp.MinMaxLine || c.Limits.LineLength > lmtp.MaxMaxLine || c.Limits.IdleTimeout <= 0 || c.Limits.DataTimeout <= 0:
+		return nil, bad("limits", "connections and recipients >= 1, message_size >= 1024, line_length %d..%d, timeouts > 0", lmtp.MinMaxLine, lmtp.MaxMaxLine)
 	case c.Limits.SpoolMemory < 0 || c.Limits.SpoolMemory > 64<<20:
 		return nil, bad("limits", "spool_memory 0..67108864 bytes")
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -56,6 +57,8 @@ func TestParseConfig(t *testing.T) {
 		{"bad bare_lf", goodConfig + "bare_lf: maybe\n", "bare_lf"},
 		{"bad delimiter", goodConfig + "recipient_delimiter: \"@\"\n", "recipient_delimiter"},
 		{"tiny message size", goodConfig + "limits: {message_size: 10}\n", "limits"},
+		{"short line_length", goodConfig + "limits: {line_length: 511}\n", "line_length 512..1048576"},
+		{"long line_length", goodConfig + "limits: {line_length: 1048577}\n", "line_length 512..1048576"},
 		{"bad duration", goodConfig + "limits: {idle_timeout: soon}\n", "lda.yaml"},
 		{"unknown limit", goodConfig + "limits: {sockets: 3}\n", "lda.yaml:6: field"},
 		{"timer_slack too long", goodConfig + "timer_slack: 11ms\n", "lda.yaml:6: timer_slack"},
@@ -265,4 +268,42 @@ func channelPair(t *testing.T) (*channel, *channel) {
 		t.Fatal(err)
 	}
 	return ca, cb
+}
+
+func TestKeepRestartOnly(t *testing.T) {
+	base := func() *Config {
+		return &Config{Socket: "/run/lda/lmtp.sock", SocketMode: "0660", SocketGroup: "mail", TCP: "", PolicySocket: "",
+			ListenerUser: "lda", SpoolDir: "/var/spool/lda", Log: "syslog", Hostname: "a.test", Parallel: 4}
+	}
+	for _, tc := range []struct {
+		name   string
+		change func(*Config)
+		kept   string
+	}{
+		{"nothing", func(*Config) {}, ""},
+		{"only reloadable", func(c *Config) { c.Hostname, c.Parallel = "b.test", 8 }, ""},
+		{"socket", func(c *Config) { c.Socket = "/run/other.sock" }, "socket"},
+		{"socket mode and group", func(c *Config) { c.SocketMode, c.SocketGroup = "0600", "postfix" }, "socket_mode,socket_group"},
+		{"tcp and policy socket", func(c *Config) { c.TCP, c.PolicySocket = "127.0.0.1:24", "/run/p.sock" }, "tcp,policy_socket"},
+		{"listener user, spool and log", func(c *Config) { c.ListenerUser, c.SpoolDir, c.Log = "x", "/tmp/s", "stderr" }, "listener_user,spool_dir,log"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			running, next := base(), base()
+			tc.change(next)
+			want := *next // what a reload applies: next, with the running restart-only values
+			r := base()
+			want.Socket, want.SocketMode, want.SocketGroup, want.TCP, want.PolicySocket = r.Socket, r.SocketMode, r.SocketGroup, r.TCP, r.PolicySocket
+			want.ListenerUser, want.SpoolDir, want.Log = r.ListenerUser, r.SpoolDir, r.Log
+			kept := keepRestartOnly(running, next)
+			if got := strings.Join(kept, ","); got != tc.kept {
+				t.Fatalf("kept %q, want %q", got, tc.kept)
+			}
+			if !reflect.DeepEqual(*next, want) {
+				t.Fatalf("after the reload:\n got %+v\nwant %+v", *next, want)
+			}
+		})
+	}
+	if kept := keepRestartOnly(nil, base()); kept != nil {
+		t.Fatalf("no running configuration: kept %v", kept)
+	}
 }

@@ -43,9 +43,10 @@ type Parent struct {
 	Log *slog.Logger
 	// LogFile is the log file, when the log goes to one; the listener
 	// writes its lines to it too (as its standard error). LogSyslog tells
-	// the listener to log to syslog itself.
+	// the listener to log to syslog itself, LogNone to log nothing.
 	LogFile   *os.File
 	LogSyslog bool
+	LogNone   bool
 
 	mu       sync.Mutex
 	cfg      *Config
@@ -159,6 +160,34 @@ func (p *Parent) configure(cfg *Config) error {
 	return nil
 }
 
+// keepRestartOnly copies into next the settings that were applied once, at
+// start-up, and that a reload therefore cannot change: the sockets (bound
+// by root before the first listener), the listener user and its spool
+// directory (made for that user then), and the log (opened then). It
+// returns the keys whose values differed, for the log.
+func keepRestartOnly(running, next *Config) (kept []string) {
+	if running == nil {
+		return nil
+	}
+	keep := func(key string, changed bool) {
+		if changed {
+			kept = append(kept, key)
+		}
+	}
+	keep("socket", next.Socket != running.Socket)
+	keep("socket_mode", next.SocketMode != running.SocketMode)
+	keep("socket_group", next.SocketGroup != running.SocketGroup)
+	keep("tcp", next.TCP != running.TCP)
+	keep("policy_socket", next.PolicySocket != running.PolicySocket)
+	keep("listener_user", next.ListenerUser != running.ListenerUser)
+	keep("spool_dir", next.SpoolDir != running.SpoolDir)
+	keep("log", next.Log != running.Log)
+	next.Socket, next.SocketMode, next.SocketGroup = running.Socket, running.SocketMode, running.SocketGroup
+	next.TCP, next.PolicySocket = running.TCP, running.PolicySocket
+	next.ListenerUser, next.SpoolDir, next.Log = running.ListenerUser, running.SpoolDir, running.Log
+	return kept
+}
+
 // bind creates the sockets (or takes the Unix socket from systemd) and the
 // listener's spool directory.
 func (p *Parent) bind() error {
@@ -262,8 +291,11 @@ func (p *Parent) startListener() (chan error, error) {
 	defer theirs.Close()
 	files := []*os.File{theirs, cf, pf, p.unixL, p.tcpL, p.policyL}
 	logArg := "stderr"
-	if p.LogSyslog {
+	switch {
+	case p.LogSyslog:
 		logArg = "syslog"
+	case p.LogNone:
+		logArg = "none"
 	}
 	cmd, err := spawn.Start(spawn.Request{Exe: p.Exe, Args: []string{"listener", logArg}, UID: lu.UID, GID: lu.GID, MinUID: 1, Files: files, Stderr: p.LogFile,
 		TimerSlack: cfg.TimerSlack})
@@ -295,6 +327,12 @@ func (p *Parent) startListener() (chan error, error) {
 func (p *Parent) reload(cfgPath string, done *chan error) {
 	cfg, err := LoadConfig(cfgPath)
 	if err == nil {
+		p.mu.Lock()
+		running := p.cfg
+		p.mu.Unlock()
+		if kept := keepRestartOnly(running, cfg); len(kept) > 0 {
+			p.Log.Warn("reload: these settings change only on restart; keeping the running values", "keys", strings.Join(kept, ","))
+		}
 		err = p.configure(cfg)
 	}
 	if err != nil {

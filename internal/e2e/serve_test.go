@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"net"
 	"os"
@@ -305,10 +306,19 @@ func TestServeReloadAndDrain(t *testing.T) {
 	}
 	cl.cmd("NOOP", "250")
 
-	// A good one: a new listener; the old session still works.
-	testutil.WriteFile(t, cfgPath, good, 0o640, 0, 0)
+	// A good one: a new listener; the old session still works. Its new
+	// spool_dir is one that only a restart could make (root makes it for
+	// the listener user at start-up): the running one is kept, and said so.
+	moved := bytes.Replace(good, []byte("spool-lda"), []byte("spool-moved"), 1)
+	if bytes.Equal(moved, good) {
+		t.Fatal("no spool_dir in the configuration to change")
+	}
+	testutil.WriteFile(t, cfgPath, moved, 0o640, 0, 0)
 	d.cmd.Process.Signal(syscall.SIGHUP)
 	waitFor(t, func() bool { return strings.Contains(d.stderr.String(), "msg=reloaded") }, "a reload")
+	if !strings.Contains(d.stderr.String(), "change only on restart") || !strings.Contains(d.stderr.String(), "keys=spool_dir") {
+		t.Fatalf("a reload that changed spool_dir did not say it kept the running one:\n%s", d.stderr)
+	}
 	cl.cmd("MAIL FROM:<a@example.org>", "250")
 	cl.cmd("RCPT TO:<"+f.u1.Name+"@example.org>", "250")
 	cl.cmd("DATA", "354")
@@ -317,6 +327,7 @@ func TestServeReloadAndDrain(t *testing.T) {
 	cl2 := dialLMTP(t, d.socket) // served by the new listener
 	cl2.cmd("LHLO mta.test", "250")
 	cl2.cmd("QUIT", "221")
+	d.sendOne(t, f.u1.Name+"@example.org", "through the new listener")
 
 	// Drain: the transaction in progress finishes, then 421.
 	cl.cmd("MAIL FROM:<a@example.org>", "250")
@@ -341,8 +352,8 @@ func TestServeReloadAndDrain(t *testing.T) {
 		t.Fatal("lda serve did not exit after draining")
 	}
 	d.cmd = nil
-	if ents, _ := os.ReadDir(filepath.Join(f.u1.Home, "Maildir", "new")); len(ents) != 2 {
-		t.Fatalf("%d messages delivered, want 2", len(ents))
+	if ents, _ := os.ReadDir(filepath.Join(f.u1.Home, "Maildir", "new")); len(ents) != 3 {
+		t.Fatalf("%d messages delivered, want 3", len(ents))
 	}
 }
 
@@ -370,6 +381,18 @@ func TestServeLogFile(t *testing.T) {
 	}, "the listener's and root's lines in "+logFile)
 	if st, err := os.Stat(logFile); err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("log file mode: %v %v", st, err)
+	}
+}
+
+// TestServeLogNone: with log: none, neither root nor the listener writes
+// a line anywhere, and mail is still delivered.
+func TestServeLogNone(t *testing.T) {
+	f := newFixture(t)
+	d := startDaemon(t, f, "log: none\n")
+	d.sendOne(t, f.u1.Name+"@example.org", "unlogged")
+	d.sendOne(t, f.u1.Name+"@example.org", "unlogged again")
+	if out := d.stderr.String(); strings.Contains(out, "msg=") {
+		t.Fatalf("log: none, yet lines on standard error:\n%s", out)
 	}
 }
 
