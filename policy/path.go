@@ -110,8 +110,8 @@ func ValidPath(p string) error {
 // ValidFolder checks a Maildir++ folder name such as "Work" or
 // "Lists.golang": non-empty dot-separated non-empty parts (so no leading,
 // trailing or doubled "."), no "/", valid UTF-8 without NUL or control
-// characters, at most 255 bytes. The empty name (INBOX) is not a folder
-// name: callers check it only when non-empty.
+// characters, at most MaxFolderLen (254) bytes. The empty name (INBOX) is
+// not a folder name: callers check it only when non-empty.
 func ValidFolder(name string) error {
 	switch {
 	case name == "":
@@ -149,7 +149,7 @@ func validUser(u User) error {
 }
 
 // ValidProgramName checks a program's name as used in the policy and in
-// destinations: a letter or digit, then letters, digits, ".", "_", "+" and
+// destinations: a letter or digit, then letters, digits, ".", "_" and
 // "-", at most 64 bytes. So "prog;id", "../../bin/sh" and "-x" are refused.
 func ValidProgramName(name string) error {
 	if name == "" {

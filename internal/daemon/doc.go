@@ -11,8 +11,9 @@
 //     It never parses LMTP.
 //   - the listener (ListenerMain), running as an unprivileged service user
 //     (never root): it authenticates every peer by SO_PEERCRED, speaks LMTP
-//     (package lmtp), spools each message to a file and asks the parent to
-//     deliver it, recipient by recipient.
+//     (package lmtp), spools each message (a memfd up to
+//     limits.spool_memory, else an unlinked file in spool_dir) and has it
+//     delivered recipient by recipient, by a direct worker or the parent.
 //   - the workers (package worker), as the recipient: one per delivery,
 //     or warm ones serving one user's jobs in turn. A direct worker is a
 //     warm worker root started and bound to its user and whose socket it

@@ -59,8 +59,10 @@
 // are limited to MaxRecipients (452 4.5.3). The message limit MaxSize
 // counts the bytes as spooled (LF line ends, dot-unstuffed); a larger
 // SIZE= is refused at MAIL, a larger message after DATA with 552 5.3.4 per
-// recipient. A spool failure is 451 4.3.0 per recipient (the 354 is sent
-// and the body read either way). IdleTimeout bounds the arrival of each
+// recipient. A spool failure is 452 4.3.1 per recipient when the spool's
+// file system is full or over quota (ENOSPC, EDQUOT), 552 5.3.4 when the
+// daemon's file size limit stops it (EFBIG), and 451 4.3.0 otherwise (the
+// 354 is sent and the body read either way). IdleTimeout bounds the arrival of each
 // whole command line and each reply write, DataTimeout each read during
 // DATA; both end the session with 421 4.4.2. Shutdown lets an open
 // transaction finish and then ends the session with 421 4.3.2.
