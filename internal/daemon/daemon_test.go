@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -305,5 +306,59 @@ func TestKeepRestartOnly(t *testing.T) {
 	}
 	if kept := keepRestartOnly(nil, base()); kept != nil {
 		t.Fatalf("no running configuration: kept %v", kept)
+	}
+}
+
+// TestRedirectCommand runs the redirect command as the listener does: what
+// it reads, its exit status, and a child that keeps its output open after
+// it exited (which must not keep the session waiting).
+func TestRedirectCommand(t *testing.T) {
+	redirectWaitDelay = 200 * time.Millisecond
+	t.Cleanup(func() { redirectWaitDelay = 5 * time.Second })
+	dir := t.TempDir()
+	msg, err := os.CreateTemp(dir, "msg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := "Subject: x\n\nbody\n"
+	msg.WriteString(body)
+	got := filepath.Join(dir, "got")
+	for _, tc := range []struct {
+		name, script string
+		ok           bool
+		want         string // what the command read, when ok
+	}{
+		{"submits", `cat >"$GOT"; echo "$@" >>"$GOT"`, true, "Delivered-To: bob@example.org\n" + body + "-f alice@example.org -- carol@example.org\n"},
+		{"fails", `cat >/dev/null; echo "no such user" >&2; exit 67`, false, ""},
+		{"leaves a child holding its output", `cat >"$GOT"; (sleep 30 &); exit 0`, true, "Delivered-To: bob@example.org\n" + body},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			os.Remove(got)
+			script := strings.ReplaceAll(tc.script, "$GOT", got)
+			l := &Listener{cfg: &Config{RedirectCmd: []string{"/bin/sh", "-c", script, "sh"}}}
+			done := make(chan error, 1)
+			go func() {
+				done <- l.redirect(msg, int64(len(body)), "alice@example.org", "bob@example.org", []string{"carol@example.org"})
+			}()
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(20 * time.Second):
+				t.Fatal("redirect did not return: it waits for the command's leftover child")
+			}
+			if (err == nil) != tc.ok {
+				t.Fatalf("err = %v, want ok %v", err, tc.ok)
+			}
+			if !tc.ok {
+				if !strings.Contains(err.Error(), "no such user") {
+					t.Fatalf("err = %v, want the command's output in it", err)
+				}
+				return
+			}
+			b, _ := os.ReadFile(got)
+			if !strings.HasPrefix(string(b), tc.want) {
+				t.Fatalf("the command read %q, want %q", b, tc.want)
+			}
+		})
 	}
 }

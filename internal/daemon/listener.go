@@ -432,7 +432,8 @@ func (l *Listener) request(req *job.Request, msg *os.File) (*job.Reply, *os.File
 	req.ID = l.nextID.Add(1)
 	rec, err := req.Encode()
 	if err != nil {
-		return &job.Reply{Status: status.Usage.Wrap(err)}, nil
+		// Rcpt validated the request: this is our fault, and temporary.
+		return &job.Reply{Status: status.Unknown.Wrap(err)}, nil
 	}
 	ch := make(chan reply, 1)
 	l.mu.Lock()
@@ -523,6 +524,7 @@ var (
 func (b *backend) Rcpt(r lmtp.Recipient) *status.Status {
 	cfg := b.l.cfg
 	if r.Filter != "" && r.Dest != "" {
+		b.l.log.Info("recipient", "session", b.session, "recipient", r.Addr, "status", "501 5.5.4", "reason", "XLDA-FILTER with XLDA-DEST")
 		return filterWithDest
 	}
 	name, detail := r.User, ""
@@ -557,6 +559,7 @@ func (b *backend) Rcpt(r lmtp.Recipient) *status.Status {
 	if r.Dest != "" {
 		d, err := policy.ParseDestination(r.Dest)
 		if err != nil {
+			b.l.log.Info("recipient", "session", b.session, "recipient", r.Addr, "user", u.Name, "status", "501 5.5.4", "reason", err.Error())
 			return status.Usage
 		}
 		req.Kind, req.Path, req.Folder, req.Program = d.Kind.String(), d.Path, d.Folder, d.Program
@@ -572,6 +575,9 @@ func (b *backend) Rcpt(r lmtp.Recipient) *status.Status {
 		req.Op = job.ModeFilter
 	}
 	if err := req.Validate(); err != nil {
+		// The envelope as lda would pass it on (the trace line included)
+		// is too long or not well formed: the same RCPT cannot succeed.
+		b.l.log.Info("recipient", "session", b.session, "recipient", r.Addr, "user", u.Name, "status", "501 5.5.4", "reason", err.Error())
 		return status.Usage
 	}
 	// RCPT-time Sieve: where the user's filter rejects on the envelope
@@ -689,11 +695,38 @@ func (l *Listener) redirect(msg *os.File, size int64, sender, rcpt string, to []
 	cmd := exec.CommandContext(ctx, argv[0], args...)
 	cmd.Env = []string{"PATH=/usr/bin:/bin"}
 	cmd.Stdin = io.MultiReader(strings.NewReader("Delivered-To: "+rcpt+"\n"), io.NewSectionReader(msg, 0, size))
-	out, err := cmd.CombinedOutput()
+	out := &cappedBuffer{max: 4 << 10}
+	cmd.Stdout, cmd.Stderr = out, out
+	// Its own process group, killed whole at the time limit; and a child
+	// it leaves behind holding its output cannot keep the session waiting.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = redirectWaitDelay
+	err := cmd.Run()
+	if errors.Is(err, exec.ErrWaitDelay) && cmd.ProcessState != nil && cmd.ProcessState.Success() {
+		err = nil // it exited 0: the message was submitted
+	}
 	if err != nil {
-		return fmt.Errorf("%s: %v: %s", argv[0], err, status.Sanitize(string(out)))
+		return fmt.Errorf("%s: %v: %s", argv[0], err, status.Sanitize(string(out.b)))
 	}
 	return nil
+}
+
+// redirectWaitDelay bounds the wait for the redirect command's output once
+// it has exited or been killed (a variable for tests).
+var redirectWaitDelay = 5 * time.Second
+
+// cappedBuffer keeps the first max bytes written to it and drops the rest.
+type cappedBuffer struct {
+	b   []byte
+	max int
+}
+
+func (c *cappedBuffer) Write(p []byte) (int, error) {
+	if room := c.max - len(c.b); room > 0 {
+		c.b = append(c.b, p[:min(len(p), room)]...)
+	}
+	return len(p), nil
 }
 
 // deliveredTo returns the lower-cased Delivered-To values of the message's

@@ -394,8 +394,8 @@ func (s *Session) endTx() {
 func (s *Session) handle(line []byte) (quit bool, err error) {
 	cmd, perr := ParseCommand(line)
 	var st *status.Status
-	if perr != nil {
-		st = perr.(*status.Status)
+	if perr != nil && !errors.As(perr, &st) {
+		st = status.Unknown.Wrap(perr) // ParseCommand returns a Status; never trust that blindly
 	}
 	switch cmd.Verb {
 	case "":
