@@ -216,13 +216,13 @@ var TooBig = status.New(552, "5.3.4", "message too big")
 func spoolMessage(in io.Reader, max int64) (*os.File, int64, *status.Status) {
 	f, err := os.CreateTemp("", "lda-spool-")
 	if err != nil {
-		return nil, 0, status.From(err)
+		return nil, 0, status.FromSpool(err)
 	}
 	os.Remove(f.Name())
 	n, err := io.Copy(f, io.LimitReader(in, max+1))
 	if err != nil {
 		f.Close()
-		return nil, 0, status.From(fmt.Errorf("spool: %w", err))
+		return nil, 0, status.FromSpool(fmt.Errorf("spool: %w", err))
 	}
 	if n > max {
 		f.Close()

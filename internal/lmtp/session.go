@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"lda/internal/status"
@@ -129,7 +128,7 @@ var (
 	replyBareLF       = status.New(550, "5.6.0", "bare LF in message; use CRLF line endings")
 	replySpool        = status.Unknown // 451 4.3.0
 	replySpoolFull    = status.NoSpace // 452 4.3.1
-	replySpoolTooBig  = status.New(552, "5.3.4", "message too big for system")
+	replySpoolTooBig  = status.SpoolTooBig
 	replyIdle         = status.New(421, "4.4.2", "idle timeout")
 	replyDataTimeout  = status.New(421, "4.4.2", "timeout")
 	replyShutdown     = status.New(421, "4.3.2", "shutting down")
@@ -605,15 +604,7 @@ func (s *Session) data() error {
 // a full file system is temporary (452 4.3.1), a message larger than the
 // file size limit is not (552 5.3.4, as Postfix answers); anything else is
 // 451 4.3.0. The cause goes to the log only.
-func spoolStatus(err error) *status.Status {
-	switch {
-	case errors.Is(err, syscall.EFBIG):
-		return replySpoolTooBig.Wrap(err)
-	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
-		return replySpoolFull.Wrap(err)
-	}
-	return replySpool.Wrap(err)
-}
+func spoolStatus(err error) *status.Status { return status.FromSpool(err) }
 
 func resetWriter(w *bufio.Writer, f io.Writer) *bufio.Writer {
 	if w == nil {

@@ -51,10 +51,48 @@ func TestFromErrno(t *testing.T) {
 			if got := st.Exit(); got != tc.exit {
 				t.Fatalf("Exit() = %d, want %d", got, tc.exit)
 			}
-			if tc.err != nil && !errors.Is(st, tc.err) && !errors.Is(tc.err, st) {
+			// An error that is not already a Status must stay reachable
+			// (for the log) behind the one that From made of it.
+			var already *Status
+			if tc.err != nil && !errors.As(tc.err, &already) && !errors.Is(st, tc.err) {
 				t.Fatalf("cause lost: %v", st)
 			}
 			if strings.Contains(st.Reply(), "/var/mail") {
+				t.Fatalf("reply leaks the path: %q", st.Reply())
+			}
+		})
+	}
+}
+
+// TestFromSpool: lda's own spool is not a mailbox, so EDQUOT there is the
+// spool's file system (temporary), not the recipient's quota.
+func TestFromSpool(t *testing.T) {
+	wrap := func(e syscall.Errno) error {
+		return fmt.Errorf("spool: %w", &fs.PathError{Op: "write", Path: "/var/spool/lda/msg-1", Err: e})
+	}
+	for _, tc := range []struct {
+		name string
+		err  error
+		code int
+		enh  string
+		exit int
+	}{
+		{"ENOSPC", wrap(syscall.ENOSPC), 452, "4.3.1", 75},
+		{"EDQUOT", wrap(syscall.EDQUOT), 452, "4.3.1", 75},
+		{"EFBIG", wrap(syscall.EFBIG), 552, "5.3.4", 65},
+		{"EIO", wrap(syscall.EIO), 451, "4.3.0", 75},
+		{"unknown", errors.New("short write"), 451, "4.3.0", 75},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			QuotaTempfail = false
+			st := FromSpool(tc.err)
+			if st.Code != tc.code || st.Enhanced != tc.enh || st.Exit() != tc.exit {
+				t.Fatalf("FromSpool(%v) = %d %s exit %d, want %d %s exit %d", tc.err, st.Code, st.Enhanced, st.Exit(), tc.code, tc.enh, tc.exit)
+			}
+			if !errors.Is(st, tc.err) {
+				t.Fatalf("cause lost: %v", st)
+			}
+			if strings.Contains(st.Reply(), "/var/spool") {
 				t.Fatalf("reply leaks the path: %q", st.Reply())
 			}
 		})

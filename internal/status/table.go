@@ -30,6 +30,24 @@ var (
 	Busy = New(451, "4.3.2", "system busy, try again later")
 )
 
+// SpoolTooBig is a message that lda's own spool could not hold because of
+// the file size limit (RLIMIT_FSIZE): permanent, as Postfix answers.
+var SpoolTooBig = New(552, "5.3.4", "message too big for system")
+
+// FromSpool maps an error writing lda's own spool (the message before any
+// mailbox is involved): a full or over-quota file system is temporary
+// (452 4.3.1), the file size limit is not (552 5.3.4); anything else is
+// 451 4.3.0. Not errnoTable: there EDQUOT means the recipient's mailbox.
+func FromSpool(err error) *Status {
+	switch {
+	case errors.Is(err, syscall.EFBIG):
+		return SpoolTooBig.Wrap(err)
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return NoSpace.Wrap(err)
+	}
+	return Unknown.Wrap(err)
+}
+
 // QuotaTempfail selects whether EDQUOT and EFBIG are temporary (452 4.2.2)
 // instead of the default permanent 552 5.2.2. It is set once at start-up
 // from the configuration.
