@@ -101,11 +101,7 @@ func directJob(pkt []byte, f *os.File, bind *job.Job, sys *policy.System, rec *o
 		r := *j
 		r.Mode, r.Recover = job.ModeRecover, &p
 		if err := setRecovery(rec, &r); err != nil {
-			// Without the record a death mid-append could not be undone:
-			// better not to append at all. The listener sees a worker that
-			// died holding the job (4xx); root logs this line.
-			os.Stderr.WriteString("worker: recovery record: " + err.Error() + "\n")
-			os.Exit(1)
+			progressLost(err)
 		}
 	}, creating: func(folder, tmp string) error {
 		r := *j
@@ -148,6 +144,15 @@ func readOnlyMessage(f *os.File) *status.Status {
 		return status.Unknown.Wrapf("worker: message descriptor is not read-only")
 	}
 	return nil
+}
+
+// progressLost ends a worker that could not record where its mbox append
+// starts: without that record a death mid-append could not be undone, so
+// it is better not to append at all. Whoever waits for the job sees a
+// worker that died holding it (4xx); root logs this line.
+func progressLost(err error) {
+	os.Stderr.WriteString("worker: cannot record the append's progress: " + err.Error() + "\n")
+	os.Exit(1)
 }
 
 // setRecovery writes r (nil: none) into the recovery record.

@@ -74,6 +74,10 @@ func warmJob(rec []byte, f *os.File, bound **job.Job, sys **policy.System, conn 
 		}
 		*bound, *sys = j, s
 	}
-	t := &task{Job: j, msg: f, progress: func(p job.Progress) { conn.Send(job.EncodeProgress(p), nil) }}
+	t := &task{Job: j, msg: f, progress: func(p job.Progress) {
+		if err := conn.Send(job.EncodeProgress(p), nil); err != nil {
+			progressLost(err)
+		}
+	}}
 	return execute(*sys, t), false
 }

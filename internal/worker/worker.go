@@ -124,7 +124,11 @@ func run() *job.Result {
 	if err != nil {
 		return &job.Result{Status: status.ConfigError.Wrap(err)}
 	}
-	t := &task{Job: j, msg: os.NewFile(3, "message"), progress: func(p job.Progress) { os.Stdout.Write(job.EncodeProgress(p)) }}
+	t := &task{Job: j, msg: os.NewFile(3, "message"), progress: func(p job.Progress) {
+		if _, err := os.Stdout.Write(job.EncodeProgress(p)); err != nil {
+			progressLost(err)
+		}
+	}}
 	return execute(sys, t)
 }
 
