@@ -705,6 +705,11 @@ func thrCases() []thrCase {
 			e.userFile("version: 1\nallow:\n  - {mbox: "+e.root666()+"}\n", 0o644, e.u1)
 			e.dest("mbox", e.root666())
 		}},
+		{name: "unreadable user file defers instead of being ignored", why: `permission denied`, exit: 75, reply: thrConfErr, setup: func(e *thrEnv) {
+			// Its deny rules are unknown: delivering under the system's
+			// alone could put mail where the user said no.
+			e.userFile("version: 1\ndeny:\n  - {maildir: ~/Maildir}\n", 0o000, e.u1)
+		}},
 		{name: "loaded user file does not reach etc passwd", exit: 77, reply: thrRefused, setup: func(e *thrEnv) {
 			e.userFile("version: 1\nallow:\n  - {mbox: \"~/**\"}\n", 0o644, e.u1)
 			e.dest("mbox", "/etc/passwd")

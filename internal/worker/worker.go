@@ -220,9 +220,11 @@ func loadSystemFrom(src string, fd uintptr) (*policy.System, error) {
 }
 
 // loadUser reads the user's own policy file as the user. A file that is
-// missing is no policy; one that is not a regular file, not owned by the
-// user, or writable by group or others is ignored with a warning; one that
-// does not parse defers delivery (the user's stated wishes are unknown).
+// missing is no policy; one that is a symlink or otherwise not a regular
+// file, not owned by the user, or writable by group or others is ignored
+// with a warning; one that cannot be read (EACCES, EIO, no descriptors
+// left) or does not parse defers delivery (the user's stated wishes are
+// unknown).
 func loadUser(sys *policy.System, u policy.User) (*policy.UserPolicy, string, error) {
 	if sys.UserFile == "" {
 		return nil, "", nil
@@ -232,8 +234,11 @@ func loadUser(sys *policy.System, u policy.User) (*policy.UserPolicy, string, er
 	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
 		return nil, "", nil
 	}
+	if errors.Is(err, unix.ELOOP) {
+		return nil, fmt.Sprintf("user policy %s ignored: a symlink", name), nil
+	}
 	if err != nil {
-		return nil, fmt.Sprintf("user policy %s ignored: %v", name, err), nil
+		return nil, "", fmt.Errorf("open %s: %w", name, err)
 	}
 	f := os.NewFile(uintptr(fd), name)
 	defer f.Close()
