@@ -2,6 +2,7 @@ package userdb
 
 import (
 	"bufio"
+	"errors"
 	"io"
 	"os"
 	"sync"
@@ -70,6 +71,10 @@ func parsePasswd(r io.Reader, _ string) (map[string]*User, error) {
 	sc.Buffer(make([]byte, 0, 4096), 64<<10)
 	for sc.Scan() {
 		u, err := ParsePasswdLine(sc.Text())
+		var bad *BadEntryError
+		if errors.As(err, &bad) {
+			u, err = &User{Name: bad.Name, bad: bad.Reason}, nil
+		}
 		if err != nil {
 			continue // comments, NIS "+" lines and garbage are not users
 		}

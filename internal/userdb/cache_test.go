@@ -128,3 +128,38 @@ func BenchmarkLookup(b *testing.B) {
 		}
 	})
 }
+
+// TestLookupBadEntry: a user whose passwd line is there but unusable (a
+// home with a trailing slash, a bad uid) exists: the lookup fails with
+// BadEntryError, so mail waits (4xx) instead of bouncing as unknown.
+func TestLookupBadEntry(t *testing.T) {
+	pw := filepath.Join(t.TempDir(), "passwd")
+	old := passwdFile
+	passwdFile = pw
+	t.Cleanup(func() { passwdFile = old })
+	os.WriteFile(pw, []byte("bob:x:1002:100::/home/bob/:/bin/sh\ncarol:x:10x3:100::/home/carol:/bin/sh\ndave:x:1004:100::/home/dave:/bin/sh\n"), 0o644)
+	for _, tc := range []struct {
+		name, user string
+		bad        bool // BadEntryError, not ErrNotFound
+	}{
+		{"trailing slash in home", "bob", true},
+		{"bad uid", "carol", true},
+		{"good entry", "dave", false},
+		{"absent", "erin", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u, err := Lookup("passwd", tc.user)
+			var bad *BadEntryError
+			switch {
+			case tc.bad && (!errors.As(err, &bad) || errors.Is(err, ErrNotFound) || bad.Name != tc.user):
+				t.Fatalf("Lookup(%s) = %+v, %v; want a BadEntryError", tc.user, u, err)
+			case !tc.bad && errors.As(err, &bad):
+				t.Fatalf("Lookup(%s): unexpected %v", tc.user, err)
+			case tc.user == "dave" && (err != nil || u.UID != 1004):
+				t.Fatalf("Lookup(dave) = %+v, %v", u, err)
+			case tc.user == "erin" && !errors.Is(err, ErrNotFound):
+				t.Fatalf("Lookup(erin): err = %v, want ErrNotFound", err)
+			}
+		})
+	}
+}

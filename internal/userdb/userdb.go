@@ -32,6 +32,19 @@ type User struct {
 	Name     string
 	UID, GID int
 	Home     string
+
+	bad string // passwd: the name is there, but its entry is unusable (why)
+}
+
+// BadEntryError is a passwd line whose user name is valid but whose uid,
+// gid or home directory is not. The user exists, so mail for it must wait
+// for the entry to be fixed (4xx), not bounce as "no such user".
+type BadEntryError struct {
+	Name, Reason string
+}
+
+func (e *BadEntryError) Error() string {
+	return fmt.Sprintf("userdb: passwd entry of %q: %s", e.Name, e.Reason)
 }
 
 // passwdFile is /etc/passwd; tests point it elsewhere.
@@ -54,6 +67,9 @@ func Lookup(backend, name string) (*User, error) {
 			return nil, err
 		}
 		if u := m[name]; u != nil {
+			if u.bad != "" {
+				return nil, &BadEntryError{Name: name, Reason: u.bad}
+			}
 			return copyOf(u), nil
 		}
 		return nil, ErrNotFound
@@ -106,10 +122,10 @@ func ParsePasswdLine(line string) (*User, error) {
 	uid, err1 := strictAtoi(f[2])
 	gid, err2 := strictAtoi(f[3])
 	if err1 != nil || err2 != nil {
-		return nil, errors.New("userdb: bad uid or gid")
+		return nil, &BadEntryError{Name: f[0], Reason: "bad uid or gid"}
 	}
-	if policy.ValidPath(f[5]) != nil {
-		return nil, errors.New("userdb: bad home directory")
+	if err := policy.ValidPath(f[5]); err != nil {
+		return nil, &BadEntryError{Name: f[0], Reason: "home directory " + strconv.Quote(f[5]) + " is not an absolute clean path"}
 	}
 	return &User{Name: f[0], UID: uid, GID: gid, Home: f[5]}, nil
 }
