@@ -145,7 +145,7 @@ func (p *Policy) allow(u User, d Destination, r, m *rule) Decision {
 	rel, err := relBeneath(x.root, d.Path)
 	if err != nil {
 		// Cannot happen for a matching rule; fail closed all the same.
-		return Decision{Rule: r.public(), Reason: "refused: internal error: " + err.Error()}
+		return Decision{Rule: r.public(), Reason: "refused: internal error: " + err.Error(), Internal: true}
 	}
 	dec.Root, dec.Rel = x.root, rel
 	switch d.Kind {

@@ -105,6 +105,10 @@ type ProgramSpec struct {
 // Decision is the result of Check.
 type Decision struct {
 	Allowed bool
+	// Internal marks a refusal that comes from an inconsistency in lda
+	// itself rather than from the rules; the caller answers it as a
+	// temporary failure (an unknown error is never permanent).
+	Internal bool
 	// Rule is the rule that decided; nil if nothing matched or the
 	// destination was refused before any rule was consulted.
 	Rule *Rule

@@ -233,7 +233,7 @@ func perform(p *policy.Policy, u policy.User, t *task, actions []sieve.Action, r
 	j := t.Job
 	def, dec := p.Default(u)
 	if !dec.Allowed {
-		return status.PolicyRefused.Wrap(errors.New(dec.Reason))
+		return refusal(dec)
 	}
 	done := map[string]bool{}
 	var where []string

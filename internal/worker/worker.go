@@ -164,7 +164,7 @@ func execute(sys *policy.System, t *task) *job.Result {
 		res.Rule = dec.Rule.String()
 	}
 	if !dec.Allowed {
-		res.Status = status.PolicyRefused.Wrap(errors.New(dec.Reason))
+		res.Status = refusal(dec)
 		return res
 	}
 	if j.Kind == job.KindDefault && j.Mode != job.ModeExplain && j.Mode != job.ModeRecover {
@@ -217,6 +217,15 @@ func loadSystemFrom(src string, fd uintptr) (*policy.System, error) {
 	}
 	defer f.Close()
 	return policy.ParseSystem(io.LimitReader(f, maxPolicy), src)
+}
+
+// refusal is the reply for a destination the policy did not allow: 550
+// 5.7.1, or 451 4.3.0 when the refusal came from lda's own inconsistency.
+func refusal(dec policy.Decision) *status.Status {
+	if dec.Internal {
+		return status.Unknown.Wrap(errors.New(dec.Reason))
+	}
+	return status.PolicyRefused.Wrap(errors.New(dec.Reason))
 }
 
 // loadUser reads the user's own policy file as the user. A file that is
