@@ -32,7 +32,7 @@ type common struct {
 
 func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.policy, "policy", defaultPolicy, `system policy file, or "embedded" for the built-in default`)
-	fs.StringVar(&c.userdb, "userdb", "passwd", `user database: "passwd" (/etc/passwd) or "getent" (NSS)`)
+	fs.StringVar(&c.userdb, "userdb", "passwd", `user database: "passwd" (/etc/passwd), "getent" (NSS) or "yaml:PATH" (virtual users)`)
 	fs.StringVar(&c.log, "log", "syslog", `structured log: "syslog", "stderr", "none" or a file`)
 	fs.DurationVar(&c.timeout, "timeout", 10*time.Minute, "time limit for one delivery")
 	fs.StringVar(&c.sieveDir, "sieve-dir", "/etc/lda/sieve", `directory of the system before.sieve and after.sieve ("" for none)`)
@@ -102,8 +102,15 @@ func cmdDeliver(args []string) int {
 	maxSize := fs.Int64("max-size", 100<<20, "largest message accepted, in bytes")
 	noHeaders := fs.Bool("no-headers", false, "do not add Return-Path and Delivered-To")
 	fs.StringVar(&Sendmail[0], "sendmail", Sendmail[0], "sendmail-compatible command that submits a filter's redirects (run as the user)")
+	// An MTA passes our standard error on (into a bounce, say): a bad
+	// flag is one line, not the flag package's usage text.
+	fs.SetOutput(io.Discard)
 	if err := fs.Parse(args); err != nil {
-		return fail(status.ExUsage, "%s: see lda(8)", status.Usage.Reply())
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(os.Stderr)
+			fs.PrintDefaults()
+		}
+		return fail(status.ExUsage, "%s: %v (see lda(8))", status.Usage.Reply(), err)
 	}
 	if *user == "" || fs.NArg() != 0 {
 		return fail(status.ExUsage, "%s: -d USER is required and no operands are taken", status.Usage.Reply())

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime/debug"
+	"strings"
 
 	"lda/internal/spawn"
 	"lda/internal/status"
@@ -110,9 +111,12 @@ func cgoBuild() bool {
 }
 
 // fail prints the one-line message of a failed command and returns its
-// sysexits code.
+// sysexits code. A cause that spans lines (a YAML decoder's list of
+// errors, say) is joined with "; ", so the message stays one line.
 func fail(code int, format string, args ...any) int {
-	fmt.Fprintf(os.Stderr, "lda: "+format+"\n", args...)
+	msg := strings.TrimSpace(fmt.Sprintf(format, args...))
+	msg = strings.NewReplacer("\r\n", "; ", "\n", "; ", "\r", "; ").Replace(msg)
+	fmt.Fprintf(os.Stderr, "lda: %s\n", msg)
 	return code
 }
 

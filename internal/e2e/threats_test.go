@@ -55,6 +55,11 @@ func TestThreats(t *testing.T) {
 		if r.exit != 64 || !strings.HasPrefix(r.stderr, "lda: 501 5.5.4 ") {
 			t.Fatalf("exit %d, stderr %q; lda(8) says exit 64 and \"lda: 501 5.5.4 ...\"", r.exit, r.stderr)
 		}
+		// An unknown flag too: one line, not the flag package's usage.
+		r = f.deliver(f.u1, message("x", "y\n"), "-no-such-flag")
+		if r.exit != 64 || !strings.HasPrefix(r.stderr, "lda: 501 5.5.4 ") || strings.Count(r.stderr, "\n") != 1 {
+			t.Fatalf("unknown flag: exit %d, stderr %q; want exit 64 and one line \"lda: 501 5.5.4 ...\"", r.exit, r.stderr)
+		}
 	})
 }
 
