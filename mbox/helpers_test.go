@@ -13,6 +13,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"lda/internal/status"
+
+	"lda/internal/testutil"
 )
 
 // testTime is Tuesday, 5 March 2024.
@@ -165,13 +167,8 @@ func setHook(t testing.TB, f func(stage string) error) {
 	t.Cleanup(func() { faultHook = nil })
 }
 
-// requireRoot skips a test that needs root.
-func requireRoot(t testing.TB) {
-	t.Helper()
-	if os.Getuid() != 0 {
-		t.Skip("needs root")
-	}
-}
+// requireRoot skips a test that needs root (the project's one helper).
+func requireRoot(t testing.TB) { testutil.RequireRoot(t) }
 
 // stat returns dev and ino of path.
 func stat(t testing.TB, path string) (dev, ino uint64, size int64) {

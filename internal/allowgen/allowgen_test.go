@@ -13,6 +13,8 @@ import (
 
 	"lda/internal/aliases"
 	"lda/policy"
+
+	"lda/internal/testutil"
 )
 
 var update = flag.Bool("update", false, "rewrite the .golden files of testdata")
@@ -505,9 +507,7 @@ func TestDefaultUser(t *testing.T) {
 		})
 	}
 	t.Run("root-owned aliases run as the default user", func(t *testing.T) {
-		if os.Getuid() != 0 {
-			t.Skip("needs root (to own the aliases file as root)")
-		}
+		testutil.RequireRoot(t) // to own the aliases file as root
 		must(t, os.Chown(cfg.Aliases[0], 0, 0))
 		r, err := Generate(cfg)
 		if err != nil {
@@ -588,9 +588,7 @@ func TestSieve(t *testing.T) {
 // owners, loose modes and odd file types are refused and reported, with
 // nothing read from them.
 func TestRefusals(t *testing.T) {
-	if os.Getuid() != 0 {
-		t.Skip("needs root (files owned by several users)")
-	}
+	testutil.RequireRoot(t) // files owned by several users
 	s := newSite(t)
 	cfg := s.config()
 	cfg.Aliases, cfg.Sieve = nil, false

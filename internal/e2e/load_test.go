@@ -40,7 +40,11 @@ func TestLoad(t *testing.T) {
 	d := startDaemon(t, f, "parallel: 4\nworkers: {max_idle: 32, idle_time: 1s, max_deliveries: 1000}\n")
 	per := 500
 	if s := os.Getenv("LDA_LOAD_MESSAGES"); s != "" {
-		per, _ = strconv.Atoi(s)
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			t.Fatalf("LDA_LOAD_MESSAGES=%q: want a positive number of messages", s)
+		}
+		per = n
 	}
 	const clients = 8
 	parent, listener := d.cmd.Process.Pid, listenerPid(t, f.bin)
