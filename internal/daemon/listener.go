@@ -445,9 +445,33 @@ func (l *Listener) request(req *job.Request, msg *os.File) (*job.Reply, *os.File
 		l.mu.Unlock()
 		return &job.Reply{Status: status.Unknown.Wrap(err)}, nil
 	}
-	r := <-ch
-	return r.rep, r.f
+	wait := 2*l.cfg.DeliveryTime + replyMargin
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case r := <-ch:
+		return r.rep, r.f
+	case <-t.C:
+		// Root answers every request within its own time limits; one it
+		// could not send must not hold the session for ever. A reply that
+		// comes later finds no one waiting and is dropped.
+		l.mu.Lock()
+		_, pending := l.waiting[req.ID]
+		delete(l.waiting, req.ID)
+		l.mu.Unlock()
+		if !pending { // readReplies took it just now: the reply is on its way
+			r := <-ch
+			return r.rep, r.f
+		}
+		l.log.Error("no reply from root", "request", req.ID, "op", req.Op, "user", req.User, "waited", wait.String())
+		return &job.Reply{Status: status.Unknown.Wrapf("no reply from root within %s", wait)}, nil
+	}
 }
+
+// replyMargin is how much longer than two delivery timeouts (a delivery,
+// then a recovery) the listener waits for root's reply (a variable for
+// tests).
+var replyMargin = time.Minute
 
 // readReplies routes the parent's replies to their waiting requests. If the
 // channel breaks, every waiting request gets 451 4.3.0.

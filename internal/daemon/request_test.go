@@ -1,0 +1,53 @@
+package daemon
+
+import (
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"lda/internal/job"
+	"lda/internal/testutil"
+)
+
+// TestRequestWithoutReply: a request root never answers fails with 451
+// 4.3.0 after the wait (two delivery timeouts and a margin) instead of
+// holding the session for ever, and is logged.
+func TestRequestWithoutReply(t *testing.T) {
+	old := replyMargin
+	replyMargin = 50 * time.Millisecond
+	t.Cleanup(func() { replyMargin = old })
+	mine, root := channelPair(t)
+	defer mine.close()
+	defer root.close()
+	log := &testutil.SyncBuffer{}
+	l := &Listener{cfg: &Config{DeliveryTime: 10 * time.Millisecond}, ctl: mine, waiting: map[uint64]chan reply{},
+		log: slog.New(slog.NewTextHandler(log, nil))}
+	done := make(chan *job.Reply, 1)
+	go func() {
+		rep, _ := l.request(&job.Request{Op: job.ModeDeliver, User: "bob", Kind: job.KindDefault}, nil)
+		done <- rep
+	}()
+	// Root reads the request and says nothing.
+	if _, _, err := root.recv(); err != nil {
+		t.Fatal(err)
+	}
+	var rep *job.Reply
+	select {
+	case rep = <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the request still waits for root")
+	}
+	if rep.Status.Code != 451 || rep.Status.Enhanced != "4.3.0" {
+		t.Fatalf("reply %d %s, want 451 4.3.0", rep.Status.Code, rep.Status.Enhanced)
+	}
+	if !strings.Contains(log.String(), "no reply from root") {
+		t.Fatalf("not logged:\n%s", log.String())
+	}
+	l.mu.Lock()
+	n := len(l.waiting)
+	l.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d requests still waiting", n)
+	}
+}
