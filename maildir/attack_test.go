@@ -196,14 +196,18 @@ func trunc(s string) string {
 
 func TestGoodNames(t *testing.T) {
 	for _, n := range []string{".", "M", "a/b/M", "Maildir-ü", ".hidden", "a.b", "...x"} {
-		if err := validName(n); err != nil {
-			t.Errorf("validName(%q) = %v", n, err)
-		}
+		t.Run("maildir/"+strconv.Quote(trunc(n)), func(t *testing.T) {
+			if err := validName(n); err != nil {
+				t.Errorf("validName(%q) = %v", n, err)
+			}
+		})
 	}
 	for _, f := range []string{"Work", "Work.Sub", "a b", "Ärger", "&AOQ-", strings.Repeat("a", 254), "x-y_z", `back\slash`} {
-		if err := ValidFolder(f); err != nil {
-			t.Errorf("ValidFolder(%q) = %v", f, err)
-		}
+		t.Run("folder/"+strconv.Quote(trunc(f)), func(t *testing.T) {
+			if err := ValidFolder(f); err != nil {
+				t.Errorf("ValidFolder(%q) = %v", f, err)
+			}
+		})
 	}
 	t.Run("254-bytes-deliverable", func(t *testing.T) {
 		_, _, dir := setup(t)

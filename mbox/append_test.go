@@ -1,6 +1,7 @@
 package mbox
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -178,14 +179,22 @@ func TestAppendCreateChown(t *testing.T) {
 }
 
 func TestAppendBadSender(t *testing.T) {
-	for _, s := range []string{
-		"a\nb@x", "a\rb@x", "a\x00b", "a\tb", "a\x7fb", "a\u0085b", "a\u009bb", "\xff@x", "x\n\nFrom evil@x Mon Jan  1",
-		strings.Repeat("a", 999),
+	for _, tc := range []struct{ name, s string }{
+		{"LF", "a\nb@x"},
+		{"CR", "a\rb@x"},
+		{"NUL", "a\x00b"},
+		{"tab", "a\tb"},
+		{"DEL", "a\x7fb"},
+		{"C1 NEL", "a\u0085b"},
+		{"C1 CSI", "a\u009bb"},
+		{"invalid UTF-8", "\xff@x"},
+		{"injected From line", "x\n\nFrom evil@x Mon Jan  1"},
+		{"999 bytes", strings.Repeat("a", 999)},
 	} {
-		t.Run("", func(t *testing.T) {
+		t.Run(tc.name, func(t *testing.T) {
 			p, d := testDir(t)
 			opt := testOptions()
-			opt.Sender = s
+			opt.Sender = tc.s
 			_, err := Append(d, "inbox", strings.NewReader("x\n"), opt)
 			wantStatus(t, err, 501, "5.5.4")
 			if _, err := os.Lstat(filepath.Join(p, "inbox")); !os.IsNotExist(err) {
@@ -214,7 +223,7 @@ func TestAppendBadSender(t *testing.T) {
 func TestAppendBadName(t *testing.T) {
 	for _, name := range []string{"", "/etc/passwd", "a//b", "./inbox", "../inbox", "a/../../inbox", "a/..", "inbox/",
 		"in\x00box", "in\nbox", "."} {
-		t.Run("", func(t *testing.T) {
+		t.Run(fmt.Sprintf("%q", name), func(t *testing.T) {
 			_, d := testDir(t)
 			_, err := Append(d, name, strings.NewReader("x\n"), testOptions())
 			wantStatus(t, err, 501, "5.5.4")
@@ -248,20 +257,24 @@ func TestParse(t *testing.T) {
 		{[]string{"lockf"}, 0, false},
 		{[]string{""}, 0, false},
 	} {
-		got, err := ParseLocking(tc.in)
-		if (err == nil) != tc.ok || got != tc.want {
-			t.Errorf("ParseLocking(%q) = %v, %v", tc.in, got, err)
-		}
+		t.Run(fmt.Sprintf("locking %q", tc.in), func(t *testing.T) {
+			got, err := ParseLocking(tc.in)
+			if (err == nil) != tc.ok || got != tc.want {
+				t.Errorf("ParseLocking(%q) = %v, %v", tc.in, got, err)
+			}
+		})
 	}
 	for _, tc := range []struct {
 		in   string
 		want Quoting
 		ok   bool
 	}{{"mboxrd", MboxRD, true}, {"mboxo", MboxO, true}, {"mboxcl", 0, false}, {"", 0, false}} {
-		got, err := ParseQuoting(tc.in)
-		if (err == nil) != tc.ok || got != tc.want {
-			t.Errorf("ParseQuoting(%q) = %v, %v", tc.in, got, err)
-		}
+		t.Run(fmt.Sprintf("quoting %q", tc.in), func(t *testing.T) {
+			got, err := ParseQuoting(tc.in)
+			if (err == nil) != tc.ok || got != tc.want {
+				t.Errorf("ParseQuoting(%q) = %v, %v", tc.in, got, err)
+			}
+		})
 	}
 }
 

@@ -322,9 +322,19 @@ func TestRecover(t *testing.T) {
 	})
 	t.Run("invalid progress", func(t *testing.T) {
 		_, d := testDir(t)
-		for _, pr := range []Progress{{Offset: -1, FromLine: testFrom}, {FromLine: "x\n"}, {FromLine: "From a\nb\n"}, {FromLine: "From a"}} {
-			_, err := Recover(d, "inbox", pr, opt)
-			wantStatus(t, err, 501, "5.5.4")
+		for _, tc := range []struct {
+			name string
+			pr   Progress
+		}{
+			{"negative offset", Progress{Offset: -1, FromLine: testFrom}},
+			{"From line without From", Progress{FromLine: "x\n"}},
+			{"From line of two lines", Progress{FromLine: "From a\nb\n"}},
+			{"From line without newline", Progress{FromLine: "From a"}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				_, err := Recover(d, "inbox", tc.pr, opt)
+				wantStatus(t, err, 501, "5.5.4")
+			})
 		}
 	})
 }

@@ -290,9 +290,11 @@ func TestCheckTemplateInjection(t *testing.T) {
 		})
 	}
 	for _, good := range []string{"alice", "a", "a.b", "a-b", "a_b", "a$", "A1", "user@example", "Ünïcode", strings.Repeat("a", 64)} {
-		if err := ValidUserName(good); err != nil {
-			t.Errorf("ValidUserName(%q): %v", good, err)
-		}
+		t.Run("good "+quote(good), func(t *testing.T) {
+			if err := ValidUserName(good); err != nil {
+				t.Errorf("ValidUserName(%q): %v", good, err)
+			}
+		})
 	}
 }
 
@@ -311,15 +313,19 @@ func TestCheckNoPolicy(t *testing.T) {
 
 func TestKind(t *testing.T) {
 	for _, k := range []Kind{Mbox, Maildir, Program} {
-		got, err := ParseKind(k.String())
-		if err != nil || got != k {
-			t.Errorf("ParseKind(%q) = %v, %v", k.String(), got, err)
-		}
+		t.Run("good "+k.String(), func(t *testing.T) {
+			got, err := ParseKind(k.String())
+			if err != nil || got != k {
+				t.Errorf("ParseKind(%q) = %v, %v", k.String(), got, err)
+			}
+		})
 	}
 	for _, s := range []string{"", "MBOX", "mh", "maildir "} {
-		if _, err := ParseKind(s); err == nil {
-			t.Errorf("ParseKind(%q) accepted", s)
-		}
+		t.Run("bad "+quote(s), func(t *testing.T) {
+			if _, err := ParseKind(s); err == nil {
+				t.Errorf("ParseKind(%q) accepted", s)
+			}
+		})
 	}
 	if Kind(0).String() != "kind(0)" {
 		t.Error(Kind(0).String())
@@ -327,20 +333,22 @@ func TestKind(t *testing.T) {
 }
 
 func TestStrings(t *testing.T) {
-	tests := []struct{ got, want string }{
-		{mbox("/var/mail/a").String(), "mbox /var/mail/a"},
-		{folder("/home/a/Maildir", "Lists.golang").String(), "maildir /home/a/Maildir folder Lists.golang"},
-		{maildir("/home/a/Maildir").String(), "maildir /home/a/Maildir"},
-		{prog("procmail").String(), "program procmail"},
-		{mbox("/var/mail/a b\n").String(), `mbox "/var/mail/a b\n"`},
-		{prog("").String(), `program ""`},
-		{(&Rule{File: "/etc/lda/policy.yaml", Line: 12, Action: "allow", Kind: Mbox, Pattern: "/var/mail/%u"}).String(), "/etc/lda/policy.yaml:12: allow mbox /var/mail/%u"},
-		{(*Rule)(nil).String(), "(no rule)"},
+	tests := []struct{ name, got, want string }{
+		{"mbox", mbox("/var/mail/a").String(), "mbox /var/mail/a"},
+		{"maildir folder", folder("/home/a/Maildir", "Lists.golang").String(), "maildir /home/a/Maildir folder Lists.golang"},
+		{"maildir", maildir("/home/a/Maildir").String(), "maildir /home/a/Maildir"},
+		{"program", prog("procmail").String(), "program procmail"},
+		{"quoted path", mbox("/var/mail/a b\n").String(), `mbox "/var/mail/a b\n"`},
+		{"empty program", prog("").String(), `program ""`},
+		{"rule", (&Rule{File: "/etc/lda/policy.yaml", Line: 12, Action: "allow", Kind: Mbox, Pattern: "/var/mail/%u"}).String(), "/etc/lda/policy.yaml:12: allow mbox /var/mail/%u"},
+		{"nil rule", (*Rule)(nil).String(), "(no rule)"},
 	}
 	for _, tc := range tests {
-		if tc.got != tc.want {
-			t.Errorf("got %q, want %q", tc.got, tc.want)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.got != tc.want {
+				t.Errorf("got %q, want %q", tc.got, tc.want)
+			}
+		})
 	}
 }
 

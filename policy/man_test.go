@@ -58,9 +58,11 @@ func TestManExamples(t *testing.T) {
 		"allow: [{program: procmail}]",
 		"deny: [{maildir: ~/Maildir}]",
 	} {
-		if _, err := ParseUser(strings.NewReader("version: 1\n"+bad+"\n"), "u.yaml", sys, alice); err == nil {
-			t.Errorf("man page says %q is an error; it parsed", bad)
-		}
+		t.Run(quote(bad), func(t *testing.T) {
+			if _, err := ParseUser(strings.NewReader("version: 1\n"+bad+"\n"), "u.yaml", sys, alice); err == nil {
+				t.Errorf("man page says %q is an error; it parsed", bad)
+			}
+		})
 	}
 	// The built-in policy is the example plus one deny rule.
 	if got, want := len(Default().Rules()), len(sys.Rules())+1; got != want {

@@ -81,26 +81,34 @@ func TestValidFolder(t *testing.T) {
 
 func TestValidProgramName(t *testing.T) {
 	for _, ok := range []string{"procmail", "a", "x-1", "filter.v2", "a_b-c", "7z"} {
-		if err := ValidProgramName(ok); err != nil {
-			t.Errorf("%q: %v", ok, err)
-		}
+		t.Run("good "+quote(ok), func(t *testing.T) {
+			if err := ValidProgramName(ok); err != nil {
+				t.Errorf("%q: %v", ok, err)
+			}
+		})
 	}
 	for _, bad := range []string{"", "-x", ".x", "_x", "a b", "a+b", "a;b", "a|b", "a/b", "../x", "a\x00", "$(id)", "`id`", strings.Repeat("a", 65)} {
-		if err := ValidProgramName(bad); err == nil {
-			t.Errorf("%q accepted", bad)
-		}
+		t.Run("bad "+quote(bad), func(t *testing.T) {
+			if err := ValidProgramName(bad); err == nil {
+				t.Errorf("%q accepted", bad)
+			}
+		})
 	}
 }
 
 func TestValidUserFile(t *testing.T) {
 	for _, ok := range []string{".lda.yaml", ".config/lda.yaml", "x"} {
-		if err := validUserFile(ok); err != nil {
-			t.Errorf("%q: %v", ok, err)
-		}
+		t.Run("good "+quote(ok), func(t *testing.T) {
+			if err := validUserFile(ok); err != nil {
+				t.Errorf("%q: %v", ok, err)
+			}
+		})
 	}
 	for _, bad := range []string{".", "/etc/x", "../x", "a/../b", "a//b", "a/", "./a", "a\x00"} {
-		if err := validUserFile(bad); err == nil {
-			t.Errorf("%q accepted", bad)
-		}
+		t.Run("bad "+quote(bad), func(t *testing.T) {
+			if err := validUserFile(bad); err == nil {
+				t.Errorf("%q accepted", bad)
+			}
+		})
 	}
 }

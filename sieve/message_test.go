@@ -46,9 +46,11 @@ func TestParseMessageHeaders(t *testing.T) {
 		{"to", []string{"Jürgen <j@example.net>"}},
 		{"x-missing", nil},
 	} {
-		if got := m.Header(tc.name); !reflect.DeepEqual(got, tc.want) {
-			t.Errorf("Header(%q) = %q, want %q", tc.name, got, tc.want)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			if got := m.Header(tc.name); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("Header(%q) = %q, want %q", tc.name, got, tc.want)
+			}
+		})
 	}
 	if m.Size() != int64(len(raw)) {
 		t.Errorf("Size = %d", m.Size())
@@ -190,13 +192,15 @@ func TestBodyTransforms(t *testing.T) {
 		{`body :text :contains :comparator "i;unicode-casemap" "GRÜßE"`, true},
 		{`header :matches "from" "*@example.org"`, true},
 	} {
-		out, err := runOne(t, allExt+`if `+tc.test+` { fileinto "Y"; }`, testEnv, raw, Limits{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := actionsString(out.Actions) == `fileinto "Y"`; got != tc.want || out.ScriptError != nil {
-			t.Errorf("%s = %v (%v), want %v", tc.test, got, out.ScriptError, tc.want)
-		}
+		t.Run(tc.test, func(t *testing.T) {
+			out, err := runOne(t, allExt+`if `+tc.test+` { fileinto "Y"; }`, testEnv, raw, Limits{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := actionsString(out.Actions) == `fileinto "Y"`; got != tc.want || out.ScriptError != nil {
+				t.Errorf("%s = %v (%v), want %v", tc.test, got, out.ScriptError, tc.want)
+			}
+		})
 	}
 }
 
@@ -220,13 +224,15 @@ func TestNonASCIIKeys(t *testing.T) {
 		{`body :contains "thé"`, false},
 		{`string :matches "${hex:c3 a9}" "é"`, true},
 	} {
-		out, err := runOne(t, allExt+`if `+tc.test+` { fileinto "Y"; }`, testEnv, raw, Limits{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := actionsString(out.Actions) == `fileinto "Y"`; got != tc.want || out.ScriptError != nil {
-			t.Errorf("%s = %v (%v), want %v", tc.test, got, out.ScriptError, tc.want)
-		}
+		t.Run(tc.test, func(t *testing.T) {
+			out, err := runOne(t, allExt+`if `+tc.test+` { fileinto "Y"; }`, testEnv, raw, Limits{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := actionsString(out.Actions) == `fileinto "Y"`; got != tc.want || out.ScriptError != nil {
+				t.Errorf("%s = %v (%v), want %v", tc.test, got, out.ScriptError, tc.want)
+			}
+		})
 	}
 }
 
@@ -239,23 +245,25 @@ func TestCharsetReader(t *testing.T) {
 		{"iso-8859-5", "a\xb0", "a\ufffd"},
 		{"utf-8", "é", "é"},
 	} {
-		r, err := charsetReader(tc.cs, strings.NewReader(tc.in))
-		if err != nil {
-			t.Errorf("%s: %v", tc.cs, err)
-			continue
-		}
-		var b strings.Builder
-		buf := make([]byte, 1) // smallest reads
-		for {
-			n, err := r.Read(buf)
-			b.Write(buf[:n])
+		t.Run(tc.cs, func(t *testing.T) {
+			r, err := charsetReader(tc.cs, strings.NewReader(tc.in))
 			if err != nil {
-				break
+				t.Errorf("%s: %v", tc.cs, err)
+				return
 			}
-		}
-		if b.String() != tc.want {
-			t.Errorf("%s: %q, want %q", tc.cs, b.String(), tc.want)
-		}
+			var b strings.Builder
+			buf := make([]byte, 1) // smallest reads
+			for {
+				n, err := r.Read(buf)
+				b.Write(buf[:n])
+				if err != nil {
+					break
+				}
+			}
+			if b.String() != tc.want {
+				t.Errorf("%s: %q, want %q", tc.cs, b.String(), tc.want)
+			}
+		})
 	}
 	if _, err := charsetReader("shift_jis", strings.NewReader("")); err == nil {
 		t.Error("shift_jis accepted")

@@ -413,9 +413,11 @@ func TestMaildirFlags(t *testing.T) {
 		{[]string{`\seen`, `\SEEN`, `\Flagged`}, "FS"},
 		{[]string{`$Label1`, `\Recent`, `Junk`, `\Unknown`}, ""},
 	} {
-		if got := MaildirFlags(tc.in); got != tc.want {
-			t.Errorf("MaildirFlags(%q) = %q, want %q", tc.in, got, tc.want)
-		}
+		t.Run(fmt.Sprintf("%q", tc.in), func(t *testing.T) {
+			if got := MaildirFlags(tc.in); got != tc.want {
+				t.Errorf("MaildirFlags(%q) = %q, want %q", tc.in, got, tc.want)
+			}
+		})
 	}
 }
 
@@ -434,10 +436,12 @@ func TestValidAddress(t *testing.T) {
 		strings.Repeat("a", 64) + "@x": strings.Repeat("a", 64) + "@x",
 	}
 	for in, want := range good {
-		got, err := ValidAddress(in)
-		if err != nil || got != want {
-			t.Errorf("ValidAddress(%q) = %q, %v; want %q", in, got, err, want)
-		}
+		t.Run("good "+caseName(in), func(t *testing.T) {
+			got, err := ValidAddress(in)
+			if err != nil || got != want {
+				t.Errorf("ValidAddress(%q) = %q, %v; want %q", in, got, err, want)
+			}
+		})
 	}
 	for _, in := range []string{
 		"", "a", "@example.org", "a@", "a@@example.org", "a@b@c", ".a@x.org", "a.@x.org",
@@ -447,10 +451,20 @@ func TestValidAddress(t *testing.T) {
 		"a(comment)@x.org", "a@" + strings.Repeat("b", 64) + ".org", "a\xff@x.org",
 		strings.Repeat("a", 65) + "@x",
 	} {
-		if got, err := ValidAddress(in); err == nil {
-			t.Errorf("ValidAddress(%q) = %q, want an error", in, got)
-		}
+		t.Run("bad "+caseName(in), func(t *testing.T) {
+			if got, err := ValidAddress(in); err == nil {
+				t.Errorf("ValidAddress(%q) = %q, want an error", in, got)
+			}
+		})
 	}
+}
+
+// caseName names a subtest after its input: quoted, and shortened if long.
+func caseName(s string) string {
+	if len(s) > 40 {
+		return fmt.Sprintf("%q...%d_bytes", s[:20], len(s))
+	}
+	return fmt.Sprintf("%q", s)
 }
 
 // TestConcurrentRuns: one loaded Script and one Message may be used by

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -162,43 +163,45 @@ func testConfig(t *testing.T, sock string) (*config, string) {
 
 func TestRunCountsEveryReply(t *testing.T) {
 	for _, pipelining := range []bool{false, true} {
-		f, sock := startFake(t, 0)
-		cfg, ackPath := testConfig(t, sock)
-		cfg.pipelining = pipelining
-		cfg.dest["a"] = "maildir:/home/a/My Mail"
-		res := run(cfg)
-		if err := cfg.ack.close(); err != nil {
-			t.Fatal(err)
-		}
-		if res.OK != 10 || res.Tempfail != 10 || res.Permfail != 10 || res.Dropped != 0 || res.MessagesDone != 10 {
-			t.Fatalf("pipelining=%v: %+v", pipelining, res)
-		}
-		if res.DeliveriesPerSec <= 0 || res.P50ms <= 0 || res.P99ms < res.P50ms {
-			t.Fatalf("rates: %+v", res)
-		}
-		f.mu.Lock()
-		bad, cmds := f.bad, f.cmds
-		f.mu.Unlock()
-		if len(bad) > 0 {
-			t.Fatalf("server saw: %v", bad)
-		}
-		ack, _ := os.ReadFile(ackPath)
-		lines := strings.Split(strings.TrimSpace(string(ack)), "\n")
-		if len(lines) != 30 {
-			t.Fatalf("%d ack lines:\n%s", len(lines), ack)
-		}
-		for _, want := range []string{"t-0 a@bench.test 250 2.0.0", "t-0 refuse@bench.test 550 5.1.1", "t-0 temp@bench.test 451 4.3.0"} {
-			if !strings.Contains("\n"+string(ack), "\n"+want+"\n") {
-				t.Errorf("no ack line %q", want)
+		t.Run(fmt.Sprintf("pipelining=%v", pipelining), func(t *testing.T) {
+			f, sock := startFake(t, 0)
+			cfg, ackPath := testConfig(t, sock)
+			cfg.pipelining = pipelining
+			cfg.dest["a"] = "maildir:/home/a/My Mail"
+			res := run(cfg)
+			if err := cfg.ack.close(); err != nil {
+				t.Fatal(err)
 			}
-		}
-		found := false
-		for _, c := range cmds {
-			found = found || c == "RCPT TO:<a@bench.test> XLDA-DEST=maildir:/home/a/My+20Mail"
-		}
-		if !found {
-			t.Errorf("no RCPT with XLDA-DEST among %q", cmds)
-		}
+			if res.OK != 10 || res.Tempfail != 10 || res.Permfail != 10 || res.Dropped != 0 || res.MessagesDone != 10 {
+				t.Fatalf("pipelining=%v: %+v", pipelining, res)
+			}
+			if res.DeliveriesPerSec <= 0 || res.P50ms <= 0 || res.P99ms < res.P50ms {
+				t.Fatalf("rates: %+v", res)
+			}
+			f.mu.Lock()
+			bad, cmds := f.bad, f.cmds
+			f.mu.Unlock()
+			if len(bad) > 0 {
+				t.Fatalf("server saw: %v", bad)
+			}
+			ack, _ := os.ReadFile(ackPath)
+			lines := strings.Split(strings.TrimSpace(string(ack)), "\n")
+			if len(lines) != 30 {
+				t.Fatalf("%d ack lines:\n%s", len(lines), ack)
+			}
+			for _, want := range []string{"t-0 a@bench.test 250 2.0.0", "t-0 refuse@bench.test 550 5.1.1", "t-0 temp@bench.test 451 4.3.0"} {
+				if !strings.Contains("\n"+string(ack), "\n"+want+"\n") {
+					t.Errorf("no ack line %q", want)
+				}
+			}
+			found := false
+			for _, c := range cmds {
+				found = found || c == "RCPT TO:<a@bench.test> XLDA-DEST=maildir:/home/a/My+20Mail"
+			}
+			if !found {
+				t.Errorf("no RCPT with XLDA-DEST among %q", cmds)
+			}
+		})
 	}
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -50,9 +51,11 @@ func TestToCRLF(t *testing.T) {
 		"a\rb":       "a\rb",
 		"x\r\n\r\ny": "x\r\n\r\ny",
 	} {
-		if got := string(ToCRLF([]byte(in))); got != want {
-			t.Errorf("ToCRLF(%q) = %q, want %q", in, got, want)
-		}
+		t.Run(fmt.Sprintf("%q", in), func(t *testing.T) {
+			if got := string(ToCRLF([]byte(in))); got != want {
+				t.Errorf("ToCRLF(%q) = %q, want %q", in, got, want)
+			}
+		})
 	}
 }
 
@@ -260,9 +263,11 @@ func TestParseAcksAndCodes(t *testing.T) {
 		t.Fatalf("%+v %v", acks, err)
 	}
 	for _, bad := range []string{"p-1 u 250\n", "p-1 u 2x0 2.0.0\n", "p-1 u OK 2.0.0\n"} {
-		if _, err := ParseAcks(strings.NewReader(bad), "acks"); err == nil {
-			t.Errorf("ParseAcks(%q) accepted", bad)
-		}
+		t.Run(fmt.Sprintf("bad ack %q", bad), func(t *testing.T) {
+			if _, err := ParseAcks(strings.NewReader(bad), "acks"); err == nil {
+				t.Errorf("ParseAcks(%q) accepted", bad)
+			}
+		})
 	}
 	m, err := CodeMatcher("250, 4xx,552 5.2.2")
 	if err != nil {
@@ -272,9 +277,11 @@ func TestParseAcksAndCodes(t *testing.T) {
 		code, enh string
 		ok        bool
 	}{{"250", "2.0.0", true}, {"451", "4.4.7", true}, {"552", "5.2.2", true}, {"552", "5.3.4", false}, {"550", "5.1.1", false}} {
-		if m(tc.code, tc.enh) != tc.ok {
-			t.Errorf("%s %s: %v", tc.code, tc.enh, !tc.ok)
-		}
+		t.Run("code "+tc.code+" "+tc.enh, func(t *testing.T) {
+			if m(tc.code, tc.enh) != tc.ok {
+				t.Errorf("%s %s: %v", tc.code, tc.enh, !tc.ok)
+			}
+		})
 	}
 	r := &Report{AllowedCode: m}
 	Check([]Ack{{"x", "u", "554", "5.6.0"}}, nil, nil, r)

@@ -37,13 +37,15 @@ func TestParseConfig(t *testing.T) {
 		yaml string
 		want time.Duration
 	}{{"timer_slack: 0s\n", 0}, {"timer_slack: 10ms\n", 10 * time.Millisecond}, {"timer_slack: 250us\n", 250 * time.Microsecond}} {
-		c, err := ParseConfig(strings.NewReader(goodConfig+ok.yaml), "lda.yaml")
-		if err != nil {
-			t.Fatalf("%q: %v", ok.yaml, err)
-		}
-		if c.TimerSlack != ok.want {
-			t.Fatalf("%q: timer_slack %v, want %v", ok.yaml, c.TimerSlack, ok.want)
-		}
+		t.Run(strings.TrimSpace(ok.yaml), func(t *testing.T) {
+			c, err := ParseConfig(strings.NewReader(goodConfig+ok.yaml), "lda.yaml")
+			if err != nil {
+				t.Fatalf("%q: %v", ok.yaml, err)
+			}
+			if c.TimerSlack != ok.want {
+				t.Fatalf("%q: timer_slack %v, want %v", ok.yaml, c.TimerSlack, ok.want)
+			}
+		})
 	}
 	for _, tc := range []struct{ name, yaml, want string }{
 		{"unknown key", goodConfig + "frobnicate: 1\n", "lda.yaml:6: field"},

@@ -155,14 +155,16 @@ func TestValidate(t *testing.T) {
 }
 
 func TestSanitize(t *testing.T) {
-	for _, tc := range []struct{ in, want string }{
-		{"plain", "plain"},
-		{"a\r\nb", "a  b"},
-		{"x\x00y", "x?y"},
-		{strings.Repeat("z", 500), strings.Repeat("z", 200)},
+	for _, tc := range []struct{ name, in, want string }{
+		{"plain", "plain", "plain"},
+		{"CR LF", "a\r\nb", "a  b"},
+		{"NUL", "x\x00y", "x?y"},
+		{"too long", strings.Repeat("z", 500), strings.Repeat("z", 200)},
 	} {
-		if got := Sanitize(tc.in); got != tc.want {
-			t.Errorf("Sanitize(%q) = %q, want %q", tc.in, got, tc.want)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Sanitize(tc.in); got != tc.want {
+				t.Errorf("Sanitize(%q) = %q, want %q", tc.in, got, tc.want)
+			}
+		})
 	}
 }

@@ -2,6 +2,7 @@ package userdb
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -106,13 +107,17 @@ func TestParseVirtual(t *testing.T) {
 		}
 	})
 	for _, b := range []string{"passwd", "getent", "yaml:/etc/lda/virtual.yaml"} {
-		if err := ValidBackend(b); err != nil {
-			t.Errorf("ValidBackend(%q) = %v", b, err)
-		}
+		t.Run(fmt.Sprintf("good %q", b), func(t *testing.T) {
+			if err := ValidBackend(b); err != nil {
+				t.Errorf("ValidBackend(%q) = %v", b, err)
+			}
+		})
 	}
 	for _, b := range []string{"ldap", "yaml:relative", "yaml:/a/../b", ""} {
-		if ValidBackend(b) == nil {
-			t.Errorf("ValidBackend(%q) accepted", b)
-		}
+		t.Run(fmt.Sprintf("bad %q", b), func(t *testing.T) {
+			if ValidBackend(b) == nil {
+				t.Errorf("ValidBackend(%q) accepted", b)
+			}
+		})
 	}
 }

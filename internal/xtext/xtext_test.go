@@ -1,6 +1,9 @@
 package xtext
 
-import "testing"
+import (
+	"fmt"
+	"testing"
+)
 
 func TestRoundTrip(t *testing.T) {
 	for _, tc := range []struct{ name, in, enc string }{
@@ -70,8 +73,10 @@ func TestEncodeExamples(t *testing.T) {
 		"maildir:/home/alice/Mäil#Lists": "maildir:/home/alice/M+C3+A4il#Lists",
 		"a=b\r\n":                        "a+3Db+0D+0A",
 	} {
-		if got := Encode(in); got != want {
-			t.Errorf("Encode(%q) = %q, want %q", in, got, want)
-		}
+		t.Run(fmt.Sprintf("%q", in), func(t *testing.T) {
+			if got := Encode(in); got != want {
+				t.Errorf("Encode(%q) = %q, want %q", in, got, want)
+			}
+		})
 	}
 }
