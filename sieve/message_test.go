@@ -192,15 +192,20 @@ func TestBodyTransforms(t *testing.T) {
 		{`body :text :contains :comparator "i;unicode-casemap" "GRÜßE"`, true},
 		{`header :matches "from" "*@example.org"`, true},
 	} {
-		t.Run(tc.test, func(t *testing.T) {
-			out, err := runOne(t, allExt+`if `+tc.test+` { fileinto "Y"; }`, testEnv, raw, Limits{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := actionsString(out.Actions) == `fileinto "Y"`; got != tc.want || out.ScriptError != nil {
-				t.Errorf("%s = %v (%v), want %v", tc.test, got, out.ScriptError, tc.want)
-			}
-		})
+		t.Run(tc.test, func(t *testing.T) { wantTest(t, tc.test, raw, tc.want) })
+	}
+}
+
+// wantTest runs "if TEST { fileinto "Y"; }" on raw and checks whether the
+// test matched.
+func wantTest(t *testing.T, test, raw string, want bool) {
+	t.Helper()
+	out, err := runOne(t, allExt+`if `+test+` { fileinto "Y"; }`, testEnv, raw, Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := actionsString(out.Actions) == `fileinto "Y"`; got != want || out.ScriptError != nil {
+		t.Errorf("%s = %v (%v), want %v", test, got, out.ScriptError, want)
 	}
 }
 
@@ -224,15 +229,7 @@ func TestNonASCIIKeys(t *testing.T) {
 		{`body :contains "thé"`, false},
 		{`string :matches "${hex:c3 a9}" "é"`, true},
 	} {
-		t.Run(tc.test, func(t *testing.T) {
-			out, err := runOne(t, allExt+`if `+tc.test+` { fileinto "Y"; }`, testEnv, raw, Limits{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := actionsString(out.Actions) == `fileinto "Y"`; got != tc.want || out.ScriptError != nil {
-				t.Errorf("%s = %v (%v), want %v", tc.test, got, out.ScriptError, tc.want)
-			}
-		})
+		t.Run(tc.test, func(t *testing.T) { wantTest(t, tc.test, raw, tc.want) })
 	}
 }
 
