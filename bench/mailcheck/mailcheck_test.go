@@ -83,9 +83,11 @@ func TestParseMessage(t *testing.T) {
 	}
 	full := stored("u1@bench.test", sent("r-2", "line one\nline two\n"))
 	for _, cut := range []int{1, 2, 5} {
-		if m := ParseMessage([]byte(full[:len(full)-cut])); m.Intact() {
-			t.Errorf("message cut by %d bytes passes as intact", cut)
-		}
+		t.Run(fmt.Sprintf("cut by %d bytes", cut), func(t *testing.T) {
+			if m := ParseMessage([]byte(full[:len(full)-cut])); m.Intact() {
+				t.Errorf("message cut by %d bytes passes as intact", cut)
+			}
+		})
 	}
 	if m := ParseMessage([]byte(full + "\n")); m.Intact() {
 		t.Error("a message with an extra line passes as intact")

@@ -177,9 +177,11 @@ func TestHostileListener(t *testing.T) {
 			t.Fatal(err)
 		}
 		for name, f := range map[string]*os.File{"O_RDWR": rw, "O_PATH": opath} {
-			if st := handle(&job.Request{ID: 5, Op: job.ModeDeliver, User: "root", Kind: job.KindDefault}, f).Status; !st.Temporary() || st.Enhanced != status.Unknown.Enhanced {
-				t.Errorf("%s descriptor: %v, want 451 4.3.0", name, st)
-			}
+			t.Run(name, func(t *testing.T) {
+				if st := handle(&job.Request{ID: 5, Op: job.ModeDeliver, User: "root", Kind: job.KindDefault}, f).Status; !st.Temporary() || st.Enhanced != status.Unknown.Enhanced {
+					t.Errorf("%s descriptor: %v, want 451 4.3.0", name, st)
+				}
+			})
 		}
 	})
 	t.Run("direct workers", func(t *testing.T) {
