@@ -468,13 +468,21 @@ func (l *Listener) request(req *job.Request, msg *os.File) (*job.Reply, *os.File
 	}
 }
 
+// brokenChannelExit ends the listener once its control channel to root
+// has broken (a variable for tests).
+var brokenChannelExit = func() {
+	time.Sleep(time.Second)
+	os.Exit(1)
+}
+
 // replyMargin is how much longer than two delivery timeouts (a delivery,
 // then a recovery) the listener waits for root's reply (a variable for
 // tests).
 var replyMargin = time.Minute
 
 // readReplies routes the parent's replies to their waiting requests. If the
-// channel breaks, every waiting request gets 451 4.3.0.
+// channel breaks, every waiting request gets 451 4.3.0, and the listener
+// exits a second later.
 func (l *Listener) readReplies() {
 	for {
 		msg, f, err := l.ctl.recv()
@@ -493,7 +501,11 @@ func (l *Listener) readReplies() {
 				delete(l.waiting, id)
 			}
 			l.mu.Unlock()
-			os.Exit(1)
+			// Without root nothing more can be delivered. Give the
+			// sessions that were waiting a moment to send their 451s (a
+			// new request fails at once: the send breaks too), then go.
+			go brokenChannelExit()
+			return
 		}
 		l.mu.Lock()
 		ch := l.waiting[rep.ID]

@@ -51,3 +51,43 @@ func TestRequestWithoutReply(t *testing.T) {
 		t.Fatalf("%d requests still waiting", n)
 	}
 }
+
+// TestBrokenControlChannel: when root goes away, a waiting request gets
+// 451 4.3.0 to send to its client, and only then does the listener exit.
+func TestBrokenControlChannel(t *testing.T) {
+	exited := make(chan struct{})
+	old := brokenChannelExit
+	brokenChannelExit = func() { close(exited) }
+	t.Cleanup(func() { brokenChannelExit = old })
+	mine, root := channelPair(t)
+	defer mine.close()
+	log := &testutil.SyncBuffer{}
+	l := &Listener{cfg: &Config{DeliveryTime: time.Minute}, ctl: mine, waiting: map[uint64]chan reply{},
+		log: slog.New(slog.NewTextHandler(log, nil))}
+	go l.readReplies()
+	done := make(chan *job.Reply, 1)
+	go func() {
+		rep, _ := l.request(&job.Request{Op: job.ModeDeliver, User: "bob", Kind: job.KindDefault}, nil)
+		done <- rep
+	}()
+	if _, _, err := root.recv(); err != nil {
+		t.Fatal(err)
+	}
+	root.close() // root goes away holding the request
+	select {
+	case rep := <-done:
+		if rep.Status.Code != 451 || rep.Status.Enhanced != "4.3.0" {
+			t.Fatalf("reply %d %s, want 451 4.3.0", rep.Status.Code, rep.Status.Enhanced)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the waiting request got no reply")
+	}
+	select {
+	case <-exited:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the listener did not go on to exit")
+	}
+	if !strings.Contains(log.String(), "control channel broken") {
+		t.Fatalf("not logged:\n%s", log.String())
+	}
+}
