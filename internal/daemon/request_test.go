@@ -17,21 +17,9 @@ func TestRequestWithoutReply(t *testing.T) {
 	old := replyMargin
 	replyMargin = 50 * time.Millisecond
 	t.Cleanup(func() { replyMargin = old })
-	mine, root := channelPair(t)
-	defer mine.close()
+	l, root, log, done := requestToRoot(t, 10*time.Millisecond, false)
 	defer root.close()
-	log := &testutil.SyncBuffer{}
-	l := &Listener{cfg: &Config{DeliveryTime: 10 * time.Millisecond}, ctl: mine, waiting: map[uint64]chan reply{},
-		log: slog.New(slog.NewTextHandler(log, nil))}
-	done := make(chan *job.Reply, 1)
-	go func() {
-		rep, _ := l.request(&job.Request{Op: job.ModeDeliver, User: "bob", Kind: job.KindDefault}, nil)
-		done <- rep
-	}()
-	// Root reads the request and says nothing.
-	if _, _, err := root.recv(); err != nil {
-		t.Fatal(err)
-	}
+	// Root has read the request and says nothing.
 	var rep *job.Reply
 	select {
 	case rep = <-done:
@@ -59,20 +47,7 @@ func TestBrokenControlChannel(t *testing.T) {
 	old := brokenChannelExit
 	brokenChannelExit = func() { close(exited) }
 	t.Cleanup(func() { brokenChannelExit = old })
-	mine, root := channelPair(t)
-	defer mine.close()
-	log := &testutil.SyncBuffer{}
-	l := &Listener{cfg: &Config{DeliveryTime: time.Minute}, ctl: mine, waiting: map[uint64]chan reply{},
-		log: slog.New(slog.NewTextHandler(log, nil))}
-	go l.readReplies()
-	done := make(chan *job.Reply, 1)
-	go func() {
-		rep, _ := l.request(&job.Request{Op: job.ModeDeliver, User: "bob", Kind: job.KindDefault}, nil)
-		done <- rep
-	}()
-	if _, _, err := root.recv(); err != nil {
-		t.Fatal(err)
-	}
+	_, root, log, done := requestToRoot(t, time.Minute, true)
 	root.close() // root goes away holding the request
 	select {
 	case rep := <-done:
@@ -90,4 +65,29 @@ func TestBrokenControlChannel(t *testing.T) {
 	if !strings.Contains(log.String(), "control channel broken") {
 		t.Fatalf("not logged:\n%s", log.String())
 	}
+}
+
+// requestToRoot starts a listener on one end of a control channel and one
+// delivery request from it, and reads that request as root would. It
+// returns the listener, root's end, the listener's log and where the
+// request's reply will arrive.
+func requestToRoot(t *testing.T, deliveryTime time.Duration, routeReplies bool) (*Listener, *channel, *testutil.SyncBuffer, chan *job.Reply) {
+	t.Helper()
+	mine, root := channelPair(t)
+	t.Cleanup(func() { mine.close() })
+	log := &testutil.SyncBuffer{}
+	l := &Listener{cfg: &Config{DeliveryTime: deliveryTime}, ctl: mine, waiting: map[uint64]chan reply{},
+		log: slog.New(slog.NewTextHandler(log, nil))}
+	if routeReplies {
+		go l.readReplies()
+	}
+	done := make(chan *job.Reply, 1)
+	go func() {
+		rep, _ := l.request(&job.Request{Op: job.ModeDeliver, User: "bob", Kind: job.KindDefault}, nil)
+		done <- rep
+	}()
+	if _, _, err := root.recv(); err != nil {
+		t.Fatal(err)
+	}
+	return l, root, log, done
 }
