@@ -281,7 +281,7 @@ func (a *Agent) startWarm(k *warmKey) (*warm, error) {
 	if err != nil {
 		return nil, err
 	}
-	conn, err := seqpacket.New(proc.Conn)
+	conn, err := seqpacket.Parent(proc.Conn)
 	if err != nil {
 		proc.Kill()
 		return nil, err

@@ -82,7 +82,7 @@ func (d *Direct) deliver(ctx context.Context, r Request) (Outcome, bool) {
 			}
 			return nil, status.Unknown.Wrapf("root started a worker without a socket or bind record")
 		}
-		conn, err := seqpacket.New(sock)
+		conn, err := seqpacket.Parent(sock)
 		if err != nil {
 			return nil, status.Unknown.Wrap(err)
 		}

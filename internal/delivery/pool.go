@@ -7,7 +7,6 @@ import (
 	"os"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -359,10 +358,10 @@ func (w *warm) exchange(k warmKey, rec []byte, msg *os.File, deadline time.Time)
 			f.Close()
 			return out, true, errors.New("worker sent a descriptor")
 		}
-		if first && errors.Is(err, syscall.ECONNRESET) {
-			// The kernel reports ECONNRESET only when the peer's socket
-			// was closed with packets unread: the worker died (killed
-			// while idle, say) without reading the job, our only packet.
+		if first && err != nil && !errors.Is(err, os.ErrDeadlineExceeded) && w.conn.Unread(err) {
+			// The worker's socket was closed with packets unread: it
+			// died (killed while idle, say) without reading the job,
+			// our only packet.
 			return nil, false, err
 		}
 		if err != nil {

@@ -137,3 +137,190 @@ func BenchmarkRoundTrip(b *testing.B) {
 		}
 	}
 }
+
+// split returns the two ends of a split channel: the parent's, and the
+// child's after AcceptReply.
+func split(t testing.TB) (parent, child *Conn) {
+	t.Helper()
+	a, b, err := Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if parent, err = Parent(a); err != nil {
+		t.Fatal(err)
+	}
+	if child, err = New(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := child.AcceptReply(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { parent.Close(); child.Close() })
+	return parent, child
+}
+
+func TestSplit(t *testing.T) {
+	parent, child := split(t)
+	f, err := os.CreateTemp(t.TempDir(), "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+
+	t.Run("records both ways", func(t *testing.T) {
+		if err := parent.Send([]byte("job"), f); err != nil {
+			t.Fatal(err)
+		}
+		msg, g, err := child.Recv()
+		if err != nil || string(msg) != "job" || g == nil {
+			t.Fatalf("child got %q %v %v", msg, g, err)
+		}
+		g.Close()
+		if err := child.Send([]byte("result"), nil); err != nil {
+			t.Fatal(err)
+		}
+		if msg, _, err := parent.Recv(); err != nil || string(msg) != "result" {
+			t.Fatalf("parent got %q %v", msg, err)
+		}
+	})
+	t.Run("send sides are in no poller", func(t *testing.T) {
+		// The runtime's poller needs O_NONBLOCK: a blocking socket
+		// cannot be in its epoll set.
+		for name, c := range map[string]*Conn{"parent": parent, "child": child} {
+			fl, err := unix.FcntlInt(uintptr(c.wfd), unix.F_GETFL, 0)
+			if err != nil || fl&unix.O_NONBLOCK != 0 {
+				t.Errorf("%s's send socket: flags %#x, %v; want blocking", name, fl, err)
+			}
+		}
+	})
+	t.Run("second accept refused", func(t *testing.T) {
+		if err := child.AcceptReply(); err == nil {
+			t.Fatal("a split channel accepted another reply socket")
+		}
+	})
+	t.Run("send after close refused", func(t *testing.T) {
+		p, c := split(t)
+		p.Close()
+		if err := p.Send([]byte("late"), nil); err == nil {
+			t.Fatal("send on a closed channel")
+		}
+		if _, _, err := c.Recv(); !errors.Is(err, io.EOF) {
+			t.Fatalf("child after the parent closed: %v, want EOF", err)
+		}
+	})
+}
+
+// TestUnread: a peer that ends with the job unread is told apart from one
+// that read it and died, as the warm-worker pool needs to retry the
+// first on a fresh worker and answer 4xx for the second.
+func TestUnread(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		read bool
+	}{{"ended without reading", false}, {"read, then ended", true}} {
+		t.Run(c.name, func(t *testing.T) {
+			parent, child := split(t)
+			if err := parent.Send([]byte("job"), nil); err != nil {
+				t.Fatal(err)
+			}
+			if c.read {
+				if _, _, err := child.Recv(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			child.Close()
+			_, _, err := parent.Recv()
+			if !errors.Is(err, io.EOF) {
+				t.Fatalf("parent's Recv: %v, want EOF", err)
+			}
+			if got := parent.Unread(err); got == c.read {
+				t.Fatalf("Unread = %v", got)
+			}
+		})
+	}
+}
+
+func TestAcceptReplyRefuses(t *testing.T) {
+	reg, err := os.CreateTemp(t.TempDir(), "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(sp[0])
+	defer unix.Close(sp[1])
+	for _, c := range []struct {
+		name string
+		msg  string
+		fd   int // -1: none
+	}{
+		{"no descriptor", replyRecord, -1},
+		{"another record", "lda-job 1\n", int(reg.Fd())},
+		{"a regular file", replyRecord, int(reg.Fd())},
+		{"a stream socket", replyRecord, sp[0]},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			a, b, err := Pair()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer a.Close()
+			child, err := New(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer child.Close()
+			var oob []byte
+			if c.fd >= 0 {
+				oob = unix.UnixRights(c.fd)
+			}
+			if err := unix.Sendmsg(int(a.Fd()), []byte(c.msg), oob, nil, 0); err != nil {
+				t.Fatal(err)
+			}
+			if err := child.AcceptReply(); err == nil {
+				t.Fatal("accepted")
+			}
+			if err := child.Send([]byte("x"), nil); err != nil {
+				// Not split: it still sends on its own socket.
+				t.Fatalf("send after a refused reply record: %v", err)
+			}
+			if msg, _, err := recvRaw(int(a.Fd())); err != nil || msg != "x" {
+				t.Fatalf("peer got %q, %v", msg, err)
+			}
+		})
+	}
+}
+
+func recvRaw(fd int) (string, int, error) {
+	b := make([]byte, 100)
+	n, _, _, _, err := unix.Recvmsg(fd, b, nil, 0)
+	return string(b[:max(n, 0)]), n, err
+}
+
+// BenchmarkRoundTripSplit is BenchmarkRoundTrip over a split channel, as
+// between the listener and a direct worker.
+func BenchmarkRoundTripSplit(b *testing.B) {
+	parent, child := split(b)
+	go func() {
+		for {
+			msg, _, err := child.Recv()
+			if err != nil {
+				return
+			}
+			child.Send(msg, nil)
+		}
+	}()
+	rec := bytes.Repeat([]byte("x"), 400)
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		if err := parent.Send(rec, nil); err != nil {
+			b.Fatal(err)
+		}
+		if _, _, err := parent.Recv(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

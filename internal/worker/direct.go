@@ -15,7 +15,7 @@ import (
 
 // Descriptors of a direct worker.
 const (
-	directSocket   = 3 // SOCK_SEQPACKET: root's bind record, then the listener's jobs
+	directSocket   = 3 // SOCK_SEQPACKET: root's bind record, the listener's reply socket, then its jobs
 	directRecovery = 4 // root's memfd: the recover job for an mbox append or a tmp/ file in progress
 	directPolicy   = 5 // the system policy (absent for the embedded one)
 )
@@ -52,6 +52,10 @@ func MainDirect() int {
 	}
 	bind, err := job.Decode(pkt)
 	if err != nil || bind.Mode != job.ModeBind || mine(bind) != nil {
+		return 1
+	}
+	// The listener's first record: the socket this worker answers on.
+	if conn.AcceptReply() != nil {
 		return 1
 	}
 	sys, err := loadSystemFrom(bind.Policy, directPolicy)

@@ -31,6 +31,9 @@ func MainWarm() int {
 		return 1
 	}
 	defer conn.Close()
+	if conn.AcceptReply() != nil { // the socket to answer on
+		return 1
+	}
 	var (
 		bound *job.Job
 		sys   *policy.System
