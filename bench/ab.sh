@@ -16,6 +16,13 @@
 # 900 messages go to that user over 1 connection (fewer than a worker's
 # default max_deliveries, so the same worker serves them all): system
 # calls, sysmon's nanosleeps, futex calls, context switches and CPU ms.
+#
+# HOMES=tmpfs puts the users' homes (their Maildirs) on a tmpfs mounted
+# for the run, where fsync costs nothing: what is left is lda's own path
+# (LMTP, the hops between processes, the checks and the system calls),
+# measured without the disk's drift, which can hide a change of a few
+# per cent. Not a durability setting: a tool for comparing revisions.
+# KEEP_TSV=FILE copies the per-run figures there before the clean-up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -30,11 +37,21 @@ USERS=()
 cleanup() {
 	[ -f "$BASE/pids" ] && while read -r pid _; do stop_pid "$pid" 10; done <"$BASE/pids"
 	for u in "${USERS[@]}" abl$$; do userdel -f "$u" 2>/dev/null || true; done
+	mountpoint -q "$BASE/home" && umount "$BASE/home"
 	for wt in "$BASE"/src-*; do [ -d "$wt" ] && git worktree remove --force "$wt" 2>/dev/null || true; done
+	[ -n "${KEEP_TSV:-}" ] && cp "$BASE/runs.tsv" "$KEEP_TSV"
 	rm -rf "$BASE"
 }
 trap cleanup EXIT
 mkdir -p "$BASE/home" "$BASE/bin"
+case ${HOMES:-disk} in
+disk) ;;
+tmpfs)
+	run mount -t tmpfs -o size=4g,mode=755 ab-homes "$BASE/home"
+	RESET=remove # retired Maildirs would fill it, and it has no inode scan to spare
+	;;
+*) die "HOMES is disk or tmpfs" ;;
+esac
 chmod 755 "$BASE/home" "$BASE/bin"
 for i in $(seq 1 10); do
 	u=ab$$u$i

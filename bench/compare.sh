@@ -20,12 +20,31 @@
 #   KEEP=0          1: keep the temporary directory (logs, mailboxes)
 #   RESET=retire    how the last run's Maildirs go: moved aside (retire)
 #                   or removed at once (remove); see retire in lib.sh
+#   HOMES=disk      tmpfs: run in a private mount namespace with a tmpfs
+#                   on the temporary directory (homes, Maildirs, raw
+#                   ceiling) and another on /var/mail, where fsync costs
+#                   nothing: what is left is each agent's own path. Not a
+#                   durability setting; the system's /var/mail is not
+#                   touched (the mounts exist only in the namespace)
 #
 # It installs dovecot-core, dovecot-lmtpd, socat and liblockfile1 if they
 # are missing (without starting any service), creates the users
 # benchu1..benchu10 and benchlis (removed at the end), and removes
 # everything it made on exit. See bench/README.md.
 set -euo pipefail
+
+HOMES=${HOMES:-disk}
+case $HOMES in
+disk) ;;
+tmpfs)
+	if [ -z "${LDA_BENCH_NS:-}" ]; then
+		# Everything below, and every process it starts, in a mount
+		# namespace of its own: the tmpfs mounts end with it.
+		LDA_BENCH_NS=1 exec unshare --mount --propagation private bash "${BASH_SOURCE[0]}" "$@"
+	fi
+	;;
+*) echo "HOMES is disk or tmpfs" >&2; exit 2 ;;
+esac
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$HERE")
@@ -50,6 +69,13 @@ BENCH_LISTENER=benchlis
 command -v go >/dev/null || die "go is not in PATH"
 
 BASE=$(mktemp -d /tmp/lda-bench.XXXXXX)
+if [ "$HOMES" = tmpfs ]; then
+	[ "${KEEP:-0}" = 1 ] && die "KEEP=1 keeps nothing with HOMES=tmpfs"
+	mount -t tmpfs -o size=6g lda-bench "$BASE"
+	# The same owner and mode as the real one, for the policy's checks.
+	mount -t tmpfs -o "size=1g,mode=$(stat -c %a /var/mail),uid=$(stat -c %u /var/mail),gid=$(stat -c %g /var/mail)" lda-bench-mail /var/mail
+	RESET=remove # retired Maildirs would fill the tmpfs
+fi
 chmod 755 "$BASE"
 : >"$BASE/pids"
 DOVECOT_CONF=
@@ -71,14 +97,19 @@ cleanup() {
 	if [ "$KEEP" = 1 ]; then
 		say "kept $BASE"
 	else
-		rm -rf "$BASE"
+		if [ "$HOMES" = tmpfs ]; then
+			umount "$BASE" /var/mail # and their contents with them
+			rmdir "$BASE"
+		else
+			rm -rf "$BASE"
+		fi
 	fi
 	exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-say "base directory $BASE; REPS=$REPS MESSAGES=$MESSAGES PIPELINING=$PIPELINING"
+say "base directory $BASE; REPS=$REPS MESSAGES=$MESSAGES PIPELINING=$PIPELINING HOMES=$HOMES"
 
 # --- packages, users, binaries -------------------------------------------
 
