@@ -11,7 +11,9 @@ import (
 // Proc is a long-lived worker for one user (a warm worker): the same
 // binary under the same rules as Run, but talking over a SOCK_SEQPACKET
 // socket on its descriptor 3 instead of standard input and output, so that
-// it can serve several deliveries one after another.
+// it can serve several deliveries one after another. (The parent then
+// splits the channel: seqpacket.Parent sends the worker its reply socket
+// over this one.)
 type Proc struct {
 	Pid  int
 	Conn *os.File      // the parent's end of the socketpair
