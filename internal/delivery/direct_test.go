@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"lda/internal/job"
 	"lda/internal/status"
 	"lda/internal/testutil"
@@ -214,6 +216,41 @@ func TestDirectRefuses(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(f.u1.Home, "mbox")); err == nil {
 		t.Fatal("the recover job touched the mbox")
+	}
+}
+
+// TestDirectWithoutReplySocket plays a listener that skips the reply
+// record and sends a job as its first record: the direct worker must not
+// run it (it has nowhere to answer), and exits.
+func TestDirectWithoutReplySocket(t *testing.T) {
+	f := newDirectFixture(t, PoolConfig{MaxIdle: 4, IdleTime: time.Minute, MaxDeliveries: 100})
+	before := countNew(t, f.u1)
+	w, sock, err := f.agent.StartDirect(f.u1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sock.Close()
+	j := &job.Job{Mode: job.ModeDeliver, User: f.u1.Name, UID: f.u1.UID, GID: f.u1.GID, Home: f.u1.Home,
+		Kind: job.KindDefault, Sender: "s@example.org", Policy: f.agent.PolicyPath, Size: f.size}
+	rec, err := j.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Sendmsg(int(sock.Fd()), rec, unix.UnixRights(int(f.msg.Fd())), nil, unix.MSG_NOSIGNAL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-w.Ended():
+	case <-time.After(10 * time.Second):
+		w.Kill()
+		t.Fatal("the worker served on without a reply socket")
+	}
+	b := make([]byte, 100)
+	if n, _, _, _, err := unix.Recvmsg(int(sock.Fd()), b, nil, unix.MSG_DONTWAIT); n > 0 {
+		t.Fatalf("the worker answered on the job socket: %q (%v)", b[:n], err)
+	}
+	if n := countNew(t, f.u1); n != before {
+		t.Fatalf("new/ went from %d to %d", before, n)
 	}
 }
 

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -358,7 +360,7 @@ func (w *warm) exchange(k warmKey, rec []byte, msg *os.File, deadline time.Time)
 			f.Close()
 			return out, true, errors.New("worker sent a descriptor")
 		}
-		if first && err != nil && !errors.Is(err, os.ErrDeadlineExceeded) && w.conn.Unread(err) {
+		if first && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) && w.conn.Unread(err) {
 			// The worker's socket was closed with packets unread: it
 			// died (killed while idle, say) without reading the job,
 			// our only packet.
