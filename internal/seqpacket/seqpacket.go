@@ -151,9 +151,10 @@ func (c *Conn) AcceptReply() error {
 	fd := int(f.Fd())
 	typ, err1 := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
 	dom, err2 := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
-	if err1 != nil || err2 != nil || typ != unix.SOCK_SEQPACKET || dom != unix.AF_UNIX {
+	_, err3 := unix.Getpeername(fd)
+	if err1 != nil || err2 != nil || err3 != nil || typ != unix.SOCK_SEQPACKET || dom != unix.AF_UNIX {
 		f.Close()
-		return errors.New("seqpacket: the reply record's descriptor is not a Unix SOCK_SEQPACKET socket")
+		return errors.New("seqpacket: the reply record's descriptor is not a connected Unix SOCK_SEQPACKET socket")
 	}
 	if err := unix.SetNonblock(fd, false); err != nil {
 		f.Close()

@@ -259,6 +259,11 @@ func TestAcceptReplyRefuses(t *testing.T) {
 	}
 	defer unix.Close(sp[0])
 	defer unix.Close(sp[1])
+	lone, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(lone)
 	for _, c := range []struct {
 		name string
 		msg  string
@@ -268,6 +273,7 @@ func TestAcceptReplyRefuses(t *testing.T) {
 		{"another record", "lda-job 1\n", int(reg.Fd())},
 		{"a regular file", replyRecord, int(reg.Fd())},
 		{"a stream socket", replyRecord, sp[0]},
+		{"an unconnected SOCK_SEQPACKET socket", replyRecord, lone},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			a, b, err := Pair()

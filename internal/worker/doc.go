@@ -10,16 +10,17 @@
 // descriptor 3: each job arrives as one packet carrying a read-only message
 // descriptor (close-on-exec), and the answer goes back as progress packets
 // and one result packet, on the reply socket that the first packet
-// carries (seqpacket.AcceptReply: it must be a Unix SOCK_SEQPACKET
-// socket; a worker never writes on descriptor 3). It binds itself to the user, home and policy of
-// its first job and refuses, then exits on, a job for anyone else.
+// carries (seqpacket.AcceptReply: it must be a connected Unix
+// SOCK_SEQPACKET socket; a worker never writes on descriptor 3). It binds
+// itself to the user, home and policy of its first job and refuses, then
+// exits on, a job for anyone else.
 //
 // A direct worker (`lda worker direct`) is a warm worker whose socket root
 // hands to the listener after writing a bind record (job.ModeBind) on it:
 // the first record it reads is root's, and it takes its user, uid, gid,
 // home, policy (fd 5) and Sieve directory from it. The second, the
-// listener's, carries the reply socket. It serves deliver,
-// filter and envelope jobs of that identity only, checks that every
+// listener's, carries the reply socket. It serves deliver, filter and
+// envelope jobs of that identity only, checks that every
 // message descriptor is a read-only regular file, and before an mbox
 // append (or before creating a Maildir file in tmp/) writes the recover job
 // that would undo it into the memfd on fd 4, which root reads after the
