@@ -18,10 +18,13 @@
 // before anything acts on it. The worker decodes the job with the same
 // strictness, because it must not assume the parent is the only writer of
 // its standard input; a direct worker's jobs come from the unprivileged
-// listener, and only its first record (ModeBind) from root. The recovery
-// record a direct worker leaves for root (recovery.go) is a job too, and
-// root decodes it as strictly and checks that it names the worker's own
-// user before acting on it.
+// listener, and only its first record (ModeBind) from root. (The
+// listener's first record is not a job: it is package seqpacket's reply
+// record, "lda-reply 1" and nothing else, carrying the socket the worker
+// answers on; a warm worker reads the same from root before any job.)
+// The recovery record a direct worker leaves for root (recovery.go) is a
+// job too, and root decodes it as strictly and checks that it names the
+// worker's own user before acting on it.
 package job
 
 import (
