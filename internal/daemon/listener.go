@@ -394,24 +394,37 @@ func (l *Listener) spool() (*os.File, error) {
 // as the listener looked it up at RCPT time, for the worker's key; root
 // binds a new worker to its own lookup.
 func (l *Listener) deliver(u *userdb.User, req *job.Request, msg *os.File) *job.Reply {
+	rep, _ := l.deliverQuiet(u, req, msg, false)
+	return rep
+}
+
+// deliverQuiet is deliver for a caller that logs the outcome in a line of
+// its own when quiet is set: a direct worker's outcome then comes back as
+// log attributes (where it went, the policy rule, any detail) and is not
+// logged here. Through root, root logs the delivery and attrs is nil.
+func (l *Listener) deliverQuiet(u *userdb.User, req *job.Request, msg *os.File, quiet bool) (rep *job.Reply, attrs []any) {
 	if l.direct != nil && u != nil {
 		out, ok := l.direct.Deliver(context.Background(), delivery.Request{
 			Mode: req.Op, User: u, Kind: req.Kind, Path: req.Path, Folder: req.Folder, Program: req.Program,
 			Sender: req.Sender, Recipient: req.Recipient, Received: req.Received, Message: msg, Size: req.Size,
+			Quiet: quiet,
 		})
 		if ok {
 			rep := &job.Reply{Status: out.Status}
 			if r := out.Result; r != nil {
 				rep.Actions, rep.Decided, rep.NoFilter = r.Actions, r.Decided, r.NoFilter
 			}
-			return rep
+			if quiet {
+				attrs = delivery.OutcomeAttrs(out)
+			}
+			return rep, attrs
 		}
 	}
 	rep, f := l.request(req, msg)
 	if f != nil {
 		f.Close()
 	}
-	return rep
+	return rep, nil
 }
 
 // startWorker asks root for a direct worker of user.
@@ -669,7 +682,7 @@ func (b *backend) Data(msg *os.File, size int64, rcpts []lmtp.Recipient) []lmtp.
 		one := func(i int, req job.Request, u *userdb.User, filter bool) {
 			req.Size = size
 			start := time.Now()
-			rep := b.l.deliver(u, &req, msg)
+			rep, outcome := b.l.deliverQuiet(u, &req, msg, true)
 			if req.Kind == job.KindDefault {
 				b.l.learnFilter(req.User, rep)
 			}
@@ -688,10 +701,18 @@ func (b *backend) Data(msg *os.File, size int64, rcpts []lmtp.Recipient) []lmtp.
 				}
 			}
 			replies[i] = lmtp.Reply{Status: st, Lines: lines}
-			b.l.log.Info("recipient", "session", b.session, "peer", b.peer, "sender", req.Sender,
-				"recipient", req.Recipient, "user", req.User, "dest", req.Kind+":"+req.Path+req.Program,
+			// One line per recipient: with a direct worker, its outcome
+			// (where, rule, detail) is in it; through root, root logs it.
+			attrs := append([]any{"session", b.session, "peer", b.peer, "sender", req.Sender,
+				"recipient", req.Recipient, "user", req.User, "dest", req.Kind + ":" + req.Path + req.Program,
 				"status", fmt.Sprintf("%d %s", st.Code, st.Enhanced), "size", size,
-				"duration_ms", float64(time.Since(start).Microseconds())/1000, "actions", strings.Join(rep.Actions, "; "))
+				"duration_ms", float64(time.Since(start).Microseconds()) / 1000, "actions", strings.Join(rep.Actions, "; ")},
+				outcome...)
+			level := slog.LevelInfo
+			if !st.OK() {
+				level = slog.LevelWarn // as the delivery line of a worker says a failure
+			}
+			b.l.log.Log(context.Background(), level, "recipient", attrs...)
 		}
 		if len(b.rcpts) == 1 {
 			// Nothing to overlap with: no goroutine to start and wake.

@@ -67,6 +67,9 @@ type Request struct {
 	Received  string   // with Headers, the value of a Received line
 	Message   *os.File // read by offset only
 	Size      int64
+	// Quiet: the caller writes the outcome into a line of its own (with
+	// OutcomeAttrs), so Direct.Deliver logs nothing for it.
+	Quiet bool
 }
 
 // Outcome is what happened.
@@ -327,19 +330,7 @@ func logDelivery(log *slog.Logger, r Request, out Outcome, d time.Duration) {
 		"user", user, "sender", r.Sender, "recipient", r.Recipient,
 		"status", reply(st), "size", r.Size, "duration_ms", float64(d.Microseconds()) / 1000,
 	}
-	if res := out.Result; res != nil {
-		attrs = append(attrs, "dest", res.Where, "rule", res.Rule)
-		if res.Detail != "" {
-			attrs = append(attrs, "detail", res.Detail)
-		} else if st != nil && st.Cause != nil {
-			attrs = append(attrs, "detail", st.Cause.Error()) // a worker that died says nothing
-		}
-		if res.Warning != "" {
-			attrs = append(attrs, "warning", res.Warning)
-		}
-	} else if st != nil && st.Cause != nil {
-		attrs = append(attrs, "detail", st.Cause.Error())
-	}
+	attrs = append(attrs, outcomeAttrs(out, "dest")...)
 	level := slog.LevelInfo
 	if st == nil || !st.OK() {
 		level = slog.LevelWarn
@@ -354,6 +345,30 @@ func logDelivery(log *slog.Logger, r Request, out Outcome, d time.Duration) {
 		msg = "filter-only" // actions reported, nothing delivered
 	}
 	log.Log(context.Background(), level, msg, attrs...)
+}
+
+// OutcomeAttrs is what a delivery's log line says of its outcome, for a
+// caller that logs it in its own line (Request.Quiet): where the message
+// went ("where"), the policy rule, and the worker's detail and warning.
+func OutcomeAttrs(out Outcome) []any { return outcomeAttrs(out, "where") }
+
+func outcomeAttrs(out Outcome, whereKey string) []any {
+	st := out.Status
+	var attrs []any
+	if res := out.Result; res != nil {
+		attrs = append(attrs, whereKey, res.Where, "rule", res.Rule)
+		if res.Detail != "" {
+			attrs = append(attrs, "detail", res.Detail)
+		} else if st != nil && st.Cause != nil {
+			attrs = append(attrs, "detail", st.Cause.Error()) // a worker that died says nothing
+		}
+		if res.Warning != "" {
+			attrs = append(attrs, "warning", res.Warning)
+		}
+	} else if st != nil && st.Cause != nil {
+		attrs = append(attrs, "detail", st.Cause.Error())
+	}
+	return attrs
 }
 
 func reply(st *status.Status) string {

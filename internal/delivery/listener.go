@@ -36,7 +36,8 @@ type Direct struct {
 	End   func(user string, id uint64)
 }
 
-// Deliver performs r through a direct worker and logs it. ok is false
+// Deliver performs r through a direct worker and logs it (unless
+// r.Quiet: then the caller does, with OutcomeAttrs). ok is false
 // when root would not start one (it runs as many as it allows, or the
 // configuration has warm workers off): the caller then asks root to
 // deliver instead.
@@ -47,7 +48,9 @@ func (d *Direct) Deliver(ctx context.Context, r Request) (out Outcome, ok bool) 
 	} else if out, ok = d.deliver(ctx, r); !ok {
 		return out, false
 	}
-	logDelivery(d.Log, r, out, time.Since(start))
+	if !r.Quiet {
+		logDelivery(d.Log, r, out, time.Since(start))
+	}
 	return out, true
 }
 

@@ -369,16 +369,35 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 }
 
 // TestServeLogFile: with log: FILE, the listener's lines (connect, per
-// recipient) go to the file too, next to root's delivery lines.
+// recipient) go to the file too, next to root's; a recipient delivered
+// by a direct worker gets one line, which says where the message went and
+// under which policy rule.
 func TestServeLogFile(t *testing.T) {
 	f := newFixture(t)
 	logFile := filepath.Join(f.base, "serve.log")
 	d := startDaemon(t, f, "log: "+logFile+"\n")
-	d.sendOne(t, f.u1.Name+"@example.org", "logged")
+	addr := f.u1.Name + "@example.org"
+	d.sendOne(t, addr, "logged")
 	waitFor(t, func() bool {
 		log := string(snapshot(t, logFile))
-		return strings.Contains(log, "msg=connect") && strings.Contains(log, "msg=recipient") && strings.Contains(log, "msg=delivery")
+		return strings.Contains(log, "msg=connect") && strings.Contains(log, "msg=recipient") && strings.Contains(log, `msg="listener started"`)
 	}, "the listener's and root's lines in "+logFile)
+	var mine []string
+	for _, l := range strings.Split(string(snapshot(t, logFile)), "\n") {
+		// The RCPT-time Sieve evaluation (msg=rcpt-sieve) is another
+		// event; the delivery is logged once.
+		if strings.Contains(l, " recipient="+addr+" ") && !strings.Contains(l, "msg=rcpt-sieve") {
+			mine = append(mine, l)
+		}
+	}
+	if len(mine) != 1 {
+		t.Fatalf("%d lines for the one recipient, want 1:\n%s", len(mine), strings.Join(mine, "\n"))
+	}
+	for _, want := range []string{"msg=recipient", `status="250 2.0.0"`, `where="` + filepath.Join(f.u1.Home, "Maildir", "new") + "/", "rule=", "session="} {
+		if !strings.Contains(mine[0], want) {
+			t.Errorf("the recipient's line lacks %q: %s", want, mine[0])
+		}
+	}
 	if st, err := os.Stat(logFile); err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("log file mode: %v %v", st, err)
 	}
