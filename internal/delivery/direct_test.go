@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -136,9 +137,26 @@ func TestDirectReuse(t *testing.T) {
 	if n := countNew(t, f.u1); n != 3 {
 		t.Fatalf("%d messages, want 3", n)
 	}
-	if !strings.Contains(f.log.String(), "msg=delivery user="+f.u1.Name) {
-		t.Fatalf("no delivery line:\n%s", f.log)
+	if n := strings.Count(f.log.String(), "msg=delivery user="+f.u1.Name); n != 3 {
+		t.Fatalf("%d delivery lines, want 3:\n%s", n, f.log)
 	}
+	t.Run("quiet: the caller logs the outcome", func(t *testing.T) {
+		before := f.log.String()
+		out, ok := f.direct.Deliver(context.Background(), Request{User: f.u1, Kind: job.KindDefault, Sender: "s@example.org",
+			Recipient: f.u1.Name + "@example.org", Message: f.msg, Size: f.size, Quiet: true})
+		if !ok || !out.Status.OK() {
+			t.Fatalf("ok=%v %v", ok, out.Status)
+		}
+		if after := f.log.String(); after != before {
+			t.Fatalf("a quiet delivery logged %q", strings.TrimPrefix(after, before))
+		}
+		attrs := fmt.Sprint(OutcomeAttrs(out)...)
+		for _, want := range []string{"where", filepath.Join(f.u1.Home, "Maildir", "new") + "/", "rule"} {
+			if !strings.Contains(attrs, want) {
+				t.Fatalf("OutcomeAttrs %q lacks %q", attrs, want)
+			}
+		}
+	})
 	f.mu.Lock()
 	f.busy = true
 	f.mu.Unlock()
