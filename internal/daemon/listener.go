@@ -24,6 +24,7 @@ import (
 	"lda/internal/delivery"
 	"lda/internal/job"
 	"lda/internal/lmtp"
+	"lda/internal/spawn"
 	"lda/internal/status"
 	"lda/internal/userdb"
 	"lda/policy"
@@ -752,7 +753,7 @@ func (l *Listener) redirect(msg *os.File, size int64, sender, rcpt string, to []
 	cmd := exec.CommandContext(ctx, argv[0], args...)
 	cmd.Env = []string{"PATH=/usr/bin:/bin"}
 	cmd.Stdin = io.MultiReader(strings.NewReader("Delivered-To: "+rcpt+"\n"), io.NewSectionReader(msg, 0, size))
-	out := &cappedBuffer{max: 4 << 10}
+	out := &spawn.LimitedBuffer{Max: 4 << 10}
 	cmd.Stdout, cmd.Stderr = out, out
 	// Its own process group, killed whole at the time limit; and a child
 	// it leaves behind holding its output cannot keep the session waiting.
@@ -764,7 +765,7 @@ func (l *Listener) redirect(msg *os.File, size int64, sender, rcpt string, to []
 		err = nil // it exited 0: the message was submitted
 	}
 	if err != nil {
-		return fmt.Errorf("%s: %v: %s", argv[0], err, status.Sanitize(string(out.b)))
+		return fmt.Errorf("%s: %v: %s", argv[0], err, status.Sanitize(out.String()))
 	}
 	return nil
 }
@@ -772,19 +773,6 @@ func (l *Listener) redirect(msg *os.File, size int64, sender, rcpt string, to []
 // redirectWaitDelay bounds the wait for the redirect command's output once
 // it has exited or been killed (a variable for tests).
 var redirectWaitDelay = 5 * time.Second
-
-// cappedBuffer keeps the first max bytes written to it and drops the rest.
-type cappedBuffer struct {
-	b   []byte
-	max int
-}
-
-func (c *cappedBuffer) Write(p []byte) (int, error) {
-	if room := c.max - len(c.b); room > 0 {
-		c.b = append(c.b, p[:min(len(p), room)]...)
-	}
-	return len(p), nil
-}
 
 // deliveredTo returns the lower-cased Delivered-To values of the message's
 // header, for loop detection.

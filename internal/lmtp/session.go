@@ -127,8 +127,6 @@ var (
 	replyNeedUTF8     = status.New(553, "5.6.7", "non-ASCII address requires SMTPUTF8")
 	replyBareLF       = status.New(550, "5.6.0", "bare LF in message; use CRLF line endings")
 	replySpool        = status.Unknown // 451 4.3.0
-	replySpoolFull    = status.NoSpace // 452 4.3.1
-	replySpoolTooBig  = status.SpoolTooBig
 	replyIdle         = status.New(421, "4.4.2", "idle timeout")
 	replyDataTimeout  = status.New(421, "4.4.2", "timeout")
 	replyShutdown     = status.New(421, "4.3.2", "shutting down")
@@ -560,20 +558,20 @@ func (s *Session) data() error {
 	var f *os.File
 	switch {
 	case err == nil && spoolErr != nil:
-		st = spoolStatus(spoolErr)
+		st = status.FromSpool(spoolErr)
 	case err == nil:
 		if err = s.sw.Flush(); err == nil {
 			f, err = sp.file()
 		}
 		if err != nil {
-			st = spoolStatus(err)
+			st = status.FromSpool(err)
 		}
 	case errors.Is(err, ErrTooBig):
 		st = replyTooBig
 	case errors.Is(err, ErrBareLF):
 		st = replyBareLF
 	case errors.Is(err, ErrWrite):
-		st = spoolStatus(err)
+		st = status.FromSpool(err)
 	case isTimeout(err):
 		s.send(replyDataTimeout)
 		return fmt.Errorf("lmtp: data timeout: %w", err)
@@ -599,12 +597,6 @@ func (s *Session) data() error {
 	}
 	return nil
 }
-
-// spoolStatus is the reply for a spool that could not take the message:
-// a full file system is temporary (452 4.3.1), a message larger than the
-// file size limit is not (552 5.3.4, as Postfix answers); anything else is
-// 451 4.3.0. The cause goes to the log only.
-func spoolStatus(err error) *status.Status { return status.FromSpool(err) }
 
 func resetWriter(w *bufio.Writer, f io.Writer) *bufio.Writer {
 	if w == nil {

@@ -453,7 +453,8 @@ func TestTextprotoClient(t *testing.T) {
 	}
 }
 
-// TestSpoolStatus: what a spool that cannot take the message answers.
+// TestSpoolStatus: what a spool that cannot take the message answers,
+// for the errors this package's spool writer returns (ErrWrite-wrapped).
 func TestSpoolStatus(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -466,7 +467,7 @@ func TestSpoolStatus(t *testing.T) {
 		{"anything else", errors.New("spool: odd"), "451 4.3.0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			st := spoolStatus(tc.err)
+			st := status.FromSpool(tc.err)
 			if got := fmt.Sprintf("%d %s", st.Code, st.Enhanced); got != tc.want {
 				t.Fatalf("%v: %s, want %s", tc.err, got, tc.want)
 			}

@@ -122,8 +122,7 @@ func Run(ctx context.Context, r Request) (*Output, error) {
 	cmd.SysProcAttr = attr
 	cmd.ExtraFiles = r.Files
 	cmd.Stdin = bytes.NewReader(r.Stdin)
-	var stdout, stderr limitedBuffer
-	stdout.max, stderr.max = MaxStdout, MaxStderr
+	stdout, stderr := LimitedBuffer{Max: MaxStdout}, LimitedBuffer{Max: MaxStderr}
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cmd.Cancel = func() error { return killGroup(cmd.Process.Pid) }
 	cmd.WaitDelay = 2 * time.Second
@@ -158,15 +157,16 @@ func killGroup(pid int) error {
 	return err
 }
 
-// limitedBuffer keeps the first max bytes and discards the rest, so that a
-// runaway worker cannot grow the parent's memory.
-type limitedBuffer struct {
+// LimitedBuffer keeps the first Max bytes written to it and discards the
+// rest, so that a runaway child (a worker, a delivery program, a redirect
+// command) cannot grow its parent's memory.
+type LimitedBuffer struct {
 	bytes.Buffer
-	max int
+	Max int
 }
 
-func (b *limitedBuffer) Write(p []byte) (int, error) {
-	if room := b.max - b.Len(); room > 0 {
+func (b *LimitedBuffer) Write(p []byte) (int, error) {
+	if room := b.Max - b.Len(); room > 0 {
 		if len(p) > room {
 			b.Buffer.Write(p[:room])
 		} else {
@@ -176,4 +176,4 @@ func (b *limitedBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-var _ io.Writer = (*limitedBuffer)(nil)
+var _ io.Writer = (*LimitedBuffer)(nil)

@@ -20,7 +20,7 @@ type Proc struct {
 	Done chan struct{} // closed once the process has been reaped
 
 	cmd    *exec.Cmd
-	stderr *limitedBuffer
+	stderr *LimitedBuffer
 }
 
 // StartWorker starts a warm worker as r.UID/r.GID with the socket as
@@ -41,7 +41,7 @@ func StartWorker(r Request) (*Proc, error) {
 	cmd.Dir = "/"
 	cmd.SysProcAttr = attr
 	cmd.ExtraFiles = append([]*os.File{theirs}, r.Files...)
-	stderr := &limitedBuffer{max: MaxStderr}
+	stderr := &LimitedBuffer{Max: MaxStderr}
 	cmd.Stderr = stderr
 	if err := startWithSlack(r.TimerSlack, cmd.Start); err != nil {
 		mine.Close()

@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"lda/internal/job"
+	"lda/internal/spawn"
 	"lda/internal/status"
 	"lda/maildir"
 	"lda/mbox"
@@ -440,9 +440,8 @@ func runProgram(spec *policy.ProgramSpec, j *job.Job, msg io.Reader) (*status.St
 		cmd.Dir = "/" // system accounts such as nobody have no home
 	}
 	cmd.Stdin = msg
-	var out bytes.Buffer
-	lw := &capped{buf: &out, max: 4096}
-	cmd.Stdout, cmd.Stderr = lw, lw
+	out := &spawn.LimitedBuffer{Max: 4096}
+	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 2 * time.Second
@@ -498,22 +497,6 @@ func trustedProgram(path string) (string, error) {
 			return real, nil
 		}
 	}
-}
-
-type capped struct {
-	buf *bytes.Buffer
-	max int
-}
-
-func (c *capped) Write(p []byte) (int, error) {
-	if room := c.max - c.buf.Len(); room > 0 {
-		if len(p) > room {
-			c.buf.Write(p[:room])
-		} else {
-			c.buf.Write(p)
-		}
-	}
-	return len(p), nil
 }
 
 // errReader fails every read with err.
