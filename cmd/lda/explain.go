@@ -107,8 +107,8 @@ func cmdCheck(args []string) int {
 		c.policy, c.userdb = cfg.Policy, cfg.UserDB
 		fmt.Printf("config: %s\nsocket: %s (mode %s, group %q)\ntcp: %q\nlistener_user: %s\npeers: %v\nspool_dir: %s\n",
 			cfg.File, cfg.Socket, cfg.SocketMode, cfg.SocketGroup, cfg.TCP, cfg.ListenerUser, cfg.Peers, cfg.SpoolDir)
-		fmt.Printf("limits: %+v\nrecipient_delimiter: %q, detail_to_folder: %v, bare_lf: %s, headers: %v, parallel: %d, delivery_timeout: %s\n",
-			cfg.Limits, cfg.Delimiter, cfg.DetailFolder, cfg.BareLF, cfg.Headers, cfg.Parallel, cfg.DeliveryTime)
+		fmt.Printf("limits: %+v\nrecipient_delimiter: %q, detail_to_folder: %v, bare_lf: %s, chunking: %v, headers: %v, parallel: %d, delivery_timeout: %s\n",
+			cfg.Limits, cfg.Delimiter, cfg.DetailFolder, cfg.BareLF, cfg.Chunking, cfg.Headers, cfg.Parallel, cfg.DeliveryTime)
 	}
 	agent, sys, err := c.agent()
 	if err != nil {

@@ -42,6 +42,7 @@ type Config struct {
 	DetailFolder bool          `yaml:"detail_to_folder"` // +detail selects a Maildir++ folder of the default Maildir
 	BareLF       string        `yaml:"bare_lf"`          // "reject" or "accept"
 	Headers      bool          `yaml:"headers"`          // add Return-Path and Delivered-To
+	Chunking     bool          `yaml:"chunking"`         // offer CHUNKING (BDAT, RFC 3030)
 	Limits       Limits        `yaml:"limits"`
 	Log          string        `yaml:"log"` // "stderr", "syslog" or a file
 	Parallel     int           `yaml:"parallel"`
@@ -75,7 +76,7 @@ func defaults() Config {
 	return Config{
 		Version: 1, Policy: "/etc/lda/policy.yaml", UserDB: "passwd",
 		Socket: "/run/lda/lmtp.sock", SocketMode: "0660", ListenerUser: "lda",
-		SpoolDir: "/var/spool/lda", Delimiter: "+", BareLF: "reject", Headers: true,
+		SpoolDir: "/var/spool/lda", Delimiter: "+", BareLF: "reject", Headers: true, Chunking: true,
 		Log: "syslog", Parallel: 4, DeliveryTime: 10 * time.Minute, TimerSlack: spawn.DefaultTimerSlack,
 		SieveDir: "/etc/lda/sieve", RcptSieve: true, RedirectCmd: []string{"/usr/sbin/sendmail", "-i"},
 		Workers: Workers{MaxIdle: 32, IdleTime: 10 * time.Second, MaxDeliveries: 1000},

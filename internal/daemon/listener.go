@@ -338,7 +338,7 @@ func (l *Listener) serveConn(c net.Conn) {
 	s := lmtp.NewSession(c, lmtp.Config{
 		Hostname: l.hostname(), MaxLine: l.cfg.Limits.LineLength, MaxRecipients: l.cfg.Limits.Recipients,
 		MaxSize: l.cfg.Limits.MessageSize, SpoolMemory: l.cfg.Limits.SpoolMemory, IdleTimeout: l.cfg.Limits.IdleTimeout, DataTimeout: l.cfg.Limits.DataTimeout,
-		BareLF: l.cfg.BareLF, Extensions: true,
+		BareLF: l.cfg.BareLF, Extensions: true, Chunking: l.cfg.Chunking,
 		SpoolError: func(st *status.Status) {
 			l.log.Error("spool", "session", sid, "peer", peer, "status", fmt.Sprintf("%d %s", st.Code, st.Enhanced), "error", st.Error())
 		},

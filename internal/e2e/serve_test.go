@@ -165,7 +165,7 @@ func TestServe(t *testing.T) {
 
 	cl := dialLMTP(t, d.socket)
 	caps := cl.cmd("LHLO mta.test", "250")
-	for _, want := range []string{"PIPELINING", "ENHANCEDSTATUSCODES", "8BITMIME", "SIZE 1048576", "SMTPUTF8", "XLDA"} {
+	for _, want := range []string{"PIPELINING", "ENHANCEDSTATUSCODES", "8BITMIME", "CHUNKING", "SIZE 1048576", "SMTPUTF8", "XLDA"} {
 		if !strings.Contains(caps, want) {
 			t.Errorf("LHLO lacks %s:\n%s", want, caps)
 		}
@@ -199,6 +199,37 @@ func TestServe(t *testing.T) {
 	if n := len(readMbox(t, filepath.Join(u1.Home, "mail", "inbox"))); n != 1 {
 		t.Fatalf("explicit mbox holds %d messages", n)
 	}
+
+	t.Run("bdat", func(t *testing.T) {
+		// The same content as above, in two BDAT chunks split inside a
+		// CR LF, pipelined in one write: no dot-stuffing, and the stored
+		// message matches the one DATA stored.
+		before := map[string]bool{}
+		ents, _ := os.ReadDir(filepath.Join(u2.Home, "Maildir", "new"))
+		for _, e := range ents {
+			before[e.Name()] = true
+		}
+		cl := dialLMTP(t, d.socket)
+		cl.cmd("LHLO mta.test", "250")
+		part1, part2 := "Subject: through BDAT\r\n\r\n.dot-stuffed line\r", "\nFrom a line\r\n"
+		fmt.Fprintf(cl.c, "MAIL FROM:<sender@example.org>\r\nRCPT TO:<%s@example.org>\r\nBDAT %d\r\n%sBDAT %d LAST\r\n%s",
+			u2.Name, len(part1), part1, len(part2), part2)
+		cl.expect("250 2.1.0")
+		cl.expect("250 2.1.5")
+		cl.expect(fmt.Sprintf("250 2.0.0 %d octets received", len(part1)))
+		cl.expect("250 2.0.0")
+		cl.cmd("QUIT", "221")
+		ents, _ = os.ReadDir(filepath.Join(u2.Home, "Maildir", "new"))
+		var got []string
+		for _, e := range ents {
+			if !before[e.Name()] {
+				got = append(got, string(snapshot(t, filepath.Join(u2.Home, "Maildir", "new", e.Name()))))
+			}
+		}
+		if len(got) != 1 || !strings.HasSuffix(got[0], "\nSubject: through BDAT\n\n.dot-stuffed line\nFrom a line\n") {
+			t.Fatalf("BDAT stored %d new messages: %q", len(got), got)
+		}
+	})
 
 	t.Run("loop", func(t *testing.T) {
 		cl := dialLMTP(t, d.socket)

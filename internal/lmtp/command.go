@@ -1,6 +1,7 @@
 package lmtp
 
 import (
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -32,13 +33,20 @@ var (
 	replyDupParam      = status.New(501, "5.5.4", "duplicate parameter")
 	replyTooManyParams = status.New(501, "5.5.4", "too many parameters")
 	replyUnknownParam  = status.New(555, "5.5.4", "unsupported parameter")
+	replyBadBDAT       = status.New(501, "5.5.4", "syntax: BDAT size [LAST]")
 )
+
+// maxChunkDigits bounds the size of a BDAT chunk to 18 digits, which
+// always fit an int64.
+const maxChunkDigits = 18
 
 // Command is one parsed command line.
 type Command struct {
 	Verb   string  // upper-cased
 	Arg    string  // MAIL/RCPT: the address without "<>" and source route; otherwise the rest of the line
 	Params []Param // MAIL/RCPT only, in the order given
+	Chunk  int64   // BDAT only: the chunk's size in octets
+	Last   bool    // BDAT only: the LAST keyword was given
 }
 
 // Param is one ESMTP parameter of MAIL or RCPT.
@@ -98,6 +106,15 @@ func ParseCommand(line []byte) (Command, error) {
 			return cmd, err
 		}
 		cmd.Arg, cmd.Params = addr, params
+	case "BDAT":
+		// RFC 3030: "BDAT" SP chunk-size [SP "LAST"], chunk-size 1*DIGIT.
+		size, last, _ := strings.Cut(rest, " ")
+		if size == "" || len(size) > maxChunkDigits || !isDigits(size) ||
+			(last != "" && !strings.EqualFold(last, "LAST")) {
+			return cmd, replyBadBDAT
+		}
+		cmd.Chunk, _ = strconv.ParseInt(size, 10, 64)
+		cmd.Last = last != ""
 	case "DATA", "RSET", "QUIT":
 		if rest != "" {
 			return cmd, replyNoArgs
@@ -111,6 +128,15 @@ func ParseCommand(line []byte) (Command, error) {
 		return Command{}, replyUnrecognized
 	}
 	return cmd, nil
+}
+
+func isDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 func isAlpha(s string) bool {

@@ -69,7 +69,21 @@ func TestParseCommand(t *testing.T) {
 		{"unknown", "XYZZY", Command{}, "500 5.5.1"},
 		{"verb with digit", "NOOP1", Command{}, "500 5.5.1"},
 		{"verb NUL", "NO\x00OP", Command{}, "500 5.5.1"},
-		{"bdat", "BDAT 10 LAST", Command{}, "500 5.5.1"},
+		{"bdat last", "BDAT 10 LAST", Command{Verb: "BDAT", Chunk: 10, Last: true}, ""},
+		{"bdat last lower case", "bdat 0 last", Command{Verb: "BDAT", Chunk: 0, Last: true}, ""},
+		{"bdat chunk", "BDAT 007", Command{Verb: "BDAT", Chunk: 7}, ""},
+		{"bdat 18 digits", "BDAT 999999999999999999", Command{Verb: "BDAT", Chunk: 999999999999999999}, ""},
+		{"bdat 19 digits", "BDAT 9999999999999999999", Command{Verb: "BDAT"}, "501 5.5.4"},
+		{"bdat no size", "BDAT", Command{Verb: "BDAT"}, "501 5.5.4"},
+		{"bdat only last", "BDAT LAST", Command{Verb: "BDAT"}, "501 5.5.4"},
+		{"bdat sign", "BDAT +10", Command{Verb: "BDAT"}, "501 5.5.4"},
+		{"bdat negative", "BDAT -1 LAST", Command{Verb: "BDAT"}, "501 5.5.4"},
+		{"bdat hex", "BDAT 0x10", Command{Verb: "BDAT"}, "501 5.5.4"},
+		{"bdat other keyword", "BDAT 10 FIRST", Command{Verb: "BDAT"}, "501 5.5.4"},
+		{"bdat spaces after verb", "BDAT  10 LAST", Command{Verb: "BDAT", Chunk: 10, Last: true}, ""},
+		{"bdat two spaces before last", "BDAT 10  LAST", Command{Verb: "BDAT"}, "501 5.5.4"},
+		{"bdat extra word", "BDAT 10 LAST LAST", Command{Verb: "BDAT"}, "501 5.5.4"},
+		{"bdat tab", "BDAT 10\tLAST", Command{Verb: "BDAT"}, "501 5.5.4"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := ParseCommand([]byte(tc.line))

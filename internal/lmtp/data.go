@@ -2,6 +2,7 @@ package lmtp
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -46,25 +47,8 @@ var (
 // The output is never longer than the input. Memory use is bounded by r's
 // buffer.
 func ReadData(r *bufio.Reader, w io.Writer, max int64, bareLF string) (n int64, err error) {
-	var first error
+	out := sink{w: w, max: max}
 	accept := bareLF == BareLFAccept
-	write := func(p []byte) {
-		if first != nil || len(p) == 0 {
-			return
-		}
-		if max > 0 && n+int64(len(p)) > max {
-			first = ErrTooBig
-			return
-		}
-		k, err := w.Write(p)
-		n += int64(k)
-		if err == nil && k < len(p) {
-			err = io.ErrShortWrite
-		}
-		if err != nil {
-			first = fmt.Errorf("%w: %w", ErrWrite, err)
-		}
-	}
 	lineStart := true // the next byte starts a wire line
 	pendingCR := false
 	for {
@@ -74,11 +58,11 @@ func ReadData(r *bufio.Reader, w io.Writer, max int64, bareLF string) (n int64, 
 			if err == io.EOF {
 				err = io.ErrUnexpectedEOF
 			}
-			return n, err
+			return out.n, err
 		}
 		if lineStart {
 			if full && len(chunk) == 3 && chunk[0] == '.' && chunk[1] == '\r' {
-				return n, first
+				return out.n, out.first
 			}
 			if chunk[0] == '.' {
 				chunk = chunk[1:]
@@ -88,18 +72,18 @@ func ReadData(r *bufio.Reader, w io.Writer, max int64, bareLF string) (n int64, 
 			// A CR ended the previous fragment.
 			pendingCR = false
 			if chunk[0] == '\n' { // CRLF split between two reads
-				write(lf)
+				out.write(lf)
 				lineStart = true
 				continue
 			}
-			write(cr)
+			out.write(cr)
 		}
 		if !full {
 			if chunk[len(chunk)-1] == '\r' {
 				pendingCR = true
 				chunk = chunk[:len(chunk)-1]
 			}
-			write(chunk)
+			out.write(chunk)
 			lineStart = false
 			continue
 		}
@@ -107,17 +91,147 @@ func ReadData(r *bufio.Reader, w io.Writer, max int64, bareLF string) (n int64, 
 			// CRLF becomes LF. The buffer's bytes are consumed, so
 			// rewriting them in place is safe and saves a write.
 			chunk[len(chunk)-2] = '\n'
-			write(chunk[:len(chunk)-1])
+			out.write(chunk[:len(chunk)-1])
 			lineStart = true
 			continue
 		}
 		// A bare LF.
-		if !accept && first == nil {
-			first = ErrBareLF
+		if !accept {
+			out.fail(ErrBareLF)
 		}
-		write(chunk)
+		out.write(chunk)
 		lineStart = false
 	}
+}
+
+// sink writes a message body to the spool for ReadData and Chunks: it
+// counts the bytes, stops at the size limit and keeps the first error,
+// after which nothing more is written.
+type sink struct {
+	w     io.Writer
+	max   int64 // above zero: the limit on n
+	n     int64 // bytes written
+	first error // ErrTooBig, ErrBareLF or ErrWrite
+}
+
+func (s *sink) fail(err error) {
+	if s.first == nil {
+		s.first = err
+	}
+}
+
+func (s *sink) write(p []byte) {
+	if s.first != nil || len(p) == 0 {
+		return
+	}
+	if s.max > 0 && s.n+int64(len(p)) > s.max {
+		s.first = ErrTooBig
+		return
+	}
+	k, err := s.w.Write(p)
+	s.n += int64(k)
+	if err == nil && k < len(p) {
+		err = io.ErrShortWrite
+	}
+	if err != nil {
+		s.first = fmt.Errorf("%w: %w", ErrWrite, err)
+	}
+}
+
+// Chunks converts the body of a BDAT transaction (RFC 3030), which comes
+// in chunks of a stated size, to the spool form that ReadData writes: CRLF
+// line endings become LF, and the same bare-LF policy applies. A chunk is
+// not dot-stuffed and carries no end marker, so nothing in it is ever
+// taken for the end of the message: its length alone frames it. A CRLF
+// split between two chunks is still one line end, and a CR that ends the
+// last chunk is data.
+type Chunks struct {
+	out       sink
+	accept    bool
+	pendingCR bool // the last chunk ended with a CR, held back
+}
+
+// NewChunks starts a body written to w, limited to max bytes as spooled
+// (none if max <= 0), under the bareLF policy (BareLFReject or
+// BareLFAccept).
+func NewChunks(w io.Writer, max int64, bareLF string) *Chunks {
+	return &Chunks{out: sink{w: w, max: max}, accept: bareLF == BareLFAccept}
+}
+
+// Read reads exactly size bytes of a chunk from r and writes them on. It
+// returns only read errors (io.ErrUnexpectedEOF when the input ends
+// early), after which the stream is at an unknown position; the errors of
+// the body itself are kept for Err and End. Memory use is bounded by r's
+// buffer.
+func (c *Chunks) Read(r *bufio.Reader, size int64) error {
+	for size > 0 {
+		if r.Buffered() == 0 {
+			if _, err := r.Peek(1); err != nil {
+				if err == io.EOF {
+					err = io.ErrUnexpectedEOF
+				}
+				return err
+			}
+		}
+		k := int(min(int64(r.Buffered()), size))
+		p, _ := r.Peek(k)
+		c.convert(p)
+		r.Discard(k)
+		size -= int64(k)
+	}
+	return nil
+}
+
+// convert writes one piece of a chunk. p lies in the reader's buffer and
+// is discarded after, so it may be rewritten in place.
+func (c *Chunks) convert(p []byte) {
+	if len(p) == 0 {
+		return
+	}
+	if c.pendingCR {
+		c.pendingCR = false
+		if p[0] == '\n' { // CRLF split between two pieces
+			c.out.write(lf)
+			p = p[1:]
+		} else {
+			c.out.write(cr)
+		}
+	}
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			if p[len(p)-1] == '\r' {
+				c.pendingCR = true
+				p = p[:len(p)-1]
+			}
+			c.out.write(p)
+			return
+		}
+		if i > 0 && p[i-1] == '\r' {
+			p[i-1] = '\n' // CRLF becomes LF
+			c.out.write(p[:i])
+		} else {
+			if !c.accept {
+				c.out.fail(ErrBareLF)
+			}
+			c.out.write(p[:i+1])
+		}
+		p = p[i+1:]
+	}
+}
+
+// Err is the first error of the body so far: ErrTooBig, ErrBareLF or one
+// wrapping ErrWrite.
+func (c *Chunks) Err() error { return c.out.first }
+
+// End ends the body after its last chunk and returns the bytes written
+// and Err.
+func (c *Chunks) End() (n int64, err error) {
+	if c.pendingCR {
+		c.pendingCR = false
+		c.out.write(cr)
+	}
+	return c.out.n, c.out.first
 }
 
 var (

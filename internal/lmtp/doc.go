@@ -13,11 +13,12 @@
 //
 // The greeting is "220 <host> LMTP lda ready". LHLO is answered with
 // PIPELINING (RFC 2920), ENHANCEDSTATUSCODES (RFC 2034, codes of RFC 3463),
-// 8BITMIME (RFC 6152), SIZE (RFC 1870), SMTPUTF8 (RFC 6531) and, when
-// Config.Extensions is set, "XLDA 1". HELO and EHLO get "500 5.5.1 use
-// LHLO" (RFC 2033 section 4.1). Also understood: MAIL, RCPT, DATA, RSET,
-// NOOP, VRFY (always 252 2.5.0), HELP and QUIT; anything else is "500 5.5.1
-// command unrecognized". Verbs are case-insensitive.
+// 8BITMIME (RFC 6152), CHUNKING (RFC 3030) when Config.Chunking is set,
+// SIZE (RFC 1870), SMTPUTF8 (RFC 6531) and, when Config.Extensions is set,
+// "XLDA 1". HELO and EHLO get "500 5.5.1 use LHLO" (RFC 2033 section 4.1).
+// Also understood: MAIL, RCPT, DATA, BDAT (with CHUNKING), RSET, NOOP, VRFY
+// (always 252 2.5.0), HELP and QUIT; anything else is "500 5.5.1 command
+// unrecognized". Verbs are case-insensitive.
 //
 // MAIL FROM takes SIZE=, BODY=7BIT|8BITMIME, SMTPUTF8, RET=FULL|HDRS and
 // ENVID= (RFC 3461); RCPT TO takes NOTIFY= and ORCPT= (RFC 3461) and the
@@ -33,6 +34,18 @@
 // Lines make a multi-line reply whose every line carries the codes.
 // Replies are flushed when no complete command line is buffered and before
 // the DATA content is read, so a pipelined group is answered in one write.
+//
+// BDAT (RFC 3030; RFC 2033 section 4.3) carries the body in chunks of a
+// stated size, without 354, dot-stuffing or end marker, so a pipelining
+// client waits once per message instead of twice. Each chunk but the LAST
+// gets one reply ("250 2.0.0 N octets received", or the size or spool
+// failure, after which every chunk gets 503 until RSET); the LAST chunk of
+// a sound transaction gets one reply per accepted recipient, as after
+// DATA. A BDAT out of sequence (no LHLO, no MAIL, no accepted recipient,
+// after a failed chunk) gets one 503, LAST or not, as Dovecot answers,
+// where RFC 2033 would give a LAST chunk none; DATA after BDAT is 503 and
+// changes nothing. The content is converted as DATA's (Chunks): CRLF to
+// LF, the same bare-LF policy and size count.
 //
 // # The lda extension: XLDA 1
 //
@@ -111,18 +124,25 @@
 //  7. The Backend decides. A status failing status.Validate becomes 451
 //     4.3.0 before its class is looked at; a missing per-recipient Reply or
 //     Status is 451 4.3.0, never a false 250.
-//  8. DATA: the body goes to the spool: a memfd up to SpoolMemory bytes,
-//     beyond that the spool function's file (the memfd's content is
-//     copied there once), never to the heap. Only
-//     CRLF "." CRLF ends it: LF.LF, LF.CRLF, CRLF.LF and CR.CR are data or
+//  8. BDAT framing: the size is 1 to 18 digits and LAST the only word
+//     after it, or 501 5.5.4 and the session ends; so does a BDAT line
+//     refused as too long or for a bare LF. Where such a chunk ends is
+//     unknown, and its bytes must never be read as commands. A chunk is
+//     otherwise read in full whatever its reply, within DataTimeout per
+//     read.
+//  9. DATA and BDAT: the body goes to the spool: a memfd up to
+//     SpoolMemory bytes, beyond that the spool function's file (the
+//     memfd's content is copied there once), never to the heap. Only
+//     CRLF "." CRLF ends DATA: LF.LF, LF.CRLF, CRLF.LF and CR.CR are data or
 //     bare-LF errors (SMTP smuggling, CVE-2023-51764, CVE-2023-51765,
 //     CVE-2023-51766). Dot-unstuffing follows RFC 5321 section 4.5.2 and is
 //     byte-exact across read-buffer boundaries (mail.local CVE-2000-0319).
 //     On a size, bare-LF or spool error the body is still read to its end,
 //     so the next command is read in step.
-//  9. Replies never contain client input: every text is a constant or the
-//     Backend's, passed through status.Sanitize (one printable line, at most
-//     200 bytes), so no CR or LF can forge a reply.
+//  10. Replies never contain client input: every text is a constant or
+//     the Backend's, passed through status.Sanitize (one printable line,
+//     at most 200 bytes), so no CR or LF can forge a reply; a chunk's size
+//     is echoed only as the number it parsed to.
 //
 // Memory per session is bounded: a 64 KiB read buffer, a line buffer of at
 // most MaxLine bytes, at most 16 parameters, MaxRecipients recipients, a
@@ -130,7 +150,7 @@
 // the heap, a memfd of at most SpoolMemory bytes.
 //
 // Not done here: TLS and AUTH (the daemon listens on a Unix socket and
-// checks peer credentials), BDAT/CHUNKING and BINARYMIME (not advertised),
+// checks peer credentials), BINARYMIME (not advertised),
 // connection limits, DSN generation, and any decision on users, paths or
 // programs beyond the lexical checks above.
 package lmtp

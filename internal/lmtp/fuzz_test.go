@@ -4,13 +4,15 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 
 	"lda/internal/status"
 )
 
-// Seed corpora: testdata/fuzz/FuzzParseCommand and testdata/fuzz/FuzzReadData.
+// Seed corpora: testdata/fuzz/FuzzParseCommand, testdata/fuzz/FuzzReadData
+// and testdata/fuzz/FuzzChunks.
 
 func hasCRLFNUL(s string) bool { return strings.ContainsAny(s, "\r\n\x00") }
 
@@ -33,6 +35,17 @@ func FuzzParseCommand(f *testing.F) {
 			}
 		}
 		switch cmd.Verb {
+		case "BDAT":
+			// The size is what the line said: written back in canonical
+			// form it parses to the same command.
+			canon := "BDAT " + strconv.FormatInt(cmd.Chunk, 10)
+			if cmd.Last {
+				canon += " LAST"
+			}
+			again, err := ParseCommand([]byte(canon))
+			if cmd.Chunk < 0 || err != nil || again.Chunk != cmd.Chunk || again.Last != cmd.Last {
+				t.Fatalf("ParseCommand(%q) = %+v, but %q gives %+v, %v", line, cmd, canon, again, err)
+			}
 		case "MAIL":
 			if len(cmd.Arg) > MaxAddressLen {
 				t.Fatalf("ParseCommand(%q) accepted a %d-byte address", line, len(cmd.Arg))
@@ -151,4 +164,88 @@ func hasBareLF(b []byte) bool {
 		}
 	}
 	return false
+}
+
+// FuzzChunks checks the BDAT body against a reference and against DATA.
+// The body is cut into chunks at the places cuts gives and read through a
+// small or a large buffer, with a sentinel byte after every chunk.
+// Properties: every chunk is consumed exactly (the sentinel is next);
+// under accept the spooled bytes are the reference conversion (each CR LF
+// becomes LF, every other byte is kept) wherever the cuts fall; under
+// reject the error is ErrBareLF exactly when the body has a bare LF, and
+// the output is a prefix of the reference; with a limit of half the
+// reference the error is ErrTooBig and the output a prefix within the
+// limit; and a body that DATA can carry (empty or ending in CR LF),
+// dot-stuffed and sent with DATA, spools the same bytes.
+func FuzzChunks(f *testing.F) {
+	f.Fuzz(func(t *testing.T, body, cuts []byte, small bool) {
+		size := 4096
+		if small {
+			size = 16
+		}
+		var chunks [][]byte
+		rest := body
+		for _, c := range cuts {
+			k := int(c) % (len(rest) + 1)
+			chunks, rest = append(chunks, rest[:k]), rest[k:]
+		}
+		chunks = append(chunks, rest)
+		const sentinel = '#'
+		var wire []byte
+		for _, c := range chunks {
+			wire = append(append(wire, c...), sentinel)
+		}
+		run := func(max int64, policy string) ([]byte, error) {
+			br := bufio.NewReaderSize(bytes.NewReader(wire), size)
+			var w bytes.Buffer
+			c := NewChunks(&w, max, policy)
+			for i, chunk := range chunks {
+				if err := c.Read(br, int64(len(chunk))); err != nil {
+					t.Fatalf("%q chunk %d: %v", body, i, err)
+				}
+				if b, err := br.ReadByte(); err != nil || b != sentinel {
+					t.Fatalf("%q chunk %d of %d bytes: next byte %q, %v; want the sentinel", body, i, len(chunk), b, err)
+				}
+			}
+			n, err := c.End()
+			if n != int64(w.Len()) {
+				t.Fatalf("%q: End returned n=%d but wrote %d bytes", body, n, w.Len())
+			}
+			return w.Bytes(), err
+		}
+		ref := bytes.ReplaceAll(body, []byte("\r\n"), []byte("\n"))
+
+		out, err := run(0, BareLFAccept)
+		if err != nil || !bytes.Equal(out, ref) {
+			t.Fatalf("%q in %d chunks (accept): %q, %v; want %q", body, len(chunks), out, err, ref)
+		}
+		out, err = run(0, BareLFReject)
+		bare := hasBareLF(body)
+		if (err != nil) != bare || (bare && !errors.Is(err, ErrBareLF)) || !bytes.HasPrefix(ref, out) || (!bare && len(out) != len(ref)) {
+			t.Fatalf("%q (reject): %q, %v; bare LF %v", body, out, err, bare)
+		}
+		if limit := int64(len(ref) / 2); limit > 0 {
+			out, err = run(limit, BareLFAccept)
+			if !errors.Is(err, ErrTooBig) || int64(len(out)) > limit || !bytes.HasPrefix(ref, out) {
+				t.Fatalf("%q limit %d: %q, %v", body, limit, out, err)
+			}
+		}
+
+		if len(body) > 0 && !bytes.HasSuffix(body, []byte("\r\n")) {
+			return
+		}
+		var data bytes.Buffer
+		for i := 0; i < len(body); i++ {
+			if body[i] == '.' && (i == 0 || (i >= 2 && body[i-2] == '\r' && body[i-1] == '\n')) {
+				data.WriteByte('.')
+			}
+			data.WriteByte(body[i])
+		}
+		data.WriteString(".\r\n")
+		var w bytes.Buffer
+		n, err := ReadData(bufio.NewReaderSize(bytes.NewReader(data.Bytes()), size), &w, 0, BareLFAccept)
+		if err != nil || n != int64(len(ref)) || !bytes.Equal(w.Bytes(), ref) {
+			t.Fatalf("%q by DATA: %q, %v; by BDAT: %q", body, w.Bytes(), err, ref)
+		}
+	})
 }

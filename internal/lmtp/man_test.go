@@ -187,7 +187,7 @@ func TestManPageDaemonFacts(t *testing.T) {
 			`status.New(501, "5.5.4", "XLDA-FILTER and XLDA-DEST exclude each other")`,
 			"return status.UnknownUser",
 			"return status.PolicyRefused",
-			"Extensions: true",
+			"Extensions: true, Chunking: l.cfg.Chunking",
 			`"ACTION "+a`,
 		},
 		"../worker/filter.go": {
@@ -197,6 +197,7 @@ func TestManPageDaemonFacts(t *testing.T) {
 			"MessageSize: 100 << 20",
 			`Delimiter: "+"`,
 			`BareLF: "reject"`,
+			"Chunking: true",
 		},
 	} {
 		src, err := os.ReadFile(file)

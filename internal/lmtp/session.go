@@ -53,6 +53,10 @@ type Config struct {
 	// parameters (555). A zero bool cannot mean "unset", so the default
 	// (true) comes from DefaultConfig; the zero Config leaves it off.
 	Extensions bool
+	// Chunking advertises CHUNKING and accepts BDAT (RFC 3030, RFC 2033
+	// section 4.3); without it BDAT is an unknown command (500). On in
+	// DefaultConfig.
+	Chunking bool
 	// SpoolMemory: a message is spooled in memory (a memfd) up to this
 	// many bytes and moves to the spool function's file beyond; 0 spools
 	// every message to that file.
@@ -67,7 +71,7 @@ func DefaultConfig() Config {
 	return Config{
 		MaxLine: DefaultMaxLine, MaxRecipients: DefaultMaxRecipients, MaxSize: DefaultMaxSize,
 		IdleTimeout: DefaultIdleTimeout, DataTimeout: DefaultDataTimeout, BareLF: BareLFReject,
-		Extensions: true,
+		Extensions: true, Chunking: true,
 	}
 }
 
@@ -112,25 +116,32 @@ type Reply struct {
 
 // Replies of the session; see also command.go.
 var (
-	replyOK           = status.New(250, "2.0.0", "ok")
-	replyMailOK       = status.New(250, "2.1.0", "ok")
-	replyRcptOK       = status.New(250, "2.1.5", "ok")
-	replyVRFY         = status.New(252, "2.5.0", "cannot verify, will attempt delivery")
-	replyHelp         = status.New(214, "2.0.0", "commands: LHLO MAIL RCPT DATA RSET NOOP QUIT VRFY (RFC 2033)")
-	replyBye          = status.New(221, "2.0.0", "bye")
-	replyNeedLHLO     = status.New(503, "5.5.1", "send LHLO first")
-	replyNestedMail   = status.New(503, "5.5.1", "nested MAIL command")
-	replyNeedMail     = status.New(503, "5.5.1", "need MAIL command")
-	replyNoRcpts      = status.New(503, "5.5.1", "no valid recipients")
-	replyTooManyRcpts = status.New(452, "4.5.3", "too many recipients")
-	replyTooBig       = status.New(552, "5.3.4", "message size exceeds fixed maximum message size")
-	replyNeedUTF8     = status.New(553, "5.6.7", "non-ASCII address requires SMTPUTF8")
-	replyBareLF       = status.New(550, "5.6.0", "bare LF in message; use CRLF line endings")
-	replySpool        = status.Unknown // 451 4.3.0
-	replyIdle         = status.New(421, "4.4.2", "idle timeout")
-	replyDataTimeout  = status.New(421, "4.4.2", "timeout")
-	replyShutdown     = status.New(421, "4.3.2", "shutting down")
+	replyOK            = status.New(250, "2.0.0", "ok")
+	replyMailOK        = status.New(250, "2.1.0", "ok")
+	replyRcptOK        = status.New(250, "2.1.5", "ok")
+	replyVRFY          = status.New(252, "2.5.0", "cannot verify, will attempt delivery")
+	replyHelp          = status.New(214, "2.0.0", "commands: LHLO MAIL RCPT DATA RSET NOOP QUIT VRFY (RFC 2033)")
+	replyBye           = status.New(221, "2.0.0", "bye")
+	replyNeedLHLO      = status.New(503, "5.5.1", "send LHLO first")
+	replyNestedMail    = status.New(503, "5.5.1", "nested MAIL command")
+	replyNeedMail      = status.New(503, "5.5.1", "need MAIL command")
+	replyNoRcpts       = status.New(503, "5.5.1", "no valid recipients")
+	replyTooManyRcpts  = status.New(452, "4.5.3", "too many recipients")
+	replyTooBig        = status.New(552, "5.3.4", "message size exceeds fixed maximum message size")
+	replyNeedUTF8      = status.New(553, "5.6.7", "non-ASCII address requires SMTPUTF8")
+	replyBareLF        = status.New(550, "5.6.0", "bare LF in message; use CRLF line endings")
+	replySpool         = status.Unknown // 451 4.3.0
+	replyIdle          = status.New(421, "4.4.2", "idle timeout")
+	replyDataTimeout   = status.New(421, "4.4.2", "timeout")
+	replyShutdown      = status.New(421, "4.3.2", "shutting down")
+	replyChunkFailed   = status.New(503, "5.5.1", "a previous chunk failed; send RSET")
+	replyDataAfterBDAT = status.New(503, "5.5.1", "DATA after BDAT")
 )
+
+// errOutOfStep ends a session whose BDAT command could not be read, so
+// that where its chunk ends is unknown: the chunk's bytes must never be
+// read as commands.
+var errOutOfStep = errors.New("lmtp: a BDAT command was refused before its size was known; the session is out of step")
 
 // Session is one LMTP connection.
 type Session struct {
@@ -148,6 +159,13 @@ type Session struct {
 	inTx    bool
 	utf8    bool // MAIL had SMTPUTF8
 	rcpts   []Recipient
+
+	// A BDAT transaction: the body so far, its spool (nil if the spool
+	// failed, with the reason in bodyErr), and whether a chunk failed.
+	body        *Chunks
+	bodySpool   *spill
+	bodyErr     error
+	chunkFailed bool
 
 	mu       sync.Mutex
 	shutdown bool
@@ -245,7 +263,7 @@ func (s *Session) Shutdown() {
 func (s *Session) Serve() (err error) {
 	defer func() {
 		if s.inTx {
-			s.b.Reset()
+			s.endTx()
 		}
 		if ferr := s.bw.Flush(); err == nil && ferr != nil && !errors.Is(ferr, net.ErrClosed) {
 			err = ferr
@@ -269,7 +287,7 @@ func (s *Session) Serve() (err error) {
 		s.conn.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
 		s.mu.Unlock()
 
-		line, st, err := s.readLine()
+		line, st, bdat, err := s.readLine()
 
 		s.mu.Lock()
 		s.idle = false
@@ -290,6 +308,9 @@ func (s *Session) Serve() (err error) {
 		}
 		if st != nil {
 			s.send(st)
+			if bdat && s.cfg.Chunking {
+				return errOutOfStep
+			}
 			continue
 		}
 		quit, err := s.handle(line)
@@ -318,12 +339,16 @@ func isTimeout(err error) bool {
 // readLine reads one command line of at most MaxLine bytes including its
 // terminator and returns it without the terminator. A longer line is read
 // to its end and discarded (500 5.5.2); a line ended by a bare LF is
-// refused under the reject policy (500 5.5.2).
-func (s *Session) readLine() (line []byte, st *status.Status, err error) {
+// refused under the reject policy (500 5.5.2). bdat reports that a refused
+// line starts with "BDAT ", so that a chunk may follow it.
+func (s *Session) readLine() (line []byte, st *status.Status, bdat bool, err error) {
 	tooLong := false
 	s.line = s.line[:0]
-	for {
+	for first := true; ; first = false {
 		frag, err := s.br.ReadSlice('\n')
+		if first {
+			bdat = len(frag) >= 5 && strings.EqualFold(string(frag[:5]), "BDAT ")
+		}
 		if err == nil && len(s.line) == 0 && !tooLong {
 			line = frag // the common case: no copy
 			break
@@ -339,19 +364,19 @@ func (s *Session) readLine() (line []byte, st *status.Status, err error) {
 			break
 		}
 		if err != bufio.ErrBufferFull {
-			return nil, nil, err // a partial line at EOF is dropped
+			return nil, nil, false, err // a partial line at EOF is dropped
 		}
 	}
 	if tooLong || len(line) > s.cfg.MaxLine {
-		return nil, replyLineTooLong, nil
+		return nil, replyLineTooLong, bdat, nil
 	}
 	if len(line) >= 2 && line[len(line)-2] == '\r' {
-		return line[:len(line)-2], nil, nil
+		return line[:len(line)-2], nil, false, nil
 	}
 	if s.cfg.BareLF != BareLFAccept {
-		return nil, replyBareLFCommand, nil
+		return nil, replyBareLFCommand, bdat, nil
 	}
-	return line[:len(line)-1], nil, nil
+	return line[:len(line)-1], nil, false, nil
 }
 
 // send queues a reply: st's line, or the given lines (the last one final).
@@ -382,8 +407,14 @@ func orChecked(st, def *status.Status) *status.Status {
 	return checked(st)
 }
 
+// endTx ends the transaction, if any: its state and BDAT spool go, and
+// the backend is reset.
 func (s *Session) endTx() {
 	s.inTx, s.utf8, s.rcpts = false, false, s.rcpts[:0]
+	if s.bodySpool != nil {
+		s.bodySpool.Close()
+	}
+	s.body, s.bodySpool, s.bodyErr, s.chunkFailed = nil, nil, nil, false
 	s.b.Reset()
 }
 
@@ -413,8 +444,11 @@ func (s *Session) handle(line []byte) (quit bool, err error) {
 			break
 		}
 		s.greeted = true
-		lines := []string{"250-" + s.cfg.Hostname, "250-PIPELINING", "250-ENHANCEDSTATUSCODES",
-			"250-8BITMIME", "250-SIZE " + strconv.FormatInt(s.cfg.MaxSize, 10), "250-SMTPUTF8"}
+		lines := []string{"250-" + s.cfg.Hostname, "250-PIPELINING", "250-ENHANCEDSTATUSCODES", "250-8BITMIME"}
+		if s.cfg.Chunking {
+			lines = append(lines, "250-CHUNKING")
+		}
+		lines = append(lines, "250-SIZE "+strconv.FormatInt(s.cfg.MaxSize, 10), "250-SMTPUTF8")
 		if s.cfg.Extensions {
 			lines = append(lines, "250-XLDA 1")
 		}
@@ -432,16 +466,23 @@ func (s *Session) handle(line []byte) (quit bool, err error) {
 			s.send(replyNoRcpts)
 		case st != nil:
 			s.send(st)
+		case s.body != nil:
+			s.send(replyDataAfterBDAT) // RFC 3030 section 3: the transaction goes on
 		default:
 			return false, s.data()
 		}
+	case "BDAT":
+		if !s.cfg.Chunking {
+			s.send(replyUnrecognized)
+			break
+		}
+		return false, s.bdat(cmd, st)
 	case "RSET":
 		if st != nil {
 			s.send(st)
 			break
 		}
-		s.inTx, s.utf8, s.rcpts = false, false, s.rcpts[:0]
-		s.b.Reset() // for every RSET, in a transaction or not
+		s.endTx() // for every RSET, in a transaction or not
 		s.send(replyOK)
 	case "NOOP":
 		s.send(or(st, replyOK))
@@ -554,38 +595,48 @@ func (s *Session) data() error {
 	s.dr.perRead = s.cfg.DataTimeout
 	n, err := ReadData(s.br, w, s.cfg.MaxSize, s.cfg.BareLF)
 	s.dr.perRead = 0
+	if err != nil && !errors.Is(err, ErrTooBig) && !errors.Is(err, ErrBareLF) && !errors.Is(err, ErrWrite) {
+		if isTimeout(err) {
+			s.send(replyDataTimeout)
+			return fmt.Errorf("lmtp: data timeout: %w", err)
+		}
+		return err // EOF within DATA or a read error
+	}
+	s.deliver(n, err, sp, spoolErr)
+	return nil
+}
+
+// deliver ends a body read in full (by DATA or BDAT LAST), n bytes in sp
+// through s.sw, or spoolErr if no spool could be made, and bodyErr the
+// body's own error (ErrTooBig, ErrBareLF, ErrWrite): one reply per
+// accepted recipient, from the backend or for the error.
+func (s *Session) deliver(n int64, bodyErr error, sp *spill, spoolErr error) {
 	var st *status.Status
 	var f *os.File
 	switch {
-	case err == nil && spoolErr != nil:
+	case bodyErr == nil && spoolErr != nil:
 		st = status.FromSpool(spoolErr)
-	case err == nil:
-		if err = s.sw.Flush(); err == nil {
+	case bodyErr == nil:
+		err := s.sw.Flush()
+		if err == nil {
 			f, err = sp.file()
 		}
 		if err != nil {
 			st = status.FromSpool(err)
 		}
-	case errors.Is(err, ErrTooBig):
+	case errors.Is(bodyErr, ErrTooBig):
 		st = replyTooBig
-	case errors.Is(err, ErrBareLF):
+	case errors.Is(bodyErr, ErrBareLF):
 		st = replyBareLF
-	case errors.Is(err, ErrWrite):
-		st = status.FromSpool(err)
-	case isTimeout(err):
-		s.send(replyDataTimeout)
-		return fmt.Errorf("lmtp: data timeout: %w", err)
-	default:
-		return err // EOF within DATA or a read error
+	default: // ErrWrite
+		st = status.FromSpool(bodyErr)
 	}
 	if st != nil {
-		if s.cfg.SpoolError != nil && st != replyTooBig && st != replyBareLF {
-			s.cfg.SpoolError(st)
-		}
+		s.spoolError(st)
 		for range s.rcpts {
 			s.send(st)
 		}
-		return nil
+		return
 	}
 	replies := s.b.Data(f, n, s.rcpts)
 	for i := range s.rcpts {
@@ -595,7 +646,106 @@ func (s *Session) data() error {
 		}
 		s.sendReply(r)
 	}
+}
+
+// spoolError tells Config.SpoolError why the spool failed; a refusal of
+// the message itself (size, bare LF) is not a spool failure.
+func (s *Session) spoolError(st *status.Status) {
+	if s.cfg.SpoolError != nil && st != replyTooBig && st != replyBareLF {
+		s.cfg.SpoolError(st)
+	}
+}
+
+// bdat runs one BDAT command (RFC 3030; RFC 2033 section 4.3). Its chunk
+// is read whatever the outcome, so the next command is read in step; only
+// a BDAT whose size could not be parsed ends the session, since where its
+// chunk ends is unknown. A chunk refused by the sequence (no LHLO, no
+// MAIL, no accepted recipient, a failed chunk before) gets one 503 and
+// leaves the transaction as it was; a chunk that overflows the size limit
+// or the spool fails the transaction with one reply, and every chunk
+// after it gets 503 until RSET. The LAST chunk of a sound transaction
+// gets one reply per accepted recipient, as DATA does.
+func (s *Session) bdat(cmd Command, st *status.Status) error {
+	if st != nil {
+		s.send(st)
+		return errOutOfStep
+	}
+	var refuse *status.Status
+	switch {
+	case !s.greeted:
+		refuse = replyNeedLHLO
+	case !s.inTx:
+		refuse = replyNeedMail
+	case len(s.rcpts) == 0:
+		refuse = replyNoRcpts
+	case s.chunkFailed:
+		refuse = replyChunkFailed
+	}
+	if refuse != nil {
+		if err := s.readChunk(nil, cmd.Chunk); err != nil {
+			return err
+		}
+		s.send(refuse)
+		return nil
+	}
+	if s.body == nil {
+		s.bodySpool, s.bodyErr = newSpill(s.cfg.SpoolMemory, s.spool)
+		var w io.Writer = io.Discard
+		if s.bodyErr == nil {
+			s.sw = resetWriter(s.sw, s.bodySpool)
+			w = s.sw
+		}
+		s.body = NewChunks(w, s.cfg.MaxSize, s.cfg.BareLF)
+	}
+	if err := s.readChunk(s.body, cmd.Chunk); err != nil {
+		return err
+	}
+	if cmd.Last {
+		defer s.endTx()
+		n, err := s.body.End()
+		s.deliver(n, err, s.bodySpool, s.bodyErr)
+		return nil
+	}
+	switch err := s.body.Err(); {
+	case s.bodyErr != nil:
+		st = status.FromSpool(s.bodyErr)
+	case errors.Is(err, ErrTooBig):
+		st = replyTooBig
+	case errors.Is(err, ErrWrite):
+		st = status.FromSpool(err)
+	default: // nothing yet, or a bare LF: refused at the LAST chunk
+		s.send(status.New(250, "2.0.0", strconv.FormatInt(cmd.Chunk, 10)+" octets received"))
+		return nil
+	}
+	s.chunkFailed = true
+	s.spoolError(st)
+	s.send(st)
 	return nil
+}
+
+// readChunk reads a chunk of size bytes into body, or discards it if body
+// is nil, each read bounded by DataTimeout. An error means the connection
+// is unusable.
+func (s *Session) readChunk(body *Chunks, size int64) (err error) {
+	s.dr.perRead = s.cfg.DataTimeout
+	if body != nil {
+		err = body.Read(s.br, size)
+	} else {
+		for size > 0 && err == nil {
+			var k int
+			k, err = s.br.Discard(int(min(size, 1<<30)))
+			size -= int64(k)
+		}
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+	}
+	s.dr.perRead = 0
+	if isTimeout(err) {
+		s.send(replyDataTimeout)
+		return fmt.Errorf("lmtp: data timeout: %w", err)
+	}
+	return err
 }
 
 func resetWriter(w *bufio.Writer, f io.Writer) *bufio.Writer {

@@ -104,7 +104,7 @@ func (ts *testSession) served() error {
 	}
 }
 
-var lhloReply = []string{"250-", "250-", "250-", "250-", "250-", "250-", "250 XLDA 1"}
+var lhloReply = []string{"250-", "250-", "250-", "250-", "250-", "250-", "250-", "250 XLDA 1"}
 
 func testConfig() Config {
 	cfg := DefaultConfig()
@@ -404,7 +404,7 @@ func TestTextprotoClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	ext := cmd(250, "LHLO client.example")
-	for _, want := range []string{"PIPELINING", "ENHANCEDSTATUSCODES", "8BITMIME", "SIZE 67108864", "SMTPUTF8", "XLDA 1"} {
+	for _, want := range []string{"PIPELINING", "ENHANCEDSTATUSCODES", "8BITMIME", "CHUNKING", "SIZE 67108864", "SMTPUTF8", "XLDA 1"} {
 		if !strings.Contains(ext, "\n"+want) {
 			t.Errorf("LHLO reply %q lacks %q", ext, want)
 		}

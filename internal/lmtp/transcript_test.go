@@ -299,6 +299,8 @@ func applyConfig(cfg *Config, sp *spooler, spec string) error {
 			cfg.BareLF = v
 		case "ext":
 			cfg.Extensions, err = strconv.ParseBool(v)
+		case "chunking":
+			cfg.Chunking, err = strconv.ParseBool(v)
 		case "host":
 			cfg.Hostname = v
 		case "spool":
