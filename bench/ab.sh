@@ -23,6 +23,10 @@
 # measured without the disk's drift, which can hide a change of a few
 # per cent. Not a durability setting: a tool for comparing revisions.
 # KEEP_TSV=FILE copies the per-run figures there before the clean-up.
+#
+# A REV written REV+chunking is driven with lmtpload -chunking (BDAT LAST
+# instead of DATA; the revision must offer CHUNKING), so that
+# `bench/ab.sh HEAD HEAD+chunking` measures what BDAT saves.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -76,8 +80,12 @@ allow:
 maildir: {create: true}
 P
 n=0
-for rev in "$@"; do
+CLIENT=()
+for arg in "$@"; do
 	n=$((n + 1))
+	rev=${arg%+chunking}
+	CLIENT[n]=
+	[ "$rev" != "$arg" ] && CLIENT[n]=-chunking
 	sha=$(git rev-parse --short "$rev")
 	run git worktree add --detach "$BASE/src-$n" "$sha" >/dev/null
 	(cd "$BASE/src-$n" && CGO_ENABLED=0 go build -o "$BASE/bin/lda-$n" ./cmd/lda)
@@ -98,7 +106,7 @@ C
 	"$BASE/bin/lda-$n" serve -config "$BASE/lda-$n.yaml" 2>>"$BASE/lda-$n.err" &
 	remember_pid $! "lda $rev"
 	wait_socket "$BASE/run-$n/lmtp.sock" $! 10 || die "lda $rev did not start"
-	say "revision $n: $rev = $sha: $(git log -1 --format=%s "$sha")"
+	say "revision $n: $arg = $sha: $(git log -1 --format=%s "$sha")"
 done
 empty() { for u in "${USERS[@]}"; do retire "$BASE/home/$u"; mkdir -m 700 "$BASE/home/$u"; chown "$u:$u" "$BASE/home/$u"; done; sync; }
 printf 'rev\tcell\trep\tdeliveries_per_s\tp50_ms\n' >"$BASE/runs.tsv"
@@ -107,7 +115,7 @@ for cell in $CELLS; do
 	for rep in $(seq 1 "$REPS"); do
 		for i in $(seq 1 $n); do
 			empty
-			out=$("$BASE/bin/lmtpload" -json -pipelining -socket "$BASE/run-$i/lmtp.sock" -users "$ulist" -n "$MESSAGES" -c "$c" -size "$size" -rcpts "$r" -id "ab$i$rep")
+			out=$("$BASE/bin/lmtpload" -json -pipelining ${CLIENT[i]} -socket "$BASE/run-$i/lmtp.sock" -users "$ulist" -n "$MESSAGES" -c "$c" -size "$size" -rcpts "$r" -id "ab$i$rep")
 			printf '%s\t%s\t%s\t%s\t%s\n' "$i" "$cell" "$rep" "$(jget deliveries_per_s "$out")" "$(jget p50_ms "$out")" >>"$BASE/runs.tsv"
 		done
 	done
@@ -128,7 +136,7 @@ ev=raw_syscalls:sys_enter,syscalls:sys_enter_nanosleep,syscalls:sys_enter_futex,
 printf '%-4s %-9s %9s %10s %7s %9s %8s\n' rev process syscalls nanosleep futex switches cpu_ms
 for i in $(seq 1 $n); do
 	empty
-	"$BASE/bin/lmtpload" -pipelining -socket "$BASE/run-$i/lmtp.sock" -users "$pu" -n 20 -id "abw$i" >/dev/null
+	"$BASE/bin/lmtpload" -pipelining ${CLIENT[i]} -socket "$BASE/run-$i/lmtp.sock" -users "$pu" -n 20 -id "abw$i" >/dev/null
 	lis=$(pgrep -f "^$BASE/bin/lda-$i listener" | head -1)
 	wrk=$(pgrep -n -u "$pu" -f "^$BASE/bin/lda-$i worker direct")
 	[ -n "$lis" ] && [ -n "$wrk" ] || die "revision $i: no listener or worker process to measure"
@@ -137,7 +145,7 @@ for i in $(seq 1 $n); do
 	perf stat -x, -e "$ev" -p "$wrk" -o "$BASE/perf-w$i" &
 	p2=$!
 	sleep 0.5
-	"$BASE/bin/lmtpload" -pipelining -socket "$BASE/run-$i/lmtp.sock" -users "$pu" -n 900 -id "abp$i" >/dev/null
+	"$BASE/bin/lmtpload" -pipelining ${CLIENT[i]} -socket "$BASE/run-$i/lmtp.sock" -users "$pu" -n 900 -id "abp$i" >/dev/null
 	kill -INT "$p1" "$p2"
 	wait "$p1" "$p2" || true
 	for w in l w; do

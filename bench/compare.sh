@@ -10,6 +10,9 @@
 #   REPS=3          repetitions of every cell
 #   MESSAGES=2000   messages per run
 #   PIPELINING=1    lmtpload -pipelining for every peer (0: lock-step)
+#   CHUNKING=0      1: lmtpload -chunking (BDAT LAST instead of DATA) for
+#                   lda and Dovecot, which both offer CHUNKING; mail.local
+#                   does not, and gets DATA
 #   LDA_REV=        build lda from this commit (git archive, the work
 #                   tree untouched) instead of from the work tree
 #   WORKERS=auto    auto: the warm-worker section in lda.yaml if lda
@@ -54,6 +57,13 @@ REPO=$(dirname "$HERE")
 REPS=${REPS:-3}
 MESSAGES=${MESSAGES:-2000}
 PIPELINING=${PIPELINING:-1}
+CHUNKING=${CHUNKING:-0}
+CHUNK_FLAG=()
+case $CHUNKING in
+0) ;;
+1) CHUNK_FLAG=(-chunking) ;;
+*) echo "CHUNKING is 0 or 1" >&2; exit 2 ;;
+esac
 LDA_REV=${LDA_REV:-}
 WORKERS=${WORKERS:-auto}
 MATRICES=${MATRICES:-maildir mbox}
@@ -109,7 +119,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-say "base directory $BASE; REPS=$REPS MESSAGES=$MESSAGES PIPELINING=$PIPELINING HOMES=$HOMES"
+say "base directory $BASE; REPS=$REPS MESSAGES=$MESSAGES PIPELINING=$PIPELINING CHUNKING=$CHUNKING HOMES=$HOMES"
 
 # --- packages, users, binaries -------------------------------------------
 
@@ -349,9 +359,9 @@ one_run() {
 	local load1
 	load1=$(cut -d' ' -f1 /proc/loadavg)
 	case $peer in
-	dovecot) json=$(load "$peer" "$DOVECOT_SOCK" "$c" "$size" "$r" "$MESSAGES") ;;
+	dovecot) json=$(load "$peer" "$DOVECOT_SOCK" "$c" "$size" "$r" "$MESSAGES" "${CHUNK_FLAG[@]}") ;;
 	mail.local) json=$(load "$peer" "$MAILLOCAL_SOCK" "$c" "$size" "$r" "$MESSAGES") ;;
-	lda | lda-mbox) json=$(load "$peer" "$LDA_SOCK" "$c" "$size" "$r" "$MESSAGES") ;;
+	lda | lda-mbox) json=$(load "$peer" "$LDA_SOCK" "$c" "$size" "$r" "$MESSAGES" "${CHUNK_FLAG[@]}") ;;
 	raw) json=$("$RAW" -dir "$BASE/raw" -users "$USERS" -c "$c" -n "$MESSAGES" -size "$size" -rcpts "$r" -json) ;;
 	raw-mbox) json=$("$RAW" -mbox -dir "$BASE/raw" -users "$USERS" -c "$c" -n "$MESSAGES" -size "$size" -rcpts "$r" -json) ;;
 	esac || {
@@ -508,7 +518,7 @@ table() {
 
 echo
 say "results (medians of $REPS repetitions x $MESSAGES messages; d/s = successful recipient deliveries per second)"
-echo "lda: $LDA_DESC; warm-workers section: ${LDA_WORKERS:-?}; dovecot $(dovecot --version | cut -d' ' -f1); mail.local from $MAIL_LOCAL_DEB; pipelining: $PIPELINING"
+echo "lda: $LDA_DESC; warm-workers section: ${LDA_WORKERS:-?}; dovecot $(dovecot --version | cut -d' ' -f1); mail.local from $MAIL_LOCAL_DEB; pipelining: $PIPELINING; chunking: $CHUNKING${CHUNK_FLAG:+ (lda and Dovecot send BDAT; mail.local, without CHUNKING, DATA)}"
 echo "machine: $(nproc) CPUs, Linux $(uname -r), homes on $(findmnt -no FSTYPE -T "$BASE") ($(findmnt -no OPTIONS -T "$BASE" | cut -d, -f1-3)), /var/mail on $(findmnt -no FSTYPE -T /var/mail); 1-min load average before the runs: $(awk -F'\t' 'NR > 1 { print $NF }' "$TSV" | sort -g | sed -n '1p;$p' | paste -sd- -)"
 echo
 for m in $MATRICES; do

@@ -3,7 +3,7 @@
 // deliveries per second, messages per second and latency percentiles.
 //
 //	lmtpload -socket PATH -users u1,u2 [-c N] [-n N] [-size BYTES] [-rcpts N]
-//	         [-dest USER=KIND:PATH]... [-pipelining] [-lhlo NAME]
+//	         [-dest USER=KIND:PATH]... [-pipelining] [-chunking] [-lhlo NAME]
 //	         [-ack FILE] [-id PREFIX] [-json] [-timeout D]
 //
 // See bench/README.md.
@@ -51,6 +51,7 @@ type config struct {
 	users      []string
 	dest       destFlag
 	pipelining bool
+	chunking   bool
 	lhlo       string
 	prefix     string
 	timeout    time.Duration
@@ -69,6 +70,7 @@ func main() {
 	flag.StringVar(&users, "users", "", "comma-separated recipient users (user@"+lmtpbench.Domain+"), taken round-robin (required)")
 	flag.Var(cfg.dest, "dest", "USER=KIND:PATH: add XLDA-DEST=<xtext of KIND:PATH> to USER's RCPT (repeatable; lda only)")
 	flag.BoolVar(&cfg.pipelining, "pipelining", false, "send MAIL, every RCPT and DATA in one write")
+	flag.BoolVar(&cfg.chunking, "chunking", false, "send the message with BDAT LAST (RFC 3030) instead of DATA; the server must offer CHUNKING")
 	flag.StringVar(&cfg.lhlo, "lhlo", "lmtpload."+lmtpbench.Domain, "LHLO name")
 	flag.StringVar(&ackPath, "ack", "", "write one line per recipient reply to FILE")
 	flag.StringVar(&cfg.prefix, "id", "", "run id, the prefix of every bench id (default from the time)")
@@ -210,6 +212,9 @@ func run(cfg *config) *lmtpbench.Result {
 	if cfg.pipelining {
 		mode = "pipelining"
 	}
+	if cfg.chunking {
+		mode += "+chunking"
+	}
 	res := &lmtpbench.Result{
 		Tool: "lmtpload", ID: cfg.prefix, Mode: mode,
 		Conns: cfg.conns, Messages: cfg.messages, Size: cfg.size, Rcpts: cfg.rcpts,
@@ -297,9 +302,21 @@ type reply struct {
 	code string // three digits
 	enh  string // enhanced status code, or "-"
 	text string // the last line
+	// lines holds every line of a multi-line reply (nil for one line).
+	lines []string
 }
 
 func (r reply) ok() bool { return r.code[0] == '2' }
+
+// offers reports whether a multi-line LHLO reply lists the keyword.
+func (r reply) offers(keyword string) bool {
+	for _, l := range r.lines {
+		if f := strings.Fields(l[min(4, len(l)):]); len(f) > 0 && strings.EqualFold(f[0], keyword) {
+			return true
+		}
+	}
+	return false
+}
 
 func dial(cfg *config) (*session, error) {
 	c, err := net.DialTimeout("unix", cfg.socket, cfg.timeout)
@@ -315,9 +332,14 @@ func dial(cfg *config) (*session, error) {
 		c.Close()
 		return nil, err
 	}
-	if r, err := s.read(); err != nil || !r.ok() {
+	r, err := s.read()
+	if err != nil || !r.ok() {
 		c.Close()
 		return nil, fmt.Errorf("LHLO: %q %v", r.text, err)
+	}
+	if cfg.chunking && !r.offers("CHUNKING") {
+		c.Close()
+		return nil, errors.New("-chunking: the server does not offer CHUNKING")
 	}
 	return s, nil
 }
@@ -325,6 +347,7 @@ func dial(cfg *config) (*session, error) {
 // read reads one reply up to its last line.
 func (s *session) read() (reply, error) {
 	s.c.SetReadDeadline(time.Now().Add(s.cfg.timeout))
+	var lines []string
 	for {
 		line, err := s.r.ReadString('\n')
 		if err != nil {
@@ -338,9 +361,13 @@ func (s *session) read() (reply, error) {
 			return reply{code: "000", text: line}, fmt.Errorf("malformed reply %q", line)
 		}
 		if len(line) > 3 && line[3] == '-' {
+			lines = append(lines, line)
 			continue
 		}
-		r := reply{code: line[:3], enh: "-", text: line}
+		if lines != nil { // a multi-line reply: keep every line
+			lines = append(lines, line)
+		}
+		r := reply{code: line[:3], enh: "-", text: line, lines: lines}
 		if f := strings.Fields(line[min(4, len(line)):]); len(f) > 0 && isEnhanced(f[0]) {
 			r.enh = f[0]
 		}
@@ -398,7 +425,12 @@ func (s *session) deliver(k int, users []string, t *tally) error {
 		addrs[i] = u + "@" + lmtpbench.Domain
 	}
 	msg := lmtpbench.NewMessage(cfg.prefix, k, cfg.size, addrs)
-	wire := lmtpbench.DotStuff(msg.Data)
+	var wire []byte // what follows DATA's 354, or the whole BDAT command
+	if cfg.chunking {
+		wire = append(fmt.Appendf(nil, "BDAT %d LAST\r\n", len(msg.Data)), msg.Data...)
+	} else {
+		wire = lmtpbench.DotStuff(msg.Data)
+	}
 	mail := "MAIL FROM:<" + lmtpbench.Sender + ">\r\n"
 	rcptCmd := make([]string, len(users))
 	for i, u := range users {
@@ -442,7 +474,11 @@ func (s *session) deliver(k int, users []string, t *tally) error {
 		for _, c := range rcptCmd {
 			b.WriteString(c)
 		}
-		b.WriteString("DATA\r\n")
+		if cfg.chunking {
+			b.Write(wire)
+		} else {
+			b.WriteString("DATA\r\n")
+		}
 		if err := s.send(b.String()); err != nil {
 			return fail(err)
 		}
@@ -463,6 +499,9 @@ func (s *session) deliver(k int, users []string, t *tally) error {
 			default:
 				final(i, r)
 			}
+		}
+		if cfg.chunking {
+			return s.chunked(accepted, true, wire, final, complete, fail)
 		}
 		if dataReply, err = s.read(); err != nil {
 			return fail(err)
@@ -494,6 +533,9 @@ func (s *session) deliver(k int, users []string, t *tally) error {
 					final(i, r)
 				}
 			}
+		}
+		if cfg.chunking {
+			return s.chunked(accepted, false, wire, final, complete, fail)
 		}
 		if len(accepted) > 0 {
 			if err := s.send("DATA\r\n"); err != nil {
@@ -541,5 +583,41 @@ func (s *session) deliver(k int, users []string, t *tally) error {
 			return fail(err)
 		}
 	}
+	return nil
+}
+
+// chunked ends a BDAT transaction after the MAIL and RCPT replies: wire
+// (the BDAT LAST command and the message) has been sent if sent, else it
+// is sent now if a recipient was accepted. Then one reply per accepted
+// recipient (RFC 2033 section 4.3); with none accepted, a pipelined BDAT
+// gets one refusal (as lda and Dovecot answer it) and the transaction is
+// reset.
+func (s *session) chunked(accepted []int, sent bool, wire []byte, final func(int, reply), complete func(), fail func(error) error) error {
+	if len(accepted) == 0 {
+		complete()
+		if sent {
+			if _, err := s.read(); err != nil {
+				return fail(err)
+			}
+		}
+		if err := s.send("RSET\r\n"); err != nil {
+			return fail(err)
+		}
+		_, err := s.read()
+		return err
+	}
+	if !sent {
+		if err := s.sendBytes(wire); err != nil {
+			return fail(err)
+		}
+	}
+	for _, i := range accepted {
+		r, err := s.read()
+		if err != nil {
+			return fail(err)
+		}
+		final(i, r)
+	}
+	complete()
 	return nil
 }

@@ -6,9 +6,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,10 +29,13 @@ type fakeLMTP struct {
 	t       *testing.T
 	ln      net.Listener
 	breakAt int
-	mu      sync.Mutex
-	bad     []string
-	cmds    []string // every command line, for inspection
-	conns   atomic.Int32
+	// chunking offers CHUNKING and takes BDAT; set before the first
+	// connection.
+	chunking bool
+	mu       sync.Mutex
+	bad      []string
+	cmds     []string // every command line, for inspection
+	conns    atomic.Int32
 }
 
 func startFake(t *testing.T, breakAt int) (*fakeLMTP, string) {
@@ -86,6 +91,9 @@ func (f *fakeLMTP) serve(c net.Conn) {
 		switch strings.ToUpper(verb) {
 		case "LHLO":
 			say("250-fake")
+			if f.chunking {
+				say("250-CHUNKING")
+			}
 			say("250 PIPELINING")
 		case "MAIL":
 			rcpts = nil
@@ -133,6 +141,34 @@ func (f *fakeLMTP) serve(c net.Conn) {
 				}
 			}
 			rcpts = nil
+		case "BDAT":
+			size, last, _ := strings.Cut(arg, " ")
+			n, err := strconv.Atoi(size)
+			if !f.chunking || err != nil || n < 0 || last != "LAST" {
+				f.fail("unexpected BDAT " + arg)
+				return
+			}
+			data := make([]byte, n)
+			if _, err := io.ReadFull(r, data); err != nil {
+				return
+			}
+			if len(rcpts) == 0 {
+				say("503 5.5.1 no valid recipients")
+				continue
+			}
+			head, body, _ := bytes.Cut(data, []byte("\r\n\r\n"))
+			sum := sha256.Sum256(body)
+			if !bytes.Contains(head, []byte("X-Bench-Sum: "+hex.EncodeToString(sum[:]))) {
+				f.fail("checksum mismatch")
+			}
+			for _, rc := range rcpts {
+				if strings.Contains(rc, "temp") {
+					say("451 4.3.0 temporary local error")
+				} else {
+					say("250 2.0.0 delivered")
+				}
+			}
+			rcpts = nil
 		case "RSET":
 			rcpts = nil
 			say("250 2.0.0 ok")
@@ -162,11 +198,13 @@ func testConfig(t *testing.T, sock string) (*config, string) {
 }
 
 func TestRunCountsEveryReply(t *testing.T) {
-	for _, pipelining := range []bool{false, true} {
-		t.Run(fmt.Sprintf("pipelining=%v", pipelining), func(t *testing.T) {
+	for _, mode := range []struct{ pipelining, chunking bool }{{false, false}, {true, false}, {false, true}, {true, true}} {
+		pipelining := mode.pipelining
+		t.Run(fmt.Sprintf("pipelining=%v,chunking=%v", mode.pipelining, mode.chunking), func(t *testing.T) {
 			f, sock := startFake(t, 0)
+			f.chunking = mode.chunking
 			cfg, ackPath := testConfig(t, sock)
-			cfg.pipelining = pipelining
+			cfg.pipelining, cfg.chunking = mode.pipelining, mode.chunking
 			cfg.dest["a"] = "maildir:/home/a/My Mail"
 			res := run(cfg)
 			if err := cfg.ack.close(); err != nil {
@@ -194,12 +232,21 @@ func TestRunCountsEveryReply(t *testing.T) {
 					t.Errorf("no ack line %q", want)
 				}
 			}
-			found := false
+			found, data, bdat := false, 0, 0
 			for _, c := range cmds {
 				found = found || c == "RCPT TO:<a@bench.test> XLDA-DEST=maildir:/home/a/My+20Mail"
+				if c == "DATA" {
+					data++
+				}
+				if strings.HasPrefix(c, "BDAT ") {
+					bdat++
+				}
 			}
 			if !found {
 				t.Errorf("no RCPT with XLDA-DEST among %q", cmds)
+			}
+			if want := map[bool][2]int{false: {10, 0}, true: {0, 10}}[mode.chunking]; data != want[0] || bdat != want[1] {
+				t.Errorf("%d DATA and %d BDAT commands, want %v", data, bdat, want)
 			}
 		})
 	}
@@ -232,6 +279,59 @@ func TestRunWithoutServerDropsEverything(t *testing.T) {
 	res := run(cfg)
 	cfg.ack.close()
 	if res.Dropped != 30 || res.OK != 0 || res.MessagesDone != 0 {
+		t.Fatalf("%+v", res)
+	}
+}
+
+// TestRunChunkingNoRecipient: every recipient refused; a pipelined BDAT
+// then gets one refusal, which must be read, and the transaction reset.
+func TestRunChunkingNoRecipient(t *testing.T) {
+	for _, pipelining := range []bool{false, true} {
+		t.Run(fmt.Sprintf("pipelining=%v", pipelining), func(t *testing.T) {
+			f, sock := startFake(t, 0)
+			f.chunking = true
+			cfg, _ := testConfig(t, sock)
+			cfg.pipelining, cfg.chunking = pipelining, true
+			cfg.users, cfg.rcpts = []string{"refuse"}, 1
+			res := run(cfg)
+			cfg.ack.close()
+			if res.Permfail != 10 || res.OK != 0 || res.Dropped != 0 || res.MessagesDone != 10 {
+				t.Fatalf("%+v", res)
+			}
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			var bdat, rset int
+			for _, c := range f.cmds {
+				if strings.HasPrefix(c, "BDAT ") {
+					bdat++
+				}
+				if c == "RSET" {
+					rset++
+				}
+			}
+			if want := map[bool]int{false: 0, true: 10}[pipelining]; bdat != want || rset != 10 || len(f.bad) > 0 {
+				t.Fatalf("%d BDAT (want %d), %d RSET (want 10), server saw %v", bdat, want, rset, f.bad)
+			}
+		})
+	}
+}
+
+// TestRunChunkingRefusedWithoutCHUNKING: -chunking against a server that
+// does not offer it sends nothing and counts every recipient as dropped.
+func TestRunChunkingRefusedWithoutCHUNKING(t *testing.T) {
+	f, sock := startFake(t, 0)
+	cfg, _ := testConfig(t, sock)
+	cfg.chunking, cfg.timeout = true, 300*time.Millisecond
+	res := run(cfg)
+	cfg.ack.close()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, c := range f.cmds {
+		if strings.HasPrefix(c, "MAIL") {
+			t.Fatalf("a MAIL was sent to a server without CHUNKING: %q", f.cmds)
+		}
+	}
+	if res.Dropped != 30 || res.OK != 0 {
 		t.Fatalf("%+v", res)
 	}
 }
