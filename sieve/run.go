@@ -443,8 +443,14 @@ func temporary(sctx, parent context.Context, err error) error {
 }
 
 // execute runs one script in its own goroutine so that the deadline holds
-// even while go-sieve computes; a panic in go-sieve becomes an error.
+// even while go-sieve computes; a panic in go-sieve becomes an error. A
+// context already done fails at once: otherwise a script quick enough to
+// finish would race Done in the select, and which one won would be left
+// to chance.
 func execute(ctx context.Context, s *interp.Script, d *interp.RuntimeData) (panicked bool, err error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
 	type result struct {
 		panicked bool
 		err      error
