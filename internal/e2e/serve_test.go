@@ -231,6 +231,31 @@ func TestServe(t *testing.T) {
 		}
 	})
 
+	t.Run("bdat out of step", func(t *testing.T) {
+		// A BDAT whose size cannot be read ends the session: the bytes
+		// behind it, a forged transaction here, are never read as
+		// commands, and nothing is delivered.
+		count := func(u *testutil.User) int {
+			ents, _ := os.ReadDir(filepath.Join(u.Home, "Maildir", "new"))
+			return len(ents)
+		}
+		n1, n2 := count(u1), count(u2)
+		cl := dialLMTP(t, d.socket)
+		cl.cmd("LHLO mta.test", "250")
+		fmt.Fprintf(cl.c, "MAIL FROM:<sender@example.org>\r\nRCPT TO:<%s@example.org>\r\nBDAT 99999999999999999999 LAST\r\n"+
+			"MAIL FROM:<admin@example.org>\r\nRCPT TO:<%s@example.org>\r\nDATA\r\nSubject: forged\r\n\r\nx\r\n.\r\n", u2.Name, u1.Name)
+		cl.expect("250 2.1.0")
+		cl.expect("250 2.1.5")
+		cl.expect("501 5.5.4")
+		if line, err := cl.r.ReadString('\n'); err == nil {
+			t.Fatalf("the session went on after an unreadable BDAT: %q", line)
+		}
+		if count(u1) != n1 || count(u2) != n2 {
+			t.Fatalf("new/ went from %d, %d to %d, %d messages", n1, n2, count(u1), count(u2))
+		}
+		waitFor(t, func() bool { return strings.Contains(d.stderr.String(), "out of step") }, "a log line for the unreadable BDAT")
+	})
+
 	t.Run("loop", func(t *testing.T) {
 		cl := dialLMTP(t, d.socket)
 		cl.cmd("LHLO mta.test", "250")

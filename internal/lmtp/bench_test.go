@@ -39,6 +39,42 @@ func BenchmarkReadData(b *testing.B) {
 	}
 }
 
+// BenchmarkChunks reads the same bodies as BenchmarkReadData, sent as one
+// BDAT chunk (CRLF line ends, no dot-stuffing).
+func BenchmarkChunks(b *testing.B) {
+	for _, size := range []struct {
+		name string
+		n    int
+	}{{"1KiB", 1 << 10}, {"100KiB", 100 << 10}} {
+		var body bytes.Buffer
+		for i := 0; body.Len() < size.n; i++ {
+			if i%10 == 0 {
+				body.WriteByte('.')
+			}
+			body.WriteString(strings.Repeat("m", 71))
+			body.WriteString("\r\n")
+		}
+		wire := body.Bytes()
+		b.Run(size.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(wire)))
+			rd := bytes.NewReader(wire)
+			br := bufio.NewReaderSize(rd, readBufferSize)
+			for b.Loop() {
+				rd.Reset(wire)
+				br.Reset(rd)
+				c := NewChunks(io.Discard, 0, BareLFReject)
+				if err := c.Read(br, int64(len(wire))); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := c.End(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
 func BenchmarkParseCommand(b *testing.B) {
 	for _, tc := range []struct{ name, line string }{
 		{"NOOP", "NOOP"},
