@@ -23,7 +23,8 @@
 #
 # Needs root. Environment: FAULT_MESSAGES (messages per case, 5000),
 # FAULT_CASES (default "a b c d"), FAULT_KILL_INTERVAL (case a, seconds
-# between kills, 1), FAULT_KEEP=1 keeps the work directory,
+# between kills, 1), FAULT_CHUNKING=1 sends BDAT instead of DATA
+# (lmtpload -chunking), FAULT_KEEP=1 keeps the work directory,
 # LDA_REV=COMMIT builds lda from that commit (git archive).
 # Exit 0 only if every case passed.
 set -uo pipefail
@@ -187,7 +188,9 @@ stop_daemon() {
 # run_load ID SIZE N: lmtpload with 4 connections in the background.
 run_load() {
 	local id=$1 size=$2 n=$3
-	"$load" -socket "$cdir/run/lmtp.sock" -users "$userlist" "${dests[@]}" -c 4 -n "$n" -size "$size" \
+	local chunk=()
+	[ "${FAULT_CHUNKING:-0}" = 1 ] && chunk=(-chunking)
+	"$load" -socket "$cdir/run/lmtp.sock" -users "$userlist" "${dests[@]}" -c 4 -n "$n" -size "$size" "${chunk[@]}" \
 		-id "$c$id" -ack "$cdir/ack-$id" -timeout 60s >"$cdir/load-$id.out" 2>"$cdir/load-$id.err" &
 	acks+=(-ack "$cdir/ack-$id")
 }

@@ -9,7 +9,8 @@
 #
 # Environment: SOAK_MESSAGES (per connection, 20000), SOAK_CONNS (8),
 # SOAK_SIZE (bytes per message, 2048), SOAK_RCPTS (recipients per
-# message, 1), SOAK_PIPELINING (1 to pipeline), SOAK_INTERVAL (5),
+# message, 1), SOAK_PIPELINING (1 to pipeline), SOAK_CHUNKING (1 to send
+# BDAT instead of DATA, lmtpload -chunking), SOAK_INTERVAL (5),
 # SOAK_WORKERS (the lda.yaml workers: value to try, default
 # "{max_idle: 12, idle_time: 10s, max_deliveries: 1000}", room for a
 # warm worker for each of the 10 users; "none" to
@@ -186,6 +187,7 @@ log "baseline: parent pid $dpid RSS ${p_rss0} kB fds $p_fd0; listener pid $lpid 
 # ---- load with sampling ----------------------------------------------------
 pipe=()
 [ "${SOAK_PIPELINING:-0}" = 1 ] && pipe=(-pipelining)
+[ "${SOAK_CHUNKING:-0}" = 1 ] && pipe+=(-chunking)
 log "load: $conns connections x $per messages = $total messages of $size bytes, $rcpts recipient(s) each, users ${users[0]}..${users[9]} (5 Maildir, 5 mbox)"
 "$work/bin/lmtpload" -socket "$work/run/lmtp.sock" -users "$userlist" "${dests[@]}" -c "$conns" -n "$total" \
 	-size "$size" -rcpts "$rcpts" "${pipe[@]}" -id soak -ack "$work/ack-soak" >"$work/load.out" 2>"$work/load.err" &
