@@ -552,14 +552,7 @@ func (s *session) deliver(k int, users []string, t *tally) error {
 		if err := s.sendBytes(wire); err != nil {
 			return fail(err)
 		}
-		for _, i := range accepted {
-			r, err := s.read()
-			if err != nil {
-				return fail(err)
-			}
-			final(i, r)
-		}
-		complete()
+		return s.replies(accepted, final, complete, fail)
 	case len(accepted) == 0 && dataReply.code == "354":
 		// Pipelined DATA accepted without a recipient: a server bug;
 		// end the data and take whatever it says.
@@ -576,12 +569,31 @@ func (s *session) deliver(k int, users []string, t *tally) error {
 			final(i, dataReply)
 		}
 		complete()
-		if err := s.send("RSET\r\n"); err != nil {
+		return s.reset(fail)
+	}
+	return nil
+}
+
+// replies reads the final reply of each accepted recipient, in order.
+func (s *session) replies(accepted []int, final func(int, reply), complete func(), fail func(error) error) error {
+	for _, i := range accepted {
+		r, err := s.read()
+		if err != nil {
 			return fail(err)
 		}
-		if _, err := s.read(); err != nil {
-			return fail(err)
-		}
+		final(i, r)
+	}
+	complete()
+	return nil
+}
+
+// reset ends a transaction that sent no message.
+func (s *session) reset(fail func(error) error) error {
+	if err := s.send("RSET\r\n"); err != nil {
+		return fail(err)
+	}
+	if _, err := s.read(); err != nil {
+		return fail(err)
 	}
 	return nil
 }
@@ -600,24 +612,12 @@ func (s *session) chunked(accepted []int, sent bool, wire []byte, final func(int
 				return fail(err)
 			}
 		}
-		if err := s.send("RSET\r\n"); err != nil {
-			return fail(err)
-		}
-		_, err := s.read()
-		return err
+		return s.reset(fail)
 	}
 	if !sent {
 		if err := s.sendBytes(wire); err != nil {
 			return fail(err)
 		}
 	}
-	for _, i := range accepted {
-		r, err := s.read()
-		if err != nil {
-			return fail(err)
-		}
-		final(i, r)
-	}
-	complete()
-	return nil
+	return s.replies(accepted, final, complete, fail)
 }

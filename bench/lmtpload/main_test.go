@@ -124,22 +124,14 @@ func (f *fakeLMTP) serve(c net.Conn) {
 				}
 			}
 			data, ok := lmtpbench.DotUnstuff(wire)
-			head, body, _ := bytes.Cut(data, []byte("\r\n\r\n"))
-			sum := sha256.Sum256(body)
-			if !ok || !bytes.Contains(head, []byte("X-Bench-Sum: "+hex.EncodeToString(sum[:]))) {
+			if !ok || !sumOK(data) {
 				f.fail("checksum mismatch")
 			}
 			messages++
 			if f.breakAt > 0 && messages == f.breakAt {
 				return // no reply: the client must count the recipients as dropped
 			}
-			for _, rc := range rcpts {
-				if strings.Contains(rc, "temp") {
-					say("451 4.3.0 temporary local error")
-				} else {
-					say("250 2.0.0 delivered")
-				}
-			}
+			replyEach(say, rcpts)
 			rcpts = nil
 		case "BDAT":
 			size, last, _ := strings.Cut(arg, " ")
@@ -156,18 +148,10 @@ func (f *fakeLMTP) serve(c net.Conn) {
 				say("503 5.5.1 no valid recipients")
 				continue
 			}
-			head, body, _ := bytes.Cut(data, []byte("\r\n\r\n"))
-			sum := sha256.Sum256(body)
-			if !bytes.Contains(head, []byte("X-Bench-Sum: "+hex.EncodeToString(sum[:]))) {
+			if !sumOK(data) {
 				f.fail("checksum mismatch")
 			}
-			for _, rc := range rcpts {
-				if strings.Contains(rc, "temp") {
-					say("451 4.3.0 temporary local error")
-				} else {
-					say("250 2.0.0 delivered")
-				}
-			}
+			replyEach(say, rcpts)
 			rcpts = nil
 		case "RSET":
 			rcpts = nil
@@ -178,6 +162,26 @@ func (f *fakeLMTP) serve(c net.Conn) {
 			return
 		default:
 			say("500 5.5.1 command unrecognized")
+		}
+	}
+}
+
+// sumOK checks a message (CRLF line ends, not dot-stuffed) against its
+// X-Bench-Sum header.
+func sumOK(data []byte) bool {
+	head, body, _ := bytes.Cut(data, []byte("\r\n\r\n"))
+	sum := sha256.Sum256(body)
+	return bytes.Contains(head, []byte("X-Bench-Sum: "+hex.EncodeToString(sum[:])))
+}
+
+// replyEach sends the final reply of each accepted recipient: 451 for a
+// local part containing "temp", else 250.
+func replyEach(say func(string), rcpts []string) {
+	for _, rc := range rcpts {
+		if strings.Contains(rc, "temp") {
+			say("451 4.3.0 temporary local error")
+		} else {
+			say("250 2.0.0 delivered")
 		}
 	}
 }

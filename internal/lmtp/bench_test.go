@@ -8,21 +8,31 @@ import (
 	"testing"
 )
 
-func BenchmarkReadData(b *testing.B) {
-	for _, size := range []struct {
-		name string
-		n    int
-	}{{"1KiB", 1 << 10}, {"100KiB", 100 << 10}} {
-		// A mail-like body: 72-byte lines, some dot-stuffed.
-		var body bytes.Buffer
-		for i := 0; body.Len() < size.n; i++ {
-			if i%10 == 0 {
-				body.WriteByte('.')
-			}
-			body.WriteString(strings.Repeat("m", 71))
-			body.WriteByte('\n')
+// benchSizes are the message sizes of BenchmarkReadData and BenchmarkChunks.
+var benchSizes = []struct {
+	name string
+	n    int
+}{{"1KiB", 1 << 10}, {"100KiB", 100 << 10}}
+
+// benchBody is a mail-like body of at least n bytes: 72-byte lines ended
+// by eol, every tenth beginning with a dot.
+func benchBody(n int, eol string) []byte {
+	var body bytes.Buffer
+	for i := 0; body.Len() < n; i++ {
+		if i%10 == 0 {
+			body.WriteByte('.')
 		}
-		wire := dotStuff(body.Bytes())
+		body.WriteString(strings.Repeat("m", 71))
+		body.WriteString(eol)
+	}
+	return body.Bytes()
+}
+
+// benchRead runs read over wire, from a fresh reader each time, for
+// every size.
+func benchRead(b *testing.B, eol string, form func([]byte) []byte, read func(br *bufio.Reader, n int64) error) {
+	for _, size := range benchSizes {
+		wire := form(benchBody(size.n, eol))
 		b.Run(size.name, func(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(wire)))
@@ -31,7 +41,7 @@ func BenchmarkReadData(b *testing.B) {
 			for b.Loop() {
 				rd.Reset(wire)
 				br.Reset(rd)
-				if _, err := ReadData(br, io.Discard, 0, BareLFReject); err != nil {
+				if err := read(br, int64(len(wire))); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -39,40 +49,24 @@ func BenchmarkReadData(b *testing.B) {
 	}
 }
 
+func BenchmarkReadData(b *testing.B) {
+	benchRead(b, "\n", dotStuff, func(br *bufio.Reader, _ int64) error {
+		_, err := ReadData(br, io.Discard, 0, BareLFReject)
+		return err
+	})
+}
+
 // BenchmarkChunks reads the same bodies as BenchmarkReadData, sent as one
 // BDAT chunk (CRLF line ends, no dot-stuffing).
 func BenchmarkChunks(b *testing.B) {
-	for _, size := range []struct {
-		name string
-		n    int
-	}{{"1KiB", 1 << 10}, {"100KiB", 100 << 10}} {
-		var body bytes.Buffer
-		for i := 0; body.Len() < size.n; i++ {
-			if i%10 == 0 {
-				body.WriteByte('.')
-			}
-			body.WriteString(strings.Repeat("m", 71))
-			body.WriteString("\r\n")
+	benchRead(b, "\r\n", func(p []byte) []byte { return p }, func(br *bufio.Reader, n int64) error {
+		c := NewChunks(io.Discard, 0, BareLFReject)
+		if err := c.Read(br, n); err != nil {
+			return err
 		}
-		wire := body.Bytes()
-		b.Run(size.name, func(b *testing.B) {
-			b.ReportAllocs()
-			b.SetBytes(int64(len(wire)))
-			rd := bytes.NewReader(wire)
-			br := bufio.NewReaderSize(rd, readBufferSize)
-			for b.Loop() {
-				rd.Reset(wire)
-				br.Reset(rd)
-				c := NewChunks(io.Discard, 0, BareLFReject)
-				if err := c.Read(br, int64(len(wire))); err != nil {
-					b.Fatal(err)
-				}
-				if _, err := c.End(); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-	}
+		_, err := c.End()
+		return err
+	})
 }
 
 func BenchmarkParseCommand(b *testing.B) {
