@@ -38,14 +38,17 @@
 // BDAT (RFC 3030; RFC 2033 section 4.3) carries the body in chunks of a
 // stated size, without 354, dot-stuffing or end marker, so a pipelining
 // client waits once per message instead of twice. Each chunk but the LAST
-// gets one reply ("250 2.0.0 N octets received", or the size or spool
-// failure, after which every chunk gets 503 until RSET); the LAST chunk of
-// a sound transaction gets one reply per accepted recipient, as after
-// DATA. A BDAT out of sequence (no LHLO, no MAIL, no accepted recipient,
-// after a failed chunk) gets one 503, LAST or not, as Dovecot answers,
-// where RFC 2033 would give a LAST chunk none; DATA after BDAT is 503 and
-// changes nothing. The content is converted as DATA's (Chunks): CRLF to
-// LF, the same bare-LF policy and size count.
+// gets one reply: "250 2.0.0 N octets received", or the size or spool
+// failure, which fails the transaction; after that, every chunk but the
+// LAST gets 503, and the LAST gets the failure once per accepted
+// recipient and ends the transaction. The LAST chunk of a sound
+// transaction gets one reply per accepted recipient, as after DATA. A
+// BDAT out of sequence (no LHLO, no MAIL, no accepted recipient) gets one
+// 503, LAST or not, and changes nothing: so Dovecot answers, where RFC
+// 2033 would give a LAST chunk without a successful RCPT no reply at all.
+// DATA and RCPT after BDAT are 503 and change nothing. The content is
+// converted as DATA's (Chunks): CRLF to LF, the same bare-LF policy and
+// size count.
 //
 // # The lda extension: XLDA 1
 //
@@ -75,9 +78,11 @@
 // recipient. A spool failure is 452 4.3.1 per recipient when the spool's
 // file system is full or over quota (ENOSPC, EDQUOT), 552 5.3.4 when the
 // daemon's file size limit stops it (EFBIG), and 451 4.3.0 otherwise (the
-// 354 is sent and the body read either way). IdleTimeout bounds the arrival of each
-// whole command line and each reply write, DataTimeout each read during
-// DATA; both end the session with 421 4.4.2. Shutdown lets an open
+// 354 is sent and the body read either way); for BDAT these come once for
+// the chunk that meets them, and once per recipient at the LAST chunk.
+// IdleTimeout bounds the arrival of each whole command line and each reply
+// write, DataTimeout each read during DATA or a BDAT chunk; both end the
+// session with 421 4.4.2. Shutdown lets an open
 // transaction finish and then ends the session with 421 4.3.2.
 //
 // Bare LF policy (Config.BareLF): "reject" (default) refuses a message
@@ -125,9 +130,13 @@
 //     4.3.0 before its class is looked at; a missing per-recipient Reply or
 //     Status is 451 4.3.0, never a false 250.
 //  8. BDAT framing: the size is 1 to 18 digits and LAST the only word
-//     after it, or 501 5.5.4 and the session ends; so does a BDAT line
-//     refused as too long or for a bare LF. Where such a chunk ends is
-//     unknown, and its bytes must never be read as commands. A chunk is
+//     after it, or 501 5.5.4 and the session ends. So does any line that
+//     is a BDAT command but cannot be read as one (too long, a bare LF,
+//     a tab or a leading space, BDAT while CHUNKING is off): where its
+//     chunk ends is unknown, and its bytes must never be read as
+//     commands. Before closing, the session shuts its sending side and
+//     reads and drops for up to a second what the client sent, so that a
+//     TCP connection is not reset and the reply lost. A chunk is
 //     otherwise read in full whatever its reply, within DataTimeout per
 //     read.
 //  9. DATA and BDAT: the body goes to the spool: a memfd up to

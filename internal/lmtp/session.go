@@ -38,7 +38,7 @@ type Config struct {
 	MaxRecipients int           // accepted recipients per transaction (default 1000)
 	MaxSize       int64         // message size limit in bytes as spooled (LF line ends), advertised as SIZE (default 64 MiB)
 	IdleTimeout   time.Duration // for each command line to arrive, and for each reply write (default 5m)
-	DataTimeout   time.Duration // between reads within DATA (default 10m)
+	DataTimeout   time.Duration // between reads within DATA or a BDAT chunk (default 10m)
 	// BareLF is the policy for an LF not preceded by CR. "reject" (the
 	// default, also for any unknown value): in DATA the message is refused
 	// with 550 5.6.0 for every recipient after the whole body has been read;
@@ -99,9 +99,9 @@ type Backend interface {
 	// msg is closed by the session when Data returns.
 	Data(msg *os.File, size int64, rcpts []Recipient) []Reply
 	// Reset ends the current transaction, if any: it is called for RSET,
-	// for LHLO during a transaction, after every DATA whatever its outcome
-	// (also when Data was not called), and when the session ends with a
-	// transaction open.
+	// for LHLO during a transaction, after every DATA and every BDAT LAST
+	// that ends a transaction, whatever the outcome (also when Data was
+	// not called), and when the session ends with a transaction open.
 	Reset()
 }
 
@@ -136,6 +136,8 @@ var (
 	replyShutdown      = status.New(421, "4.3.2", "shutting down")
 	replyChunkFailed   = status.New(503, "5.5.1", "a previous chunk failed; send RSET")
 	replyDataAfterBDAT = status.New(503, "5.5.1", "DATA after BDAT")
+	replyRcptAfterBDAT = status.New(503, "5.5.1", "RCPT after BDAT")
+	replyHelpChunking  = status.New(214, "2.0.0", "commands: LHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY (RFC 2033, RFC 3030)")
 )
 
 // errOutOfStep ends a session whose BDAT command could not be read, so
@@ -160,12 +162,14 @@ type Session struct {
 	utf8    bool // MAIL had SMTPUTF8
 	rcpts   []Recipient
 
-	// A BDAT transaction: the body so far, its spool (nil if the spool
-	// failed, with the reason in bodyErr), and whether a chunk failed.
-	body        *Chunks
-	bodySpool   *spill
-	bodyErr     error
-	chunkFailed bool
+	// A BDAT transaction: the body so far; its spool (nil if none could
+	// be made, with the reason in bodyErr, and closed as soon as the body
+	// has failed); and the failure of an earlier chunk, which the LAST
+	// chunk then reports for every recipient.
+	body      *Chunks
+	bodySpool *spill
+	bodyErr   error
+	failed    *status.Status
 
 	mu       sync.Mutex
 	shutdown bool
@@ -174,7 +178,8 @@ type Session struct {
 
 // NewSession prepares a session on conn, which must support deadlines (a
 // *net.UnixConn, *net.TCPConn or one end of net.Pipe). spool is called once
-// per DATA for a file to hold the message; it should return a file that is
+// per DATA, and once per BDAT transaction at its first accepted chunk, for
+// a file to hold the message (when it outgrows Config.SpoolMemory); it should return a file that is
 // already unlinked (or remove it itself), because the session only closes
 // it. Serve closes conn when it returns.
 func NewSession(conn net.Conn, cfg Config, b Backend, spool func() (*os.File, error)) *Session {
@@ -308,16 +313,49 @@ func (s *Session) Serve() (err error) {
 		}
 		if st != nil {
 			s.send(st)
-			if bdat && s.cfg.Chunking {
+			if bdat {
+				s.linger()
 				return errOutOfStep
 			}
 			continue
 		}
 		quit, err := s.handle(line)
+		if errors.Is(err, errOutOfStep) {
+			s.linger()
+		}
 		if err != nil || quit {
 			return err
 		}
 	}
+}
+
+// linger ends a session that is out of step: the last reply is flushed
+// and the sending side shut, then whatever the client has sent is read and
+// dropped for up to a second (at most 1 MiB), so that closing with input
+// unread does not reset a TCP connection and lose the reply.
+func (s *Session) linger() {
+	s.bw.Flush()
+	if cw, ok := s.conn.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	s.conn.SetReadDeadline(time.Now().Add(time.Second))
+	io.CopyN(io.Discard, s.br, 1<<20)
+}
+
+// bdatLine reports whether a command line is a BDAT command, well formed
+// or not: after any spaces, "BDAT" in any case, then the end of the line,
+// a space, a tab or a digit. A chunk may follow such a line, so one that
+// cannot be read must end the session.
+func bdatLine(line []byte) bool {
+	line = bytes.TrimLeft(line, " ")
+	if len(line) < 4 || !strings.EqualFold(string(line[:4]), "BDAT") {
+		return false
+	}
+	if len(line) == 4 {
+		return true
+	}
+	c := line[4]
+	return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c >= '0' && c <= '9'
 }
 
 // lineBuffered reports whether a whole command line is already buffered,
@@ -340,14 +378,14 @@ func isTimeout(err error) bool {
 // terminator and returns it without the terminator. A longer line is read
 // to its end and discarded (500 5.5.2); a line ended by a bare LF is
 // refused under the reject policy (500 5.5.2). bdat reports that a refused
-// line starts with "BDAT ", so that a chunk may follow it.
+// line is a BDAT line (bdatLine), so that a chunk may follow it.
 func (s *Session) readLine() (line []byte, st *status.Status, bdat bool, err error) {
 	tooLong := false
 	s.line = s.line[:0]
 	for first := true; ; first = false {
 		frag, err := s.br.ReadSlice('\n')
 		if first {
-			bdat = len(frag) >= 5 && strings.EqualFold(string(frag[:5]), "BDAT ")
+			bdat = bdatLine(frag)
 		}
 		if err == nil && len(s.line) == 0 && !tooLong {
 			line = frag // the common case: no copy
@@ -414,7 +452,7 @@ func (s *Session) endTx() {
 	if s.bodySpool != nil {
 		s.bodySpool.Close()
 	}
-	s.body, s.bodySpool, s.bodyErr, s.chunkFailed = nil, nil, nil, false
+	s.body, s.bodySpool, s.bodyErr, s.failed = nil, nil, nil, nil
 	s.b.Reset()
 }
 
@@ -424,6 +462,15 @@ func (s *Session) handle(line []byte) (quit bool, err error) {
 	var st *status.Status
 	if perr != nil && !errors.As(perr, &st) {
 		st = status.Unknown.Wrap(perr) // ParseCommand returns a Status; never trust that blindly
+	}
+	if !s.cfg.Chunking && bdatLine(line) {
+		st = replyUnrecognized
+	}
+	if st != nil && bdatLine(line) {
+		// A BDAT that cannot be read (or is not offered): where its
+		// chunk ends is unknown.
+		s.send(st)
+		return false, errOutOfStep
 	}
 	switch cmd.Verb {
 	case "":
@@ -472,11 +519,7 @@ func (s *Session) handle(line []byte) (quit bool, err error) {
 			return false, s.data()
 		}
 	case "BDAT":
-		if !s.cfg.Chunking {
-			s.send(replyUnrecognized)
-			break
-		}
-		return false, s.bdat(cmd, st)
+		return false, s.bdat(cmd)
 	case "RSET":
 		if st != nil {
 			s.send(st)
@@ -489,7 +532,11 @@ func (s *Session) handle(line []byte) (quit bool, err error) {
 	case "VRFY":
 		s.send(or(st, replyVRFY))
 	case "HELP":
-		s.send(or(st, replyHelp))
+		help := replyHelp
+		if s.cfg.Chunking {
+			help = replyHelpChunking
+		}
+		s.send(or(st, help))
 	case "QUIT":
 		if st != nil {
 			s.send(st)
@@ -546,6 +593,8 @@ func (s *Session) rcpt(cmd Command, st *status.Status) *status.Status {
 		return replyNeedLHLO
 	case !s.inTx:
 		return replyNeedMail
+	case s.body != nil:
+		return replyRcptAfterBDAT
 	case st != nil:
 		return st
 	}
@@ -656,20 +705,17 @@ func (s *Session) spoolError(st *status.Status) {
 	}
 }
 
-// bdat runs one BDAT command (RFC 3030; RFC 2033 section 4.3). Its chunk
-// is read whatever the outcome, so the next command is read in step; only
-// a BDAT whose size could not be parsed ends the session, since where its
-// chunk ends is unknown. A chunk refused by the sequence (no LHLO, no
-// MAIL, no accepted recipient, a failed chunk before) gets one 503 and
-// leaves the transaction as it was; a chunk that overflows the size limit
-// or the spool fails the transaction with one reply, and every chunk
-// after it gets 503 until RSET. The LAST chunk of a sound transaction
-// gets one reply per accepted recipient, as DATA does.
-func (s *Session) bdat(cmd Command, st *status.Status) error {
-	if st != nil {
-		s.send(st)
-		return errOutOfStep
-	}
+// bdat runs one well-formed BDAT command (RFC 3030; RFC 2033 section
+// 4.3); handle has ended the session for one that is not. Its chunk is
+// read whatever the outcome, so the next command is read in step. A chunk
+// refused by the sequence (no LHLO, no MAIL, no accepted recipient) gets
+// one 503 and leaves the transaction as it was. A chunk that passes the
+// size limit, or that the spool cannot take, fails the transaction with
+// one reply; after it, every chunk but the LAST gets 503, and the LAST
+// gets that failure once per accepted recipient and ends the transaction.
+// The LAST chunk of a sound transaction gets one reply per accepted
+// recipient, as DATA does.
+func (s *Session) bdat(cmd Command) error {
 	var refuse *status.Status
 	switch {
 	case !s.greeted:
@@ -678,14 +724,21 @@ func (s *Session) bdat(cmd Command, st *status.Status) error {
 		refuse = replyNeedMail
 	case len(s.rcpts) == 0:
 		refuse = replyNoRcpts
-	case s.chunkFailed:
+	case s.failed != nil && !cmd.Last:
 		refuse = replyChunkFailed
 	}
-	if refuse != nil {
+	if refuse != nil || s.failed != nil {
 		if err := s.readChunk(nil, cmd.Chunk); err != nil {
 			return err
 		}
-		s.send(refuse)
+		if refuse != nil {
+			s.send(refuse)
+			return nil
+		}
+		for range s.rcpts {
+			s.send(s.failed)
+		}
+		s.endTx()
 		return nil
 	}
 	if s.body == nil {
@@ -700,12 +753,19 @@ func (s *Session) bdat(cmd Command, st *status.Status) error {
 	if err := s.readChunk(s.body, cmd.Chunk); err != nil {
 		return err
 	}
+	if s.body.Err() != nil && s.bodySpool != nil {
+		// The outcome is settled and nothing more is written: the spool
+		// need not be held until the LAST chunk or RSET.
+		s.bodySpool.Close()
+		s.bodySpool = nil
+	}
 	if cmd.Last {
 		defer s.endTx()
 		n, err := s.body.End()
 		s.deliver(n, err, s.bodySpool, s.bodyErr)
 		return nil
 	}
+	var st *status.Status
 	switch err := s.body.Err(); {
 	case s.bodyErr != nil:
 		st = status.FromSpool(s.bodyErr)
@@ -717,7 +777,7 @@ func (s *Session) bdat(cmd Command, st *status.Status) error {
 		s.send(status.New(250, "2.0.0", strconv.FormatInt(cmd.Chunk, 10)+" octets received"))
 		return nil
 	}
-	s.chunkFailed = true
+	s.failed = st
 	s.spoolError(st)
 	s.send(st)
 	return nil

@@ -514,3 +514,49 @@ func TestSpoolErrorReported(t *testing.T) {
 		t.Fatalf("SpoolError got %v, want one ENOSPC", got)
 	}
 }
+
+// TestOutOfStepReplyOverTCP: a BDAT whose size cannot be read ends the
+// session with input still unread. Over TCP a plain close would then send
+// a reset, which can destroy the reply before the client reads it; the
+// session must let the client read its reply and then see an orderly end.
+func TestOutOfStepReplyOverTCP(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Skipf("no loopback TCP: %v", err)
+	}
+	defer ln.Close()
+	for i := range 2 {
+		t.Run(fmt.Sprintf("round%d", i), func(t *testing.T) {
+			done := make(chan error, 1)
+			go func() {
+				conn, err := ln.Accept()
+				if err != nil {
+					done <- err
+					return
+				}
+				done <- NewSession(conn, testConfig(), &recordingBackend{}, (&spooler{dir: t.TempDir()}).spool).Serve()
+			}()
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			junk := strings.Repeat("MAIL FROM:<x@example.org>\r\n", 4000) // beyond the session's read buffer
+			if _, err := io.WriteString(c, "LHLO mta.example\r\nBDAT many LAST\r\n"+junk); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(50 * time.Millisecond) // let the session answer and close before the client reads
+			got, err := io.ReadAll(c)
+			if err != nil {
+				t.Fatalf("read after the refusal: %v (got %q)", err, got)
+			}
+			if !strings.HasSuffix(string(got), "\r\n501 5.5.4 syntax: BDAT size [LAST]\r\n") {
+				t.Fatalf("replies %q", got)
+			}
+			if err := <-done; !errors.Is(err, errOutOfStep) {
+				t.Fatalf("Serve returned %v", err)
+			}
+		})
+	}
+}
