@@ -54,7 +54,8 @@ type Config struct {
 	// (true) comes from DefaultConfig; the zero Config leaves it off.
 	Extensions bool
 	// Chunking advertises CHUNKING and accepts BDAT (RFC 3030, RFC 2033
-	// section 4.3); without it BDAT is an unknown command (500). On in
+	// section 4.3); without it BDAT is an unknown command (500), and the
+	// session ends after the reply, since a chunk may follow. On in
 	// DefaultConfig.
 	Chunking bool
 	// SpoolMemory: a message is spooled in memory (a memfd) up to this
@@ -140,10 +141,10 @@ var (
 	replyHelpChunking  = status.New(214, "2.0.0", "commands: LHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY (RFC 2033, RFC 3030)")
 )
 
-// errOutOfStep ends a session whose BDAT command could not be read, so
-// that where its chunk ends is unknown: the chunk's bytes must never be
-// read as commands.
-var errOutOfStep = errors.New("lmtp: a BDAT command was refused before its size was known; the session is out of step")
+// errOutOfStep ends a session after a BDAT command that could not be
+// read (or was not offered), so that where its chunk ends is unknown: the
+// chunk's bytes must never be read as commands.
+var errOutOfStep = errors.New("lmtp: a BDAT command could not be framed; the session is out of step")
 
 // Session is one LMTP connection.
 type Session struct {
@@ -177,9 +178,9 @@ type Session struct {
 }
 
 // NewSession prepares a session on conn, which must support deadlines (a
-// *net.UnixConn, *net.TCPConn or one end of net.Pipe). spool is called once
-// per DATA, and once per BDAT transaction at its first accepted chunk, for
-// a file to hold the message (when it outgrows Config.SpoolMemory); it should return a file that is
+// *net.UnixConn, *net.TCPConn or one end of net.Pipe). spool is called
+// at most once per DATA or BDAT transaction, for a file to hold a message
+// that outgrows Config.SpoolMemory; it should return a file that is
 // already unlinked (or remove it itself), because the session only closes
 // it. Serve closes conn when it returns.
 func NewSession(conn net.Conn, cfg Config, b Backend, spool func() (*os.File, error)) *Session {
