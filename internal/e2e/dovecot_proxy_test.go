@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -9,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -51,8 +49,7 @@ service lmtp {
 // clients sent, so that a test can see the commands on the wire.
 type recordingProxy struct {
 	ln   net.Listener
-	mu   sync.Mutex
-	sent bytes.Buffer
+	sent testutil.SyncBuffer
 }
 
 func startRecordingProxy(t *testing.T, to string) *recordingProxy {
@@ -77,23 +74,11 @@ func startRecordingProxy(t *testing.T, to string) *recordingProxy {
 				}
 				defer s.Close()
 				go func() { io.Copy(c, s); c.Close() }()
-				io.Copy(io.MultiWriter(s, p), c)
+				io.Copy(io.MultiWriter(s, &p.sent), c)
 			}()
 		}
 	}()
 	return p
-}
-
-func (p *recordingProxy) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.sent.Write(b)
-}
-
-func (p *recordingProxy) Sent() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.sent.String()
 }
 
 // TestDovecotProxyBDAT: Dovecot's LMTP proxy, a third-party LMTP client,
@@ -153,7 +138,7 @@ func TestDovecotProxyBDAT(t *testing.T) {
 	cl.expect("250 2.0.0")
 	cl.cmd("QUIT", "221")
 
-	sent := proxy.Sent()
+	sent := proxy.sent.String()
 	if !strings.Contains(sent, "\r\nBDAT ") || strings.Contains(sent, "\r\nDATA\r\n") {
 		t.Fatalf("Dovecot did not send BDAT (and only BDAT) to lda:\n%s", sent)
 	}

@@ -371,15 +371,7 @@ func TestTextprotoClient(t *testing.T) {
 	defer ln.Close()
 	b := &recordingBackend{}
 	sp := &spooler{dir: t.TempDir()}
-	done := make(chan error, 1)
-	go func() {
-		conn, err := ln.Accept()
-		if err != nil {
-			done <- err
-			return
-		}
-		done <- NewSession(conn, testConfig(), b, sp.spool).Serve()
-	}()
+	done := serveOne(ln, b, sp)
 
 	c, err := textproto.Dial("unix", sock)
 	if err != nil {
@@ -527,15 +519,7 @@ func TestOutOfStepReplyOverTCP(t *testing.T) {
 	defer ln.Close()
 	for i := range 2 {
 		t.Run(fmt.Sprintf("round%d", i), func(t *testing.T) {
-			done := make(chan error, 1)
-			go func() {
-				conn, err := ln.Accept()
-				if err != nil {
-					done <- err
-					return
-				}
-				done <- NewSession(conn, testConfig(), &recordingBackend{}, (&spooler{dir: t.TempDir()}).spool).Serve()
-			}()
+			done := serveOne(ln, &recordingBackend{}, &spooler{dir: t.TempDir()})
 			c, err := net.Dial("tcp", ln.Addr().String())
 			if err != nil {
 				t.Fatal(err)
@@ -559,4 +543,19 @@ func TestOutOfStepReplyOverTCP(t *testing.T) {
 			}
 		})
 	}
+}
+
+// serveOne serves the next connection on ln with a session of testConfig
+// and sends what Serve returned.
+func serveOne(ln net.Listener, b Backend, sp *spooler) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			done <- err
+			return
+		}
+		done <- NewSession(conn, testConfig(), b, sp.spool).Serve()
+	}()
+	return done
 }
