@@ -32,6 +32,16 @@ var (
 	binDir  string
 )
 
+// TestMain removes the directory of the binaries built for the run, which
+// outlives any one test.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
 // userSeq keeps user names unique across the tests of one run.
 var (
 	userMu  sync.Mutex
