@@ -385,7 +385,10 @@ func (s *Session) readLine() (line []byte, st *status.Status, bdat bool, err err
 	s.line = s.line[:0]
 	for first := true; ; first = false {
 		frag, err := s.br.ReadSlice('\n')
-		if first {
+		if first && err != nil {
+			// A line longer than the buffer: its start is gone once
+			// the rest is read. (A whole line is looked at only if
+			// it is refused.)
 			bdat = bdatLine(frag)
 		}
 		if err == nil && len(s.line) == 0 && !tooLong {
@@ -407,13 +410,13 @@ func (s *Session) readLine() (line []byte, st *status.Status, bdat bool, err err
 		}
 	}
 	if tooLong || len(line) > s.cfg.MaxLine {
-		return nil, replyLineTooLong, bdat, nil
+		return nil, replyLineTooLong, bdat || bdatLine(line), nil
 	}
 	if len(line) >= 2 && line[len(line)-2] == '\r' {
 		return line[:len(line)-2], nil, false, nil
 	}
 	if s.cfg.BareLF != BareLFAccept {
-		return nil, replyBareLFCommand, bdat, nil
+		return nil, replyBareLFCommand, bdatLine(line), nil
 	}
 	return line[:len(line)-1], nil, false, nil
 }
@@ -464,13 +467,10 @@ func (s *Session) handle(line []byte) (quit bool, err error) {
 	if perr != nil && !errors.As(perr, &st) {
 		st = status.Unknown.Wrap(perr) // ParseCommand returns a Status; never trust that blindly
 	}
-	if !s.cfg.Chunking && bdatLine(line) {
-		st = replyUnrecognized
-	}
-	if st != nil && bdatLine(line) {
+	if (st != nil || !s.cfg.Chunking && cmd.Verb == "BDAT") && bdatLine(line) {
 		// A BDAT that cannot be read (or is not offered): where its
 		// chunk ends is unknown.
-		s.send(st)
+		s.send(or(st, replyUnrecognized))
 		return false, errOutOfStep
 	}
 	switch cmd.Verb {
