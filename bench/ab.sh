@@ -24,6 +24,11 @@
 # per cent. Not a durability setting: a tool for comparing revisions.
 # KEEP_TSV=FILE copies the per-run figures there before the clean-up.
 #
+# DEST=mbox delivers into ~/mbox (fcntl locking, created by the first
+# delivery) instead of ~/Maildir, so that changes to the mbox path can be
+# measured the same way, on the disk or on the tmpfs; the PERF=1 figures
+# then describe mbox deliveries too.
+#
 # A REV written REV+chunking is driven with lmtpload -chunking (BDAT LAST
 # instead of DATA; the revision must offer CHUNKING), so that
 # `bench/ab.sh HEAD HEAD+chunking` measures what BDAT saves.
@@ -71,7 +76,9 @@ if [ "${PERF:-0}" = 1 ]; then
 	USERS+=("$pu")
 fi
 CGO_ENABLED=0 go build -o "$BASE/bin/lmtpload" ./bench/lmtpload
-cat >"$BASE/policy.yaml" <<P
+case ${DEST:-maildir} in
+maildir)
+	cat >"$BASE/policy.yaml" <<P
 version: 1
 min_uid: 1000
 default: {maildir: ~/Maildir}
@@ -79,6 +86,19 @@ allow:
   - {maildir: ~/Maildir}
 maildir: {create: true}
 P
+	;;
+mbox)
+	cat >"$BASE/policy.yaml" <<P
+version: 1
+min_uid: 1000
+default: {mbox: ~/mbox}
+allow:
+  - {mbox: ~/mbox}
+mbox: {locking: [fcntl], create: true}
+P
+	;;
+*) die "DEST is maildir or mbox" ;;
+esac
 n=0
 CLIENT=()
 for arg in "$@"; do
@@ -131,7 +151,7 @@ END { printf "%-14s %4s %14s %10s %8s\n", "cell", "rev", "deliveries/s", "p50 ms
 
 [ "${PERF:-0}" = 1 ] || exit 0
 command -v perf >/dev/null || die "PERF=1 needs perf (linux-perf)"
-say "per delivery, 900 Maildir deliveries to one user over 1 connection (perf stat)"
+say "per delivery, 900 ${DEST:-maildir} deliveries to one user over 1 connection (perf stat)"
 ev=raw_syscalls:sys_enter,syscalls:sys_enter_nanosleep,syscalls:sys_enter_futex,context-switches,task-clock
 printf '%-4s %-9s %9s %10s %7s %9s %8s\n' rev process syscalls nanosleep futex switches cpu_ms
 for i in $(seq 1 $n); do
