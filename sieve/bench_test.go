@@ -98,3 +98,14 @@ func TestTypicalScriptLength(t *testing.T) {
 		t.Errorf("the typical script has %d lines, want 30", n)
 	}
 }
+
+// BenchmarkLoad measures parsing and checking the typical script, which a
+// worker would otherwise do for every job of a user who has one.
+func BenchmarkLoad(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Load(strings.NewReader(typicalScript), "typical", Limits{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

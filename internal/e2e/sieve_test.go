@@ -114,6 +114,33 @@ func TestSieveServe(t *testing.T) {
 		cl.cmd("RCPT TO:<"+f.u2.Name+"@example.org>", "550 5.7.1 we do not want this")
 		cl.cmd("RSET", "250")
 	})
+	t.Run("an edit reaches the next message, though the worker keeps its parse", func(t *testing.T) {
+		// The script has been left alone for more than a second (the
+		// subtest before slept), so the warm worker keeps what it parsed.
+		// An edit in place, to the same inode and the same size, that
+		// only the file's times tell apart, must still be seen at once.
+		script := filepath.Join(u.Home, ".lda.sieve")
+		for range 2 {
+			cl.cmd("MAIL FROM:<spam@bad.example>", "250")
+			cl.cmd("RCPT TO:<"+u.Name+"@example.org>", "550 5.7.1 we do not want this")
+			cl.cmd("RSET", "250")
+		}
+		edited := strings.Replace(userScript, "spam@bad.example", "spam@bax.example", 1)
+		if err := os.WriteFile(script, []byte(edited), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			if err := os.WriteFile(script, []byte(userScript), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}()
+		cl.cmd("MAIL FROM:<spam@bad.example>", "250")
+		cl.cmd("RCPT TO:<"+u.Name+"@example.org>", "250")
+		cl.cmd("RSET", "250")
+		cl.cmd("MAIL FROM:<spam@bax.example>", "250")
+		cl.cmd("RCPT TO:<"+u.Name+"@example.org>", "550 5.7.1 we do not want this")
+		cl.cmd("RSET", "250")
+	})
 	t.Run("header-dependent script waits for DATA", func(t *testing.T) {
 		cl.cmd("MAIL FROM:<friend@example.org>", "250")
 		cl.cmd("RCPT TO:<"+u.Name+"@example.org>", "250")

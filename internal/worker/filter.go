@@ -29,6 +29,12 @@ const UserLog = ".lda-sieve.log"
 
 var sieveLimits = sieve.Limits{}
 
+// scriptCache keeps the scripts this worker loaded (a *sieve.Script is not
+// changed by running it).
+var scriptCache fileCache[*sieveScript]
+
+type sieveScript = sieve.Script
+
 // loadScripts returns the system before-script, the user's script and the
 // system after-script that exist, in that order. A system script that does
 // not load is the administrator's error: delivery waits (451 4.3.5). A
@@ -48,7 +54,15 @@ func loadScripts(j *job.Job) (scripts []*sieve.Script, userErr error, st *status
 		if fst.Mode&unix.S_IFMT != unix.S_IFREG {
 			return nil, fmt.Errorf("%s is not a regular file", path)
 		}
-		return sieve.Load(f, path, sieveLimits)
+		if s, ok := scriptCache.get(path, &fst, nil); ok {
+			return s, nil
+		}
+		readAt := cacheClock()
+		s, err := sieve.Load(f, path, sieveLimits)
+		if err == nil {
+			scriptCache.put(path, &fst, readAt, nil, s)
+		}
+		return s, err
 	}
 	system := func(name string) *status.Status {
 		if j.SieveDir == "" {

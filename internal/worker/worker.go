@@ -263,11 +263,26 @@ func loadUser(sys *policy.System, u policy.User) (*policy.UserPolicy, string, er
 	case st.Mode&0o022 != 0:
 		return nil, fmt.Sprintf("user policy %s ignored: writable by group or others", name), nil
 	}
+	key := userPolicyKey{sys, u}
+	if up, ok := userPolicyCache.get(name, &st, key); ok {
+		return up, "", nil
+	}
+	readAt := cacheClock()
 	up, err := policy.ParseUser(io.LimitReader(f, maxPolicy), name, sys, u)
 	if err != nil {
 		return nil, "", err
 	}
+	userPolicyCache.put(name, &st, readAt, key, up)
 	return up, "", nil
+}
+
+// userPolicyCache keeps the user's parsed policy file, for the system
+// policy and the user it was parsed against.
+var userPolicyCache fileCache[*policy.UserPolicy]
+
+type userPolicyKey struct {
+	sys *policy.System
+	u   policy.User
 }
 
 // messageReader returns the message on fd 3, read by offset so that workers

@@ -1,0 +1,94 @@
+package worker
+
+import (
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// A warm worker serves one user's jobs one after another, and for a user
+// with a Sieve script every message used to cost two parses of it (one for
+// the RCPT-time envelope job, one after DATA) and, with a policy file of
+// their own, two YAML parses of that. fileCache keeps what was parsed from
+// a file for as long as the file is provably the one it was parsed from,
+// so an edit still reaches the next job, as it did when every job parsed
+// afresh (lda(8), "a policy change reaches the next delivery").
+//
+// "Provably" is the identity fstat gives of the descriptor that was read:
+// device, inode, size, modification and change times. The change time
+// cannot be set by the file's owner, and any write or rename moves it. One
+// hole is left by time itself: file systems stamp times from a clock that
+// ticks in jiffies, so a write in the same tick as the read could leave the
+// times as they were. So a file changed less than settle before it was
+// read is parsed but not kept (git's "racily clean" rule), and the next
+// job parses it again.
+type fileCache[T any] struct {
+	mu sync.Mutex
+	m  map[string]cached[T]
+}
+
+type cached[T any] struct {
+	id  fileID
+	key any // what else the parse depended on (the system policy, the user)
+	v   T
+}
+
+type fileID struct {
+	dev, ino     uint64
+	size         int64
+	mtime, ctime unix.Timespec
+}
+
+const (
+	// settle is how long a file must have been left alone before its
+	// parse is kept: far more than any file system's timestamp tick.
+	settle = time.Second
+	// maxCached bounds a cache. A worker reads at most four files per job
+	// (the user's policy, the system's two Sieve scripts and the user's);
+	// a full cache is emptied, never grown.
+	maxCached = 8
+)
+
+// cacheClock says when a file is read (a variable for tests).
+var cacheClock = time.Now
+
+func idOf(st *unix.Stat_t) fileID {
+	return fileID{dev: st.Dev, ino: st.Ino, size: st.Size, mtime: st.Mtim, ctime: st.Ctim}
+}
+
+// get returns what was kept for path, if st (of the descriptor just
+// opened) is still the same file and key is the same.
+func (c *fileCache[T]) get(path string, st *unix.Stat_t, key any) (T, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[path]
+	if !ok || e.id != idOf(st) || e.key != key {
+		var zero T
+		return zero, false
+	}
+	return e.v, true
+}
+
+// put keeps v, parsed from the descriptor st describes, which was read at
+// readAt or later, unless the file had changed too shortly before.
+func (c *fileCache[T]) put(path string, st *unix.Stat_t, readAt time.Time, key any, v T) {
+	limit := readAt.Add(-settle)
+	if !time.Unix(st.Ctim.Unix()).Before(limit) || !time.Unix(st.Mtim.Unix()).Before(limit) {
+		c.forget(path)
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxCached {
+		c.m = map[string]cached[T]{}
+	}
+	c.m[path] = cached[T]{id: idOf(st), key: key, v: v}
+}
+
+// forget drops what was kept for path.
+func (c *fileCache[T]) forget(path string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, path)
+}
