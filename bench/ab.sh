@@ -29,6 +29,12 @@
 # measured the same way, on the disk or on the tmpfs; the PERF=1 figures
 # then describe mbox deliveries too.
 #
+# SIEVE=FILE gives every user FILE as their Sieve script (~/.lda.sieve, a
+# symlink to a copy the user owns, so that the script's own times are
+# those of the setup, not of each run's fresh home), e.g.
+# SIEVE=bench/typical.sieve. Each message then costs an envelope job at
+# RCPT time and a filtering delivery after DATA.
+#
 # A REV written REV+chunking is driven with lmtpload -chunking (BDAT LAST
 # instead of DATA; the revision must offer CHUNKING), so that
 # `bench/ab.sh HEAD HEAD+chunking` measures what BDAT saves.
@@ -128,7 +134,22 @@ C
 	wait_socket "$BASE/run-$n/lmtp.sock" $! 10 || die "lda $rev did not start"
 	say "revision $n: $arg = $sha: $(git log -1 --format=%s "$sha")"
 done
-empty() { for u in "${USERS[@]}"; do retire "$BASE/home/$u"; mkdir -m 700 "$BASE/home/$u"; chown "$u:$u" "$BASE/home/$u"; done; sync; }
+if [ -n "${SIEVE:-}" ]; then
+	[ -r "$SIEVE" ] || die "SIEVE=$SIEVE: no such file"
+	for u in "${USERS[@]}"; do install -m 600 -o "$u" -g "$u" "$SIEVE" "$BASE/bin/$u.sieve"; done
+fi
+empty() {
+	for u in "${USERS[@]}"; do
+		retire "$BASE/home/$u"
+		mkdir -m 700 "$BASE/home/$u"
+		chown "$u:$u" "$BASE/home/$u"
+		if [ -n "${SIEVE:-}" ]; then
+			ln -s "$BASE/bin/$u.sieve" "$BASE/home/$u/.lda.sieve"
+			chown -h "$u:$u" "$BASE/home/$u/.lda.sieve"
+		fi
+	done
+	sync
+}
 printf 'rev\tcell\trep\tdeliveries_per_s\tp50_ms\n' >"$BASE/runs.tsv"
 for cell in $CELLS; do
 	IFS=: read -r c size r <<<"$cell"
