@@ -259,6 +259,56 @@ func checkInvariant(t *testing.T, scripts []*Script, env Envelope, msgs []string
 	return true
 }
 
+// allEnvelopes are every envelope gen.envelope can make, and a few more.
+var allEnvelopes = func() []Envelope {
+	var out []Envelope
+	for _, from := range []string{"sender@example.org", "spammer@bad.example", "", "a+b@example.net", "<>", "x@example.com"} {
+		for _, to := range []string{"user@example.com", "user+lists@example.com", "user+spam@example.com", "User+@Example.COM", "other@example.org"} {
+			out = append(out, Envelope{From: from, To: to})
+		}
+	}
+	return out
+}()
+
+// checkMessageFirst is the property behind MessageFirst: when a run reads
+// the message before the envelope, RunEnvelope decides nothing for any
+// envelope; and Run, on any message, says MessageFirst exactly when
+// RunEnvelope does. It returns whether env's run read the message first.
+func checkMessageFirst(t *testing.T, scripts []*Script, env Envelope, msgs []string) bool {
+	t.Helper()
+	ctx := context.Background()
+	out, _, err := RunEnvelope(ctx, scripts, env, Limits{})
+	if err != nil {
+		t.Fatalf("RunEnvelope: %v", err)
+	}
+	for _, raw := range msgs {
+		m, err := ParseMessage(strings.NewReader(raw), int64(len(raw)), Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		full, err := Run(ctx, scripts, env, m, Limits{})
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		if full.MessageFirst != out.MessageFirst {
+			t.Fatalf("MessageFirst: %v at RCPT time, %v from Run (envelope %+v)\nmessage:\n%s", out.MessageFirst, full.MessageFirst, env, raw)
+		}
+	}
+	if !out.MessageFirst {
+		return false
+	}
+	for _, other := range allEnvelopes {
+		o, decided, err := RunEnvelope(ctx, scripts, other, Limits{})
+		if err != nil {
+			t.Fatalf("RunEnvelope: %v", err)
+		}
+		if decided || !o.MessageFirst {
+			t.Fatalf("the run for %+v read the message first, but the one for %+v decided %v (MessageFirst %v)", env, other, decided, o.MessageFirst)
+		}
+	}
+	return true
+}
+
 // TestEnvelopeInvariant is the property: whenever RunEnvelope decides, its
 // outcome equals Run's for every message. 2000 generated scripts (a third
 // of them after a generated "before" script), each against 20 generated
@@ -269,7 +319,7 @@ func TestEnvelopeInvariant(t *testing.T) {
 		n = 300
 	}
 	g := gen{rand.New(rand.NewPCG(4, 2026))}
-	decided, messageFree := 0, 0
+	decided, messageFree, messageFirst := 0, 0, 0
 	for i := 0; i < n; i++ {
 		srcs := []string{g.script()}
 		if g.r.IntN(3) == 0 {
@@ -291,6 +341,9 @@ func TestEnvelopeInvariant(t *testing.T) {
 		if checkInvariant(t, scripts, env, msgs) {
 			decided++
 		}
+		if checkMessageFirst(t, scripts, env, msgs) {
+			messageFirst++
+		}
 		free := true
 		for _, s := range scripts {
 			free = free && !s.MayReadMessage()
@@ -303,9 +356,12 @@ func TestEnvelopeInvariant(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d of %d generated script sequences decided at RCPT time (%d without message tests)", decided, n, messageFree)
+	t.Logf("%d of %d generated script sequences decided at RCPT time (%d without message tests); %d read the message first", decided, n, messageFree, messageFirst)
 	if decided < n/10 || decided == n {
 		t.Errorf("the generator is unbalanced: %d of %d decided", decided, n)
+	}
+	if messageFirst < n/20 || decided+messageFirst == n {
+		t.Errorf("the generator is unbalanced: %d of %d read the message first, %d decided", messageFirst, n, decided)
 	}
 }
 
@@ -327,5 +383,6 @@ func FuzzEnvelopeInvariant(f *testing.F) {
 			msgs = append(msgs, g.message())
 		}
 		checkInvariant(t, []*Script{s}, env, msgs)
+		checkMessageFirst(t, []*Script{s}, env, msgs)
 	})
 }

@@ -328,8 +328,9 @@ func (m *Message) mimeHeader() string {
 // runMessage is the interp.Message (and interp.BodyMessage) of one run of
 // Run: it stops the script when the run's deadline has passed.
 type runMessage struct {
-	m   *Message
-	ctx context.Context
+	m     *Message
+	ctx   context.Context
+	reads *reads
 }
 
 var (
@@ -338,6 +339,7 @@ var (
 )
 
 func (r runMessage) HeaderGet(key string) ([]string, error) {
+	r.reads.message()
 	if err := r.ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -345,6 +347,7 @@ func (r runMessage) HeaderGet(key string) ([]string, error) {
 }
 
 func (r runMessage) MessageSize() int {
+	r.reads.message()
 	const maxInt = int(^uint(0) >> 1)
 	if r.m.size > int64(maxInt) {
 		return maxInt
@@ -353,6 +356,7 @@ func (r runMessage) MessageSize() int {
 }
 
 func (r runMessage) BodyRaw(ctx context.Context) (io.Reader, error) {
+	r.reads.message()
 	if err := r.ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -364,6 +368,7 @@ func (r runMessage) BodyRaw(ctx context.Context) (io.Reader, error) {
 }
 
 func (r runMessage) BodyParts(ctx context.Context, contentTypes []string) ([]interp.BodyPart, error) {
+	r.reads.message()
 	if err := r.ctx.Err(); err != nil {
 		return nil, err
 	}

@@ -27,6 +27,11 @@ type Outcome struct {
 	Actions      []Action // validated; an implicit keep appears as an explicit Keep action
 	ScriptError  error    // non-nil: the script failed at runtime or produced invalid actions -> Actions is exactly [Keep]; tell the user
 	EnvelopeOnly bool     // the decision did not depend on the message (only meaningful from RunEnvelope)
+	// MessageFirst: the run read the message before anything of the
+	// envelope, so for these scripts no envelope decides at RCPT time
+	// (RunEnvelope is undecided for every envelope). From Run and from an
+	// undecided RunEnvelope alike.
+	MessageFirst bool
 }
 
 // TempError is a temporary failure of a run: the deadline passed, the
@@ -89,7 +94,9 @@ func Run(ctx context.Context, scripts []*Script, env Envelope, msg *Message, lim
 	if msg == nil {
 		return Outcome{}, status.New(451, "4.3.0", "temporary failure in the Sieve filter").Wrap(&TempError{Err: errors.New("Run without a message")})
 	}
-	out, _, err := run(ctx, scripts, env, func(c context.Context) interp.Message { return runMessage{m: msg, ctx: c} }, lim)
+	r := &reads{}
+	out, _, err := run(ctx, scripts, env, r, func(c context.Context) interp.Message { return runMessage{m: msg, ctx: c, reads: r} }, lim)
+	out.MessageFirst = r.first.Load()
 	return out, err
 }
 
@@ -97,53 +104,74 @@ func Run(ctx context.Context, scripts []*Script, env Envelope, msg *Message, lim
 // decided is true only if no run read anything of the message (a header, an
 // address, the size or the body); then the outcome cannot depend on the
 // message, and out equals what Run returns for every message (with
-// EnvelopeOnly set). When decided is false, out is the zero Outcome and the
-// decision waits for the message. A temporary failure returns an error and
-// decided=false.
+// EnvelopeOnly set). When decided is false, the decision waits for the
+// message, and out is the zero Outcome but for MessageFirst. A temporary
+// failure returns an error and decided=false.
 func RunEnvelope(ctx context.Context, scripts []*Script, env Envelope, lim Limits) (out Outcome, decided bool, err error) {
-	var touched atomic.Bool
-	out, panicked, err := run(ctx, scripts, env, func(context.Context) interp.Message { return envMessage{touched: &touched} }, lim)
-	if err != nil || touched.Load() || panicked {
-		return Outcome{}, false, err
+	r := &reads{}
+	out, panicked, err := run(ctx, scripts, env, r, func(context.Context) interp.Message { return envMessage{reads: r} }, lim)
+	if err != nil || r.msg.Load() || panicked {
+		return Outcome{MessageFirst: err == nil && r.first.Load()}, false, err
 	}
 	out.EnvelopeOnly = true
 	return out, true, nil
+}
+
+// reads records what a run read, and whether the message came first.
+// Until a run reads the envelope, what it does is the same for every
+// envelope (the environment is constant and Sieve has no other input); so
+// if it reaches the message before the envelope, every envelope reaches the
+// message there, and no envelope can decide at RCPT time.
+type reads struct {
+	env, msg atomic.Bool
+	first    atomic.Bool // the message was read before anything of the envelope
+}
+
+func (r *reads) envelope() { r.env.Store(true) }
+
+func (r *reads) message() {
+	if !r.msg.Swap(true) && !r.env.Load() {
+		r.first.Store(true)
+	}
 }
 
 // envMessage is the message at RCPT time: every accessor records that the
 // script needs the message; those that can fail return errNeedsMessage
 // (go-sieve then stops), and MessageSize, which cannot, returns 0 after
 // recording.
-type envMessage struct{ touched *atomic.Bool }
+type envMessage struct{ reads *reads }
 
 func (e envMessage) HeaderGet(string) ([]string, error) {
-	e.touched.Store(true)
+	e.reads.message()
 	return nil, errNeedsMessage
 }
 
 func (e envMessage) MessageSize() int {
-	e.touched.Store(true)
+	e.reads.message()
 	return 0
 }
 
 func (e envMessage) BodyRaw(context.Context) (io.Reader, error) {
-	e.touched.Store(true)
+	e.reads.message()
 	return nil, errNeedsMessage
 }
 
 func (e envMessage) BodyParts(context.Context, []string) ([]interp.BodyPart, error) {
-	e.touched.Store(true)
+	e.reads.message()
 	return nil, errNeedsMessage
 }
 
-// envelope adapts Envelope to go-sieve.
-type envelope struct{ from, to string }
+// envelope adapts Envelope to go-sieve, recording every read.
+type envelope struct {
+	from, to string
+	reads    *reads
+}
 
-func (e envelope) EnvelopeFrom() string { return e.from }
-func (e envelope) EnvelopeTo() string   { return e.to }
-func (e envelope) AuthUsername() string { return "" }
+func (e envelope) EnvelopeFrom() string { e.reads.envelope(); return e.from }
+func (e envelope) EnvelopeTo() string   { e.reads.envelope(); return e.to }
+func (e envelope) AuthUsername() string { e.reads.envelope(); return "" }
 
-func newEnvelope(env Envelope) envelope {
+func newEnvelope(env Envelope, r *reads) envelope {
 	unbracket := func(s string) string {
 		s = strings.TrimSpace(s)
 		if len(s) >= 2 && s[0] == '<' && s[len(s)-1] == '>' {
@@ -151,7 +179,7 @@ func newEnvelope(env Envelope) envelope {
 		}
 		return s
 	}
-	return envelope{from: unbracket(env.From), to: unbracket(env.To)}
+	return envelope{from: unbracket(env.From), to: unbracket(env.To), reads: r}
 }
 
 // environment is what the environment extension (RFC 5183) sees: constant,
@@ -323,7 +351,7 @@ func (q *sequence) onAction(sr *scriptRun) func(context.Context, interp.AppliedA
 
 // run is Run and RunEnvelope. panicked reports a recovered panic (in
 // go-sieve), which is also a script error.
-func run(ctx context.Context, scripts []*Script, env Envelope, newMsg func(context.Context) interp.Message, lim Limits) (out Outcome, panicked bool, err error) {
+func run(ctx context.Context, scripts []*Script, env Envelope, r *reads, newMsg func(context.Context) interp.Message, lim Limits) (out Outcome, panicked bool, err error) {
 	lim = lim.WithDefaults()
 	q := &sequence{
 		lim:       lim,
@@ -331,7 +359,7 @@ func run(ctx context.Context, scripts []*Script, env Envelope, newMsg func(conte
 		redirects: map[string]bool{},
 		actions:   map[string]bool{},
 	}
-	envl := newEnvelope(env)
+	envl := newEnvelope(env, r)
 	var flags []string // the imap4flags internal variable
 	keepInEffect := true
 	for _, sc := range scripts {
