@@ -51,42 +51,43 @@ type Listener struct {
 	sessions map[*lmtp.Session]bool
 	draining atomic.Bool
 
-	// noFilter remembers when a user was last found to have no filter,
-	// so that RCPT-time evaluation, a round trip to a worker, is skipped
-	// for noFilterTTL. Skipping it is never wrong: the filter, if one has
-	// appeared since, still runs after DATA.
-	nfMu     sync.Mutex
-	noFilter map[string]time.Time
+	// skipRcpt remembers when RCPT-time evaluation was last found unable
+	// to decide anything for a user: they had no filter, or one that reads
+	// the message before anything of the envelope. That evaluation, a
+	// round trip to a worker, is then skipped for skipRcptTTL. Skipping it
+	// is never wrong: the filter, whatever it has become since, still
+	// runs after DATA.
+	srMu     sync.Mutex
+	skipRcpt map[string]time.Time
 }
 
-// noFilterTTL is how long a user found without a filter is not asked
-// again at RCPT time.
-const noFilterTTL = 2 * time.Second
+// skipRcptTTL is how long such a user is not asked again at RCPT time.
+const skipRcptTTL = 2 * time.Second
 
-// filterless reports whether user was found without a filter less than
-// noFilterTTL ago.
-func (l *Listener) filterless(user string) bool {
-	l.nfMu.Lock()
-	defer l.nfMu.Unlock()
-	t, ok := l.noFilter[user]
-	return ok && time.Since(t) < noFilterTTL
+// rcptUndecidable reports whether RCPT-time evaluation was found unable to
+// decide for user less than skipRcptTTL ago.
+func (l *Listener) rcptUndecidable(user string) bool {
+	l.srMu.Lock()
+	defer l.srMu.Unlock()
+	t, ok := l.skipRcpt[user]
+	return ok && time.Since(t) < skipRcptTTL
 }
 
-// learnFilter records what a reply for a default-destination job said
-// about user's filter.
-func (l *Listener) learnFilter(user string, rep *job.Reply) {
+// learnRcpt records what a reply for a default-destination job said
+// about RCPT-time evaluation for user.
+func (l *Listener) learnRcpt(user string, rep *job.Reply) {
 	if !rep.Status.OK() && !rep.Decided {
 		return // a failed job says nothing either way
 	}
-	l.nfMu.Lock()
-	defer l.nfMu.Unlock()
-	if rep.NoFilter {
-		if len(l.noFilter) > 10000 {
-			clear(l.noFilter) // bounded; a miss costs one round trip
+	l.srMu.Lock()
+	defer l.srMu.Unlock()
+	if rep.SkipRcpt {
+		if len(l.skipRcpt) > 10000 {
+			clear(l.skipRcpt) // bounded; a miss costs one round trip
 		}
-		l.noFilter[user] = time.Now()
+		l.skipRcpt[user] = time.Now()
 	} else {
-		delete(l.noFilter, user)
+		delete(l.skipRcpt, user)
 	}
 }
 
@@ -149,7 +150,7 @@ func newListener(log *slog.Logger) (*Listener, error) {
 	l := &Listener{
 		cfg: cfg, sys: sys, peers: peers, log: log,
 		ctl:      ctl,
-		noFilter: map[string]time.Time{},
+		skipRcpt: map[string]time.Time{},
 		waiting:  map[uint64]chan reply{},
 		conns:    make(chan struct{}, cfg.Limits.Connections),
 		sessions: map[*lmtp.Session]bool{},
@@ -413,7 +414,7 @@ func (l *Listener) deliverQuiet(u *userdb.User, req *job.Request, msg *os.File, 
 		if ok {
 			rep := &job.Reply{Status: out.Status}
 			if r := out.Result; r != nil {
-				rep.Actions, rep.Decided, rep.NoFilter = r.Actions, r.Decided, r.NoFilter
+				rep.Actions, rep.Decided, rep.SkipRcpt = r.Actions, r.Decided, r.SkipRcpt
 			}
 			if quiet {
 				attrs = delivery.OutcomeAttrs(out)
@@ -632,11 +633,11 @@ func (b *backend) Rcpt(r lmtp.Recipient) *status.Status {
 	}
 	// RCPT-time Sieve: where the user's filter rejects on the envelope
 	// alone, refuse now instead of accepting and bouncing later.
-	if req.Kind == job.KindDefault && cfg.RcptSieve && !b.l.filterless(u.Name) {
+	if req.Kind == job.KindDefault && cfg.RcptSieve && !b.l.rcptUndecidable(u.Name) {
 		env := *req
 		env.Op, env.Received = job.ModeEnvelope, ""
 		rep := b.l.deliver(u, &env, nil)
-		b.l.learnFilter(u.Name, rep)
+		b.l.learnRcpt(u.Name, rep)
 		if rep.Decided && rep.Status.Permanent() {
 			b.l.log.Info("recipient", "session", b.session, "recipient", r.Addr, "user", u.Name,
 				"status", fmt.Sprintf("%d %s", rep.Status.Code, rep.Status.Enhanced), "stage", "rcpt-sieve")
@@ -685,7 +686,7 @@ func (b *backend) Data(msg *os.File, size int64, rcpts []lmtp.Recipient) []lmtp.
 			start := time.Now()
 			rep, outcome := b.l.deliverQuiet(u, &req, msg, true)
 			if req.Kind == job.KindDefault {
-				b.l.learnFilter(req.User, rep)
+				b.l.learnRcpt(req.User, rep)
 			}
 			st := rep.Status
 			var lines []string

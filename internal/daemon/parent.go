@@ -527,7 +527,7 @@ func (p *Parent) handle(agent *delivery.Agent, cfg *Config, ds *directSet, req *
 	})
 	rep := &job.Reply{Status: out.Status}
 	if out.Result != nil {
-		rep.Actions, rep.Decided, rep.NoFilter = out.Result.Actions, out.Result.Decided, out.Result.NoFilter
+		rep.Actions, rep.Decided, rep.SkipRcpt = out.Result.Actions, out.Result.Decided, out.Result.SkipRcpt
 	}
 	return rep, nil
 }

@@ -233,3 +233,46 @@ func TestSieveDeliverRedirect(t *testing.T) {
 		t.Fatalf("failed submission: exit %d, want 75", r.exit)
 	}
 }
+
+// TestSieveRcptSkip: a script that reads the message before anything of
+// the envelope can never be decided at RCPT time, so the listener stops
+// asking for 2 seconds after a job says so, as it does for a user without
+// a filter. A script changed within that window still applies after DATA,
+// and at RCPT time once the window has passed.
+func TestSieveRcptSkip(t *testing.T) {
+	f := newFixture(t)
+	u := f.u1
+	script := filepath.Join(u.Home, ".lda.sieve")
+	testutil.WriteFile(t, script, []byte(`require "fileinto";
+if header :contains "subject" "work" { fileinto "Work"; }
+`), 0o600, u.UID, u.GID)
+	d := startDaemon(t, f, "")
+	defer func() {
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", d.stderr)
+		}
+	}()
+	cl := dialLMTP(t, d.socket)
+	cl.cmd("LHLO mta.test", "250")
+	cl.cmd("MAIL FROM:<friend@example.org>", "250")
+	cl.cmd("RCPT TO:<"+u.Name+"@example.org>", "250")
+	cl.cmd("DATA", "354")
+	fmt.Fprintf(cl.c, "Subject: work stuff\r\n\r\nx\r\n.\r\n")
+	cl.expect("250 2.0.0")
+	if n := countNew(t, filepath.Join(u.Home, "Maildir", ".Work", "new")); n != 1 {
+		t.Fatalf(".Work/new holds %d", n)
+	}
+	// Now a script that rejects on the envelope alone.
+	if err := os.WriteFile(script, []byte(userScript), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cl.cmd("MAIL FROM:<spam@bad.example>", "250")
+	cl.cmd("RCPT TO:<"+u.Name+"@example.org>", "250") // not asked: the last script could not decide
+	cl.cmd("DATA", "354")
+	fmt.Fprintf(cl.c, "Subject: hello\r\n\r\nx\r\n.\r\n")
+	cl.expect("550 5.7.1 we do not want this")
+	time.Sleep(2200 * time.Millisecond)
+	cl.cmd("MAIL FROM:<spam@bad.example>", "250")
+	cl.cmd("RCPT TO:<"+u.Name+"@example.org>", "550 5.7.1 we do not want this")
+	cl.cmd("RSET", "250")
+}

@@ -132,9 +132,10 @@ type Reply struct {
 	Status  *status.Status
 	Actions []string // Sieve actions, as in Result
 	Decided bool     // ModeEnvelope: decided by the envelope alone
-	// NoFilter: the user had no filter when the job ran (the listener
-	// then skips RCPT-time evaluation for a while).
-	NoFilter bool
+	// SkipRcpt: RCPT-time evaluation could decide nothing for the user
+	// when the job ran (see Result.SkipRcpt); the listener then skips it
+	// for a while.
+	SkipRcpt bool
 	// OpWorker: the worker's id and pid, and the bind record root gave
 	// it (the worker's socket travels with the reply).
 	Worker uint64
@@ -145,9 +146,9 @@ type Reply struct {
 // Encode returns the wire form of r ("lda-rep 1").
 func (r *Reply) Encode() []byte {
 	st := r.Status
-	b := []byte(fmt.Sprintf("lda-rep %d\nid %d\nstatus %s\nactions %s\ndecided %t\nnofilter %t\n", Version, r.ID,
+	b := []byte(fmt.Sprintf("lda-rep %d\nid %d\nstatus %s\nactions %s\ndecided %t\nskiprcpt %t\n", Version, r.ID,
 		xtext.Encode(fmt.Sprintf("%d %s %s", st.Code, st.Enhanced, status.Sanitize(st.Text))),
-		xtext.Encode(EncodeActions(r.Actions)), r.Decided, r.NoFilter))
+		xtext.Encode(EncodeActions(r.Actions)), r.Decided, r.SkipRcpt))
 	if r.Bind != nil {
 		rec, err := r.Bind.Encode()
 		if err == nil {
@@ -157,7 +158,7 @@ func (r *Reply) Encode() []byte {
 	return append(b, "end\n"...)
 }
 
-var replyKeys = map[string]bool{"id": true, "status": true, "actions": true, "decided": true, "nofilter": true,
+var replyKeys = map[string]bool{"id": true, "status": true, "actions": true, "decided": true, "skiprcpt": true,
 	"worker": true, "pid": true, "bind": true}
 
 // DecodeReply parses a reply; its status is validated as in DecodeResult.
@@ -182,12 +183,12 @@ func DecodeReply(data []byte) (*Reply, error) {
 	default:
 		return nil, errors.New("job: bad decided flag")
 	}
-	switch rec.fields["nofilter"] {
+	switch rec.fields["skiprcpt"] {
 	case "true":
-		rep.NoFilter = true
+		rep.SkipRcpt = true
 	case "false", "":
 	default:
-		return nil, errors.New("job: bad nofilter flag")
+		return nil, errors.New("job: bad skiprcpt flag")
 	}
 	f := rec.fields
 	if _, ok := f["bind"]; ok {

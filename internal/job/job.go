@@ -415,14 +415,17 @@ type Result struct {
 	// "discard".
 	Actions []string
 	Decided bool // ModeEnvelope: the envelope alone decided the outcome
-	// NoFilter: the user has no filter of their own and there is no
-	// system script (a default-destination job only).
-	NoFilter bool
+	// SkipRcpt: RCPT-time evaluation can decide nothing for this user
+	// (a default-destination job only): there is no script at all (theirs
+	// or the system's), or the scripts read the message before anything
+	// of the envelope, so that no envelope can decide at RCPT time
+	// (sieve.Outcome.MessageFirst).
+	SkipRcpt bool
 }
 
 var resultKeys = map[string]bool{
 	"progress": true, "status": true, "detail": true, "where": true, "rule": true, "warning": true,
-	"actions": true, "decided": true, "nofilter": true,
+	"actions": true, "decided": true, "skiprcpt": true,
 }
 
 // ResultHeader is the first line of a result; a worker writes it, then
@@ -452,8 +455,8 @@ func EncodeResultBody(r *Result) []byte {
 	if r.Decided {
 		kv("decided", "true")
 	}
-	if r.NoFilter {
-		kv("nofilter", "true")
+	if r.SkipRcpt {
+		kv("skiprcpt", "true")
 	}
 	b.WriteString("end\n")
 	return b.Bytes()
@@ -542,12 +545,12 @@ func DecodeResult(data []byte) (*Result, error) {
 	default:
 		return nil, errors.New("job: bad decided flag")
 	}
-	switch f["nofilter"] {
+	switch f["skiprcpt"] {
 	case "", "false":
 	case "true":
-		r.NoFilter = true
+		r.SkipRcpt = true
 	default:
-		return nil, errors.New("job: bad nofilter flag")
+		return nil, errors.New("job: bad skiprcpt flag")
 	}
 	return r, nil
 }

@@ -173,3 +173,43 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// TestFilterFlags: what a worker says about the filter (the actions, and
+// whether the envelope decided or RCPT-time evaluation is pointless)
+// survives the worker's result and root's reply, and a flag that is not
+// true or false is refused.
+func TestFilterFlags(t *testing.T) {
+	for _, tc := range []struct {
+		name              string
+		decided, skipRcpt bool
+	}{
+		{"neither", false, false},
+		{"decided", true, false},
+		{"skip at RCPT time", false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := &Result{Status: status.Delivered, Actions: []string{"keep"}, Decided: tc.decided, SkipRcpt: tc.skipRcpt}
+			r, err := DecodeResult(append(ResultHeader(), EncodeResultBody(res)...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Decided != tc.decided || r.SkipRcpt != tc.skipRcpt || len(r.Actions) != 1 || r.Actions[0] != "keep" {
+				t.Fatalf("result round trip: %+v", r)
+			}
+			rep, err := DecodeReply((&Reply{ID: 1, Status: status.Delivered, Actions: r.Actions, Decided: r.Decided, SkipRcpt: r.SkipRcpt}).Encode())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.Decided != tc.decided || rep.SkipRcpt != tc.skipRcpt {
+				t.Fatalf("reply round trip: %+v", rep)
+			}
+		})
+	}
+	bad := strings.Replace(string((&Reply{ID: 1, Status: status.Delivered}).Encode()), "skiprcpt false", "skiprcpt maybe", 1)
+	if !strings.Contains(bad, "skiprcpt maybe") {
+		t.Fatalf("no skiprcpt line in\n%s", bad)
+	}
+	if r, err := DecodeReply([]byte(bad)); err == nil {
+		t.Fatalf("accepted %+v", r)
+	}
+}

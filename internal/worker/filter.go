@@ -180,7 +180,7 @@ func filter(p *policy.Policy, u policy.User, t *task, res *job.Result) (handled 
 		res.Warning = "user sieve script: " + userErr.Error()
 	}
 	if len(scripts) == 0 {
-		res.NoFilter = userErr == nil
+		res.SkipRcpt = userErr == nil
 		if j.Mode == job.ModeEnvelope || j.Mode == job.ModeFilter {
 			res.Status, res.Actions, res.Decided = status.Delivered, []string{"keep"}, true
 			return true
@@ -197,6 +197,7 @@ func filter(p *policy.Policy, u policy.User, t *task, res *job.Result) (handled 
 			return true
 		}
 		res.Decided = decided && out.ScriptError == nil
+		res.SkipRcpt = out.MessageFirst
 		res.Actions = describe(out.Actions)
 		res.Status = status.Delivered
 		if res.Decided {
@@ -226,6 +227,7 @@ func filter(p *policy.Policy, u policy.User, t *task, res *job.Result) (handled 
 		res.Warning = "sieve: " + out.ScriptError.Error()
 	}
 	res.Actions = describe(out.Actions)
+	res.SkipRcpt = out.MessageFirst
 	if r := rejection(out.Actions); r != nil {
 		res.Status = r
 		return true
