@@ -15,7 +15,11 @@
 # "{max_idle: 12, idle_time: 10s, max_deliveries: 1000}", room for a
 # warm worker for each of the 10 users; "none" to
 # leave it out), SOAK_KEEP=1 keeps the work directory, LDA_REV=COMMIT
-# builds lda from that commit (git archive) instead of the working tree.
+# builds lda from that commit (git archive) instead of the working tree,
+# SOAK_SIEVE=FILE gives every user FILE as ~/.lda.sieve (it runs for the
+# five Maildir users, whose destination is the default; the mbox ones are
+# sent XLDA-DEST). It must keep every message, as bench/typical.sieve
+# does, so that the counts hold.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 repo=$(pwd)
@@ -76,6 +80,9 @@ for u in "${users[@]}" "$luser"; do
 	mkdir -p "$work/home/$u"
 	chown "$u:$u" "$work/home/$u"
 	chmod 700 "$work/home/$u"
+	if [ -n "${SOAK_SIEVE:-}" ] && [ "$u" != "$luser" ]; then
+		install -m 600 -o "$u" -g "$u" "$SOAK_SIEVE" "$work/home/$u/.lda.sieve"
+	fi
 	uid=$(id -u "$u")
 	[ "$uid" -ge 1000 ] || { echo "soak.sh: $u got uid $uid < 1000" >&2; exit 2; }
 done
