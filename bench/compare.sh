@@ -23,6 +23,10 @@
 #   KEEP=0          1: keep the temporary directory (logs, mailboxes)
 #   RESET=retire    how the last run's Maildirs go: moved aside (retire)
 #                   or removed at once (remove); see retire in lib.sh
+#   SIEVE=          a Sieve script every user gets, as ~/.dovecot.sieve,
+#                   which lda reads when there is no ~/.lda.sieve and
+#                   Dovecot's LMTP runs through Pigeonhole (installs
+#                   dovecot-sieve); the Maildir matrix only
 #   HOMES=disk      tmpfs: run in a private mount namespace with a tmpfs
 #                   on the temporary directory (homes, Maildirs, raw
 #                   ceiling) and another on /var/mail, where fsync costs
@@ -49,6 +53,12 @@ tmpfs)
 *) echo "HOMES is disk or tmpfs" >&2; exit 2 ;;
 esac
 
+SIEVE=${SIEVE:-}
+if [ -n "$SIEVE" ]; then
+	[ -r "$SIEVE" ] || { echo "SIEVE=$SIEVE: no such file" >&2; exit 2; }
+	SIEVE=$(realpath "$SIEVE")
+fi
+
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$HERE")
 # shellcheck source=bench/lib.sh
@@ -68,6 +78,9 @@ LDA_REV=${LDA_REV:-}
 WORKERS=${WORKERS:-auto}
 MATRICES=${MATRICES:-maildir mbox}
 KEEP=${KEEP:-0}
+if [ -n "$SIEVE" ] && [ "$MATRICES" != maildir ]; then
+	die "SIEVE applies to the Maildir matrix only (mail.local has no filter): set MATRICES=maildir"
+fi
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 TSV=${TSV:-/tmp/lda-bench-$STAMP.tsv}
 NUSERS=10
@@ -130,6 +143,11 @@ say "dovecot $(dovecot --version)"
 
 remove_bench_users # an aborted earlier run's
 create_bench_users
+if [ -n "$SIEVE" ]; then
+	[ -f /usr/lib/dovecot/modules/lib90_sieve_plugin.so ] || run apt-get install -y -q dovecot-sieve >/dev/null
+	for u in $BENCH_USERS; do install -m 600 -o "$u" -g "$u" "$SIEVE" "$BASE/home/$u/.dovecot.sieve"; done
+	say "every user's ~/.dovecot.sieve is $SIEVE (lda and Dovecot read it)"
+fi
 
 build_tools "$BASE/bin" bench/lmtpload bench/rawceiling
 say "lda: $LDA_DESC"
@@ -182,6 +200,18 @@ service lmtp {
   }
 }
 EOF
+	if [ -n "$SIEVE" ]; then
+		cat >>"$DOVECOT_CONF" <<EOF
+# SIEVE: every user's ~/.dovecot.sieve, compiled by Pigeonhole into
+# ~/.dovecot.svbin on first use and kept while the script is unchanged.
+protocol lmtp {
+  mail_plugins = \$mail_plugins sieve
+}
+plugin {
+  sieve = file:~/.dovecot.sieve
+}
+EOF
+	fi
 	say "starting Dovecot: dovecot -c $DOVECOT_CONF"
 	run dovecot -c "$DOVECOT_CONF"
 	local pid
@@ -443,9 +473,17 @@ for m in $MATRICES; do
 		say "Maildir matrix: Dovecot LMTP vs lda (default ~/Maildir) vs rawceiling"
 		start_dovecot
 		smoke dovecot "$DOVECOT_SOCK" maildir
+		if [ -n "$SIEVE" ]; then
+			compgen -G "$BASE/home/*/.dovecot.svbin" >/dev/null || die "SIEVE: Dovecot did not compile the script (no ~/.dovecot.svbin)"
+			say "Dovecot ran the script (it compiled $(compgen -G "$BASE/home/*/.dovecot.svbin" | head -1))"
+		fi
 		start_lda maildir '{maildir: ~/Maildir}'
 		say "lda warm-workers section: $LDA_WORKERS"
 		smoke lda "$LDA_SOCK" maildir
+		if [ -n "$SIEVE" ]; then
+			grep -q 'msg=recipient .*actions=keep' "$BASE/lda-maildir/lda.log" || die "SIEVE: lda did not run the script (no actions=keep in its log)"
+			say "lda ran the script (actions=keep in its log)"
+		fi
 		run_matrix maildir dovecot lda raw "${MAILDIR_CELLS[@]}"
 		stop_lda
 		stop_dovecot
@@ -518,7 +556,7 @@ table() {
 
 echo
 say "results (medians of $REPS repetitions x $MESSAGES messages; d/s = successful recipient deliveries per second)"
-echo "lda: $LDA_DESC; warm-workers section: ${LDA_WORKERS:-?}; dovecot $(dovecot --version | cut -d' ' -f1); mail.local from $MAIL_LOCAL_DEB; pipelining: $PIPELINING; chunking: $CHUNKING${CHUNK_FLAG:+ (lda and Dovecot send BDAT; mail.local, without CHUNKING, DATA)}"
+echo "lda: $LDA_DESC; warm-workers section: ${LDA_WORKERS:-?}; dovecot $(dovecot --version | cut -d' ' -f1); mail.local from $MAIL_LOCAL_DEB; pipelining: $PIPELINING; chunking: $CHUNKING${CHUNK_FLAG:+ (lda and Dovecot send BDAT; mail.local, without CHUNKING, DATA)}; sieve: ${SIEVE:-none}"
 echo "machine: $(nproc) CPUs, Linux $(uname -r), homes on $(findmnt -no FSTYPE -T "$BASE") ($(findmnt -no OPTIONS -T "$BASE" | cut -d, -f1-3)), /var/mail on $(findmnt -no FSTYPE -T /var/mail); 1-min load average before the runs: $(awk -F'\t' 'NR > 1 { print $NF }' "$TSV" | sort -g | sed -n '1p;$p' | paste -sd- -)"
 echo
 for m in $MATRICES; do
