@@ -19,6 +19,15 @@
 //   - scripts are limited in size, tokens and variables, and each run has a
 //     deadline.
 //
+// At RCPT time (RunEnvelope) every access to the message and to the
+// envelope is recorded. A run that touches no part of the message is
+// decided, and equals Run on every message; a run that reaches the message
+// before reading anything of the envelope (Outcome.MessageFirst) would
+// reach it there for every envelope, so the caller may stop asking at RCPT
+// time until the scripts change. Both are property-tested over generated
+// scripts, envelopes and messages. A *Script is never changed by a run, so
+// a caller may keep one while its file is unchanged.
+//
 // Any runtime error of a script, and any invalid action, discards every
 // action of every script and yields exactly one implicit Keep together with
 // Outcome.ScriptError. Only temporary failures (deadline, I/O) are returned
