@@ -146,7 +146,7 @@ type Reply struct {
 // Encode returns the wire form of r ("lda-rep 1").
 func (r *Reply) Encode() []byte {
 	st := r.Status
-	b := []byte(fmt.Sprintf("lda-rep %d\nid %d\nstatus %s\nactions %s\ndecided %t\nskiprcpt %t\n", Version, r.ID,
+	b := []byte(fmt.Sprintf("lda-rep %d\nid %d\nstatus %s\nactions %s\ndecided %t\nnofilter %t\n", Version, r.ID,
 		xtext.Encode(fmt.Sprintf("%d %s %s", st.Code, st.Enhanced, status.Sanitize(st.Text))),
 		xtext.Encode(EncodeActions(r.Actions)), r.Decided, r.SkipRcpt))
 	if r.Bind != nil {
@@ -158,7 +158,7 @@ func (r *Reply) Encode() []byte {
 	return append(b, "end\n"...)
 }
 
-var replyKeys = map[string]bool{"id": true, "status": true, "actions": true, "decided": true, "skiprcpt": true,
+var replyKeys = map[string]bool{"id": true, "status": true, "actions": true, "decided": true, "nofilter": true,
 	"worker": true, "pid": true, "bind": true}
 
 // DecodeReply parses a reply; its status is validated as in DecodeResult.
@@ -183,12 +183,12 @@ func DecodeReply(data []byte) (*Reply, error) {
 	default:
 		return nil, errors.New("job: bad decided flag")
 	}
-	switch rec.fields["skiprcpt"] {
+	switch rec.fields["nofilter"] {
 	case "true":
 		rep.SkipRcpt = true
 	case "false", "":
 	default:
-		return nil, errors.New("job: bad skiprcpt flag")
+		return nil, errors.New("job: bad nofilter flag")
 	}
 	f := rec.fields
 	if _, ok := f["bind"]; ok {

@@ -419,13 +419,15 @@ type Result struct {
 	// (a default-destination job only): there is no script at all (theirs
 	// or the system's), or the scripts read the message before anything
 	// of the envelope, so that no envelope can decide at RCPT time
-	// (sieve.Outcome.MessageFirst).
+	// (sieve.Outcome.MessageFirst). On the wire it keeps its first name,
+	// "nofilter", so that processes started from a binary replaced under a
+	// running daemon still understand each other.
 	SkipRcpt bool
 }
 
 var resultKeys = map[string]bool{
 	"progress": true, "status": true, "detail": true, "where": true, "rule": true, "warning": true,
-	"actions": true, "decided": true, "skiprcpt": true,
+	"actions": true, "decided": true, "nofilter": true,
 }
 
 // ResultHeader is the first line of a result; a worker writes it, then
@@ -456,7 +458,7 @@ func EncodeResultBody(r *Result) []byte {
 		kv("decided", "true")
 	}
 	if r.SkipRcpt {
-		kv("skiprcpt", "true")
+		kv("nofilter", "true")
 	}
 	b.WriteString("end\n")
 	return b.Bytes()
@@ -545,12 +547,12 @@ func DecodeResult(data []byte) (*Result, error) {
 	default:
 		return nil, errors.New("job: bad decided flag")
 	}
-	switch f["skiprcpt"] {
+	switch f["nofilter"] {
 	case "", "false":
 	case "true":
 		r.SkipRcpt = true
 	default:
-		return nil, errors.New("job: bad skiprcpt flag")
+		return nil, errors.New("job: bad nofilter flag")
 	}
 	return r, nil
 }

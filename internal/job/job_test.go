@@ -205,11 +205,18 @@ func TestFilterFlags(t *testing.T) {
 			}
 		})
 	}
-	bad := strings.Replace(string((&Reply{ID: 1, Status: status.Delivered}).Encode()), "skiprcpt false", "skiprcpt maybe", 1)
-	if !strings.Contains(bad, "skiprcpt maybe") {
-		t.Fatalf("no skiprcpt line in\n%s", bad)
+	bad := strings.Replace(string((&Reply{ID: 1, Status: status.Delivered}).Encode()), "nofilter false", "nofilter maybe", 1)
+	if !strings.Contains(bad, "nofilter maybe") {
+		t.Fatalf("no nofilter line in\n%s", bad)
 	}
 	if r, err := DecodeReply([]byte(bad)); err == nil {
+		t.Fatalf("accepted %+v", r)
+	}
+	badRes := strings.Replace(string(append(ResultHeader(), EncodeResultBody(&Result{Status: status.Delivered, SkipRcpt: true})...)), "nofilter true", "nofilter maybe", 1)
+	if !strings.Contains(badRes, "nofilter maybe") {
+		t.Fatalf("no nofilter line in\n%s", badRes)
+	}
+	if r, err := DecodeResult([]byte(badRes)); err == nil {
 		t.Fatalf("accepted %+v", r)
 	}
 }
