@@ -58,7 +58,15 @@ type Listener struct {
 	// is never wrong: the filter, whatever it has become since, still
 	// runs after DATA.
 	srMu     sync.Mutex
-	skipRcpt map[string]time.Time
+	skipRcpt map[string]rcptSeen
+	srReset  time.Time // when skipRcpt was last emptied to bound it
+}
+
+// rcptSeen is what the jobs of one user last said about RCPT-time
+// evaluation.
+type rcptSeen struct {
+	skip    time.Time // when a job last found it unable to decide (zero: not since cleared)
+	cleared time.Time // when a job last found it able to
 }
 
 // skipRcptTTL is how long such a user is not asked again at RCPT time.
@@ -69,26 +77,35 @@ const skipRcptTTL = 2 * time.Second
 func (l *Listener) rcptUndecidable(user string) bool {
 	l.srMu.Lock()
 	defer l.srMu.Unlock()
-	t, ok := l.skipRcpt[user]
-	return ok && time.Since(t) < skipRcptTTL
+	st, ok := l.skipRcpt[user]
+	return ok && !st.skip.IsZero() && time.Since(st.skip) < skipRcptTTL
 }
 
-// learnRcpt records what a reply for a default-destination job said
-// about RCPT-time evaluation for user.
-func (l *Listener) learnRcpt(user string, rep *job.Reply) {
+// learnRcpt records what a reply for a default-destination job, started
+// at started, said about RCPT-time evaluation for user. A job that found
+// it unable to decide, but started before another found it able to (a
+// delivery of the old script that waited on a lock while the user
+// changed it), says nothing: it must not reopen the skip.
+func (l *Listener) learnRcpt(user string, rep *job.Reply, started time.Time) {
 	if !rep.Status.OK() && !rep.Decided {
 		return // a failed job says nothing either way
 	}
 	l.srMu.Lock()
 	defer l.srMu.Unlock()
+	st := l.skipRcpt[user]
 	if rep.SkipRcpt {
-		if len(l.skipRcpt) > 10000 {
-			clear(l.skipRcpt) // bounded; a miss costs one round trip
+		if started.Before(st.cleared) || started.Before(l.srReset) {
+			return
 		}
-		l.skipRcpt[user] = time.Now()
+		st.skip = time.Now()
 	} else {
-		delete(l.skipRcpt, user)
+		st = rcptSeen{cleared: time.Now()}
 	}
+	if _, ok := l.skipRcpt[user]; !ok && len(l.skipRcpt) >= 10000 {
+		clear(l.skipRcpt) // bounded; a miss costs one round trip
+		l.srReset = time.Now()
+	}
+	l.skipRcpt[user] = st
 }
 
 // ListenerMain is `lda listener`, started by the parent as the listener
@@ -150,7 +167,7 @@ func newListener(log *slog.Logger) (*Listener, error) {
 	l := &Listener{
 		cfg: cfg, sys: sys, peers: peers, log: log,
 		ctl:      ctl,
-		skipRcpt: map[string]time.Time{},
+		skipRcpt: map[string]rcptSeen{},
 		waiting:  map[uint64]chan reply{},
 		conns:    make(chan struct{}, cfg.Limits.Connections),
 		sessions: map[*lmtp.Session]bool{},
@@ -636,8 +653,9 @@ func (b *backend) Rcpt(r lmtp.Recipient) *status.Status {
 	if req.Kind == job.KindDefault && cfg.RcptSieve && !b.l.rcptUndecidable(u.Name) {
 		env := *req
 		env.Op, env.Received = job.ModeEnvelope, ""
+		started := time.Now()
 		rep := b.l.deliver(u, &env, nil)
-		b.l.learnRcpt(u.Name, rep)
+		b.l.learnRcpt(u.Name, rep, started)
 		if rep.Decided && rep.Status.Permanent() {
 			b.l.log.Info("recipient", "session", b.session, "recipient", r.Addr, "user", u.Name,
 				"status", fmt.Sprintf("%d %s", rep.Status.Code, rep.Status.Enhanced), "stage", "rcpt-sieve")
@@ -686,7 +704,7 @@ func (b *backend) Data(msg *os.File, size int64, rcpts []lmtp.Recipient) []lmtp.
 			start := time.Now()
 			rep, outcome := b.l.deliverQuiet(u, &req, msg, true)
 			if req.Kind == job.KindDefault {
-				b.l.learnRcpt(req.User, rep)
+				b.l.learnRcpt(req.User, rep, start)
 			}
 			st := rep.Status
 			var lines []string
