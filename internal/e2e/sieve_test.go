@@ -115,11 +115,15 @@ func TestSieveServe(t *testing.T) {
 		cl.cmd("RSET", "250")
 	})
 	t.Run("an edit reaches the next message, though the worker keeps its parse", func(t *testing.T) {
-		// The script has been left alone for more than a second (the
-		// subtest before slept), so the warm worker keeps what it parsed.
-		// An edit in place, to the same inode and the same size, that
-		// only the file's times tell apart, must still be seen at once.
+		// Once the script has been left alone for longer than the worker's
+		// settle time (3 s), the warm worker keeps what it parsed. An edit
+		// in place, to the same inode and the same size, that only the
+		// file's times tell apart, must still be seen at once.
 		script := filepath.Join(u.Home, ".lda.sieve")
+		if err := os.WriteFile(script, []byte(userScript), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(3300 * time.Millisecond)
 		for range 2 {
 			cl.cmd("MAIL FROM:<spam@bad.example>", "250")
 			cl.cmd("RCPT TO:<"+u.Name+"@example.org>", "550 5.7.1 we do not want this")

@@ -18,11 +18,15 @@ import (
 // "Provably" is the identity fstat gives of the descriptor that was read:
 // device, inode, size, modification and change times. The change time
 // cannot be set by the file's owner, and any write or rename moves it. One
-// hole is left by time itself: file systems stamp times from a clock that
-// ticks in jiffies, so a write in the same tick as the read could leave the
-// times as they were. So a file changed less than settle before it was
-// read is parsed but not kept (git's "racily clean" rule), and the next
-// job parses it again.
+// hole is left by time itself: a file system stamps times from the
+// kernel's coarse clock, which lags the real one by up to a jiffy, in its
+// own granularity (a second on ext3, on ext4 with small inodes and on some
+// NFS servers); so a write just after the read could leave the times as
+// they were. A file changed less than settle before it was read is
+// therefore parsed but not kept (git's "racily clean" rule), and the next
+// job parses it again. On a network file system whose server's clock is
+// behind ours by more than settle the rule is weaker; the worst that can
+// happen is that the user's own file is read stale until it changes again.
 type fileCache[T any] struct {
 	mu sync.Mutex
 	m  map[string]cached[T]
@@ -42,11 +46,12 @@ type fileID struct {
 
 const (
 	// settle is how long a file must have been left alone before its
-	// parse is kept: far more than any file system's timestamp tick.
-	settle = time.Second
-	// maxCached bounds a cache. A worker reads at most four files per job
-	// (the user's policy, the system's two Sieve scripts and the user's);
-	// a full cache is emptied, never grown.
+	// parse is kept: a one-second timestamp granularity, plus the coarse
+	// clock's lag, plus a margin.
+	settle = 3 * time.Second
+	// maxCached bounds a cache. A worker reads at most three scripts per
+	// job (the system's two and the user's) and one policy file, each kind
+	// in its own cache; a full cache is emptied, never grown.
 	maxCached = 8
 )
 

@@ -3,6 +3,7 @@ package worker
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,8 +22,24 @@ func statPath(t *testing.T, path string) *unix.Stat_t {
 	return &st
 }
 
-// tick waits long enough for the file system's timestamps to move on.
-func tick() { time.Sleep(30 * time.Millisecond) }
+// tick waits until the file system that holds path stamps a new change
+// with a later time than path's, so that a change made now shows in the
+// times. It skips the test if that takes longer than a few seconds.
+func tick(t *testing.T, path string) {
+	t.Helper()
+	old := statPath(t, path).Ctim
+	probe := filepath.Join(filepath.Dir(path), ".tick")
+	defer os.Remove(probe)
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if err := os.WriteFile(probe, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if c := statPath(t, probe).Ctim; c.Sec > old.Sec || c.Sec == old.Sec && c.Nsec > old.Nsec {
+			return
+		}
+	}
+	t.Skip("the file system's timestamps did not move in 3 s")
+}
 
 func TestFileCache(t *testing.T) {
 	later := func() time.Time { return time.Now().Add(2 * settle) } // as if read long after the last change
@@ -36,7 +53,7 @@ func TestFileCache(t *testing.T) {
 		{"unchanged", later, nil, "k", true},
 		{"changed just before it was read", time.Now, nil, "k", false},
 		{"rewritten in place, same size", later, func(t *testing.T, p string) {
-			tick()
+			tick(t, p)
 			if err := os.WriteFile(p, []byte("version 2"), 0o600); err != nil {
 				t.Fatal(err)
 			}
@@ -50,7 +67,7 @@ func TestFileCache(t *testing.T) {
 			}
 		}, "k", false},
 		{"mode changed", later, func(t *testing.T, p string) {
-			tick()
+			tick(t, p)
 			if err := os.Chmod(p, 0o644); err != nil {
 				t.Fatal(err)
 			}
@@ -120,7 +137,7 @@ func TestScriptCache(t *testing.T) {
 	if again := load(); again != first {
 		t.Fatal("an unchanged script was parsed again")
 	}
-	tick()
+	tick(t, path)
 	write(`require "envelope"; if envelope :is "from" "b@x.example" { discard; }` + "\n")
 	edited := load()
 	if edited == first {
@@ -157,7 +174,7 @@ func TestUserPolicyCache(t *testing.T) {
 	if again := load(sys); again != first {
 		t.Fatal("an unchanged policy file was parsed again")
 	}
-	tick()
+	tick(t, path)
 	write("version: 1\ndeny:\n  - {mbox: ~/bbb}\n")
 	edited := load(sys)
 	if edited == first {
@@ -168,5 +185,14 @@ func TestUserPolicyCache(t *testing.T) {
 	}
 	if other := load(policy.Default()); other == edited {
 		t.Fatal("a policy file parsed against one system policy was served for another")
+	}
+	// A kept parse does not outlive a change of mode: a file made
+	// writable by the group is ignored, with a warning.
+	load(sys)
+	if err := os.Chmod(path, 0o620); err != nil {
+		t.Fatal(err)
+	}
+	if up, warn, err := loadUser(sys, u); up != nil || err != nil || !strings.Contains(warn, "writable by group or others") {
+		t.Fatalf("a group-writable policy file: %v %q %v, want it ignored with a warning", up, warn, err)
 	}
 }
