@@ -40,6 +40,10 @@
 # instead of DATA; the revision must offer CHUNKING), so that
 # `bench/ab.sh HEAD HEAD+chunking` measures what BDAT saves.
 set -euo pipefail
+if [ -n "${SIEVE:-}" ]; then
+	[ -r "$SIEVE" ] || { echo "ab.sh: SIEVE=$SIEVE: no such file" >&2; exit 2; }
+	SIEVE=$(realpath "$SIEVE")
+fi
 cd "$(dirname "$0")/.."
 . bench/lib.sh
 [ "$(id -u)" = 0 ] || die "run as root"

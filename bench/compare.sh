@@ -144,7 +144,6 @@ say "dovecot $(dovecot --version)"
 remove_bench_users # an aborted earlier run's
 create_bench_users
 if [ -n "$SIEVE" ]; then
-	[ -f /usr/lib/dovecot/modules/lib90_sieve_plugin.so ] || run apt-get install -y -q dovecot-sieve >/dev/null
 	for u in $BENCH_USERS; do install -m 600 -o "$u" -g "$u" "$SIEVE" "$BASE/home/$u/.dovecot.sieve"; done
 	say "every user's ~/.dovecot.sieve is $SIEVE (lda and Dovecot read it)"
 fi

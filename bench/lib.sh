@@ -60,7 +60,10 @@ install_missing() {
 	[ -x /usr/lib/dovecot/lmtp ] || need+=(dovecot-lmtpd)
 	command -v socat >/dev/null || need+=(socat)
 	ldconfig -p | grep -q 'liblockfile\.so\.1 ' || need+=(liblockfile1) # mail.local needs it
-	[ ${#need[@]} -eq 0 ] && { say "Debian packages present: dovecot-core dovecot-lmtpd socat liblockfile1"; return 0; }
+	if [ -n "${SIEVE:-}" ] && [ ! -f /usr/lib/dovecot/modules/lib90_sieve_plugin.so ]; then
+		need+=(dovecot-sieve) # compare.sh SIEVE=: Pigeonhole
+	fi
+	[ ${#need[@]} -eq 0 ] && { say "Debian packages present: dovecot-core dovecot-lmtpd socat liblockfile1${SIEVE:+ dovecot-sieve}"; return 0; }
 	say "installing ${need[*]} (no service is started)"
 	local made_policy=
 	if [ ! -e /usr/sbin/policy-rc.d ]; then

@@ -21,6 +21,10 @@
 # sent XLDA-DEST). It must keep every message, as bench/typical.sieve
 # does, so that the counts hold.
 set -uo pipefail
+if [ -n "${SOAK_SIEVE:-}" ]; then
+	[ -r "$SOAK_SIEVE" ] || { echo "soak.sh: SOAK_SIEVE=$SOAK_SIEVE: no such file" >&2; exit 2; }
+	SOAK_SIEVE=$(realpath "$SOAK_SIEVE")
+fi
 cd "$(dirname "$0")/.." || exit 2
 repo=$(pwd)
 REPO=$repo
@@ -81,7 +85,7 @@ for u in "${users[@]}" "$luser"; do
 	chown "$u:$u" "$work/home/$u"
 	chmod 700 "$work/home/$u"
 	if [ -n "${SOAK_SIEVE:-}" ] && [ "$u" != "$luser" ]; then
-		install -m 600 -o "$u" -g "$u" "$SOAK_SIEVE" "$work/home/$u/.lda.sieve"
+		install -m 600 -o "$u" -g "$u" "$SOAK_SIEVE" "$work/home/$u/.lda.sieve" || { echo "soak.sh: cannot install $SOAK_SIEVE for $u" >&2; exit 2; }
 	fi
 	uid=$(id -u "$u")
 	[ "$uid" -ge 1000 ] || { echo "soak.sh: $u got uid $uid < 1000" >&2; exit 2; }
@@ -292,6 +296,11 @@ printf 'workers:  peak %d, after %ds idle %d (allowed %d; warm workers %s)\n' "$
 levels=$(grep -o 'level=[A-Z]*' "$work/lda.log" | sort | uniq -c | tr -s ' ' | tr '\n' ' ')
 echo "daemon log: $(wc -l <"$work/lda.log") lines; $levels"
 grep -m3 'level=ERROR' "$work/lda.log"
+if [ -n "${SOAK_SIEVE:-}" ]; then
+	filtered=$(grep -c 'msg=recipient .*actions=keep' "$work/lda.log")
+	echo "deliveries that ran the Sieve script: $filtered"
+	[ "$filtered" -gt 0 ] || bad "SOAK_SIEVE: no delivery ran the script (no actions=keep in the log)"
+fi
 
 # ---- stop, then mailcheck ----------------------------------------------------
 kill -TERM "$dpid"
