@@ -280,3 +280,42 @@ if header :contains "subject" "work" { fileinto "Work"; }
 	cl.cmd("RCPT TO:<"+u.Name+"@example.org>", "550 5.7.1 we do not want this")
 	cl.cmd("RSET", "250")
 }
+
+// TestSieveRunawayRetiresWorker: a script whose run outlives its time limit
+// gets 451 4.3.0, and the sieve package abandons the run still computing.
+// The warm worker that holds it must not go on serving with it (each
+// message would add another): it answers, says why in the log, and exits.
+func TestSieveRunawayRetiresWorker(t *testing.T) {
+	f := newFixture(t)
+	u := f.u1
+	pattern := strings.Repeat("*a", 1000) + "*b" // about 10 s to match against 400 KB of "a" here
+	testutil.WriteFile(t, filepath.Join(u.Home, ".lda.sieve"), []byte(`require "body";
+if body :raw :matches "`+pattern+`" { discard; }
+`), 0o600, u.UID, u.GID)
+	d := startDaemon(t, f, "workers: {max_idle: 8, idle_time: 1m, max_deliveries: 100}\n")
+	defer func() {
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", d.stderr)
+		}
+	}()
+	cl := dialLMTP(t, d.socket)
+	cl.cmd("LHLO mta.test", "250")
+	cl.cmd("MAIL FROM:<a@example.org>", "250")
+	cl.cmd("RCPT TO:<"+u.Name+"@example.org>", "250") // the script reads the message first
+	cl.cmd("DATA", "354")
+	fmt.Fprintf(cl.c, "Subject: slow\r\n\r\n%s\r\n.\r\n", strings.Repeat("a", 400000))
+	cl.expect("451 4.3.0")
+	waitFor(t, func() bool { return len(warmWorkers(f.bin, u.UID)) == 0 }, "the worker with the runaway run to exit")
+	if !strings.Contains(d.stderr.String(), "serving no other job") {
+		t.Fatal("the log does not say why the worker exited")
+	}
+	// The user's next message gets a fresh worker, and the same answer.
+	cl.cmd("MAIL FROM:<a@example.org>", "250")
+	cl.cmd("RCPT TO:<"+u.Name+"@example.org>", "250")
+	cl.cmd("DATA", "354")
+	fmt.Fprintf(cl.c, "Subject: slow\r\n\r\n%s\r\n.\r\n", strings.Repeat("a", 400000))
+	cl.expect("451 4.3.0")
+	if n := countNew(t, filepath.Join(u.Home, "Maildir", "new")); n != 0 {
+		t.Fatalf("%d messages delivered despite 451", n)
+	}
+}

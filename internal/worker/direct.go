@@ -112,7 +112,11 @@ func directJob(pkt []byte, f *os.File, bind *job.Job, sys *policy.System, rec *o
 		r.Mode, r.Folder, r.RecoverTmp = job.ModeRecover, folder, tmp
 		return setRecovery(rec, &r)
 	}}
-	return execute(sys, t), false
+	res = execute(sys, t)
+	if t.retire {
+		os.Stderr.WriteString("worker: a Sieve run failed or passed its time limit; serving no other job\n")
+	}
+	return res, t.retire
 }
 
 // admitDirect checks that j is a job the listener may give: a delivery,

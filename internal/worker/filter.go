@@ -194,6 +194,7 @@ func filter(p *policy.Policy, u policy.User, t *task, res *job.Result) (handled 
 		out, decided, err := sieve.RunEnvelope(ctx, scripts, env, sieveLimits)
 		if err != nil {
 			res.Status = status.Unknown.Wrapf("sieve at RCPT time: %v", err)
+			t.retire = true
 			return true
 		}
 		res.Decided = decided && out.ScriptError == nil
@@ -220,6 +221,7 @@ func filter(p *policy.Policy, u policy.User, t *task, res *job.Result) (handled 
 	if err != nil {
 		// A temporary failure (time limit, I/O): 4xx, not keep.
 		res.Status = status.Unknown.Wrapf("sieve: %v", err)
+		t.retire = true
 		return true
 	}
 	if out.ScriptError != nil {

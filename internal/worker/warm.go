@@ -57,7 +57,8 @@ func MainWarm() int {
 }
 
 // warmJob decodes and admits one job and runs it. stop is set when the
-// worker must not serve another job (a record it cannot trust).
+// worker must not serve another job (a record it cannot trust, or a job
+// that left a Sieve run behind).
 func warmJob(rec []byte, f *os.File, bound **job.Job, sys **policy.System, conn *seqpacket.Conn) (res *job.Result, stop bool) {
 	j, err := job.Decode(rec)
 	if err != nil {
@@ -82,5 +83,9 @@ func warmJob(rec []byte, f *os.File, bound **job.Job, sys **policy.System, conn 
 			progressLost(err)
 		}
 	}}
-	return execute(*sys, t), false
+	res = execute(*sys, t)
+	if t.retire {
+		os.Stderr.WriteString("worker: a Sieve run failed or passed its time limit; serving no other job\n")
+	}
+	return res, t.retire
 }

@@ -88,6 +88,12 @@ type task struct {
 	// creating, if set, is told the tmp/ name a Maildir delivery (into
 	// folder, "" for INBOX) is about to create; an error stops it.
 	creating func(folder, tmp string) error
+	// retire is set when the job left work behind in this process: a
+	// Sieve run past its time limit, which the sieve package abandons
+	// still running. A warm worker then serves no other job and exits
+	// after its answer, so that a script cannot pile up runaway runs in
+	// its user's worker.
+	retire bool
 }
 
 // rootCredentials reports whether any of the process's ids is root.
