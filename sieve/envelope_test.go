@@ -243,20 +243,27 @@ func checkInvariant(t *testing.T, scripts []*Script, env Envelope, msgs []string
 		return false
 	}
 	for _, raw := range msgs {
-		m, err := ParseMessage(strings.NewReader(raw), int64(len(raw)), Limits{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		full, err := Run(ctx, scripts, env, m, Limits{})
-		if err != nil {
-			t.Fatalf("Run: %v", err)
-		}
+		full := runOn(t, scripts, env, raw)
 		if !sameOutcome(envOut, full) {
 			t.Fatalf("RCPT-time decision differs from Run:\nenvelope %+v\nRCPT: %v / %v\nRun:  %v / %v\nmessage:\n%s",
 				env, envOut.Actions, envOut.ScriptError, full.Actions, full.ScriptError, raw)
 		}
 	}
 	return true
+}
+
+// runOn runs the scripts on the message raw.
+func runOn(t *testing.T, scripts []*Script, env Envelope, raw string) Outcome {
+	t.Helper()
+	m, err := ParseMessage(strings.NewReader(raw), int64(len(raw)), Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := Run(context.Background(), scripts, env, m, Limits{})
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	return out
 }
 
 // allEnvelopes are every envelope gen.envelope can make, and a few more.
@@ -282,14 +289,7 @@ func checkMessageFirst(t *testing.T, scripts []*Script, env Envelope, msgs []str
 		t.Fatalf("RunEnvelope: %v", err)
 	}
 	for _, raw := range msgs {
-		m, err := ParseMessage(strings.NewReader(raw), int64(len(raw)), Limits{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		full, err := Run(ctx, scripts, env, m, Limits{})
-		if err != nil {
-			t.Fatalf("Run: %v", err)
-		}
+		full := runOn(t, scripts, env, raw)
 		if full.MessageFirst != out.MessageFirst {
 			t.Fatalf("MessageFirst: %v at RCPT time, %v from Run (envelope %+v)\nmessage:\n%s", out.MessageFirst, full.MessageFirst, env, raw)
 		}

@@ -238,6 +238,24 @@ func TestSieveDeliverRedirect(t *testing.T) {
 	}
 }
 
+// sieveSession gives f.u1 the Sieve script, starts lda serve (with extra
+// configuration lines) and returns it with a client past LHLO. The
+// daemon's log is shown if the test fails.
+func sieveSession(t *testing.T, f *fixture, script, extra string) (*daemon, *lmtpClient) {
+	t.Helper()
+	u := f.u1
+	testutil.WriteFile(t, filepath.Join(u.Home, ".lda.sieve"), []byte(script), 0o600, u.UID, u.GID)
+	d := startDaemon(t, f, extra)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", d.stderr)
+		}
+	})
+	cl := dialLMTP(t, d.socket)
+	cl.cmd("LHLO mta.test", "250")
+	return d, cl
+}
+
 // TestSieveRcptSkip: a script that reads the message before anything of
 // the envelope can never be decided at RCPT time, so the listener stops
 // asking for 2 seconds after a job says so, as it does for a user without
@@ -247,17 +265,9 @@ func TestSieveRcptSkip(t *testing.T) {
 	f := newFixture(t)
 	u := f.u1
 	script := filepath.Join(u.Home, ".lda.sieve")
-	testutil.WriteFile(t, script, []byte(`require "fileinto";
+	_, cl := sieveSession(t, f, `require "fileinto";
 if header :contains "subject" "work" { fileinto "Work"; }
-`), 0o600, u.UID, u.GID)
-	d := startDaemon(t, f, "")
-	defer func() {
-		if t.Failed() {
-			t.Logf("daemon log:\n%s", d.stderr)
-		}
-	}()
-	cl := dialLMTP(t, d.socket)
-	cl.cmd("LHLO mta.test", "250")
+`, "")
 	cl.cmd("MAIL FROM:<friend@example.org>", "250")
 	cl.cmd("RCPT TO:<"+u.Name+"@example.org>", "250")
 	cl.cmd("DATA", "354")
@@ -289,17 +299,9 @@ func TestSieveRunawayRetiresWorker(t *testing.T) {
 	f := newFixture(t)
 	u := f.u1
 	pattern := strings.Repeat("*a", 1000) + "*b" // about 10 s to match against 400 KB of "a" here
-	testutil.WriteFile(t, filepath.Join(u.Home, ".lda.sieve"), []byte(`require "body";
+	d, cl := sieveSession(t, f, `require "body";
 if body :raw :matches "`+pattern+`" { discard; }
-`), 0o600, u.UID, u.GID)
-	d := startDaemon(t, f, "workers: {max_idle: 8, idle_time: 1m, max_deliveries: 100}\n")
-	defer func() {
-		if t.Failed() {
-			t.Logf("daemon log:\n%s", d.stderr)
-		}
-	}()
-	cl := dialLMTP(t, d.socket)
-	cl.cmd("LHLO mta.test", "250")
+`, "workers: {max_idle: 8, idle_time: 1m, max_deliveries: 100}\n")
 	cl.cmd("MAIL FROM:<a@example.org>", "250")
 	cl.cmd("RCPT TO:<"+u.Name+"@example.org>", "250") // the script reads the message first
 	cl.cmd("DATA", "354")
