@@ -11,6 +11,7 @@ import (
 
 	"lda/internal/job"
 	"lda/policy"
+	"lda/sieve"
 )
 
 func statPath(t *testing.T, path string) *unix.Stat_t {
@@ -123,9 +124,9 @@ func TestScriptCache(t *testing.T) {
 	write(`require "envelope"; if envelope :is "from" "a@x.example" { discard; }` + "\n")
 	old := cacheClock
 	cacheClock = func() time.Time { return time.Now().Add(2 * settle) }
-	t.Cleanup(func() { cacheClock = old; scriptCache = fileCache[*sieveScript]{} })
+	t.Cleanup(func() { cacheClock = old; scriptCache = fileCache[*sieve.Script]{} })
 	j := &job.Job{Home: home}
-	load := func() *sieveScript {
+	load := func() *sieve.Script {
 		t.Helper()
 		scripts, userErr, st := loadScripts(j)
 		if userErr != nil || st != nil || len(scripts) != 1 {

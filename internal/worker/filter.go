@@ -31,9 +31,7 @@ var sieveLimits = sieve.Limits{}
 
 // scriptCache keeps the scripts this worker loaded (a *sieve.Script is not
 // changed by running it).
-var scriptCache fileCache[*sieveScript]
-
-type sieveScript = sieve.Script
+var scriptCache fileCache[*sieve.Script]
 
 // loadScripts returns the system before-script, the user's script and the
 // system after-script that exist, in that order. A system script that does
