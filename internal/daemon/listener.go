@@ -77,8 +77,8 @@ const skipRcptTTL = 2 * time.Second
 func (l *Listener) rcptUndecidable(user string) bool {
 	l.srMu.Lock()
 	defer l.srMu.Unlock()
-	st, ok := l.skipRcpt[user]
-	return ok && !st.skip.IsZero() && time.Since(st.skip) < skipRcptTTL
+	st := l.skipRcpt[user]
+	return !st.skip.IsZero() && time.Since(st.skip) < skipRcptTTL
 }
 
 // learnRcpt records what a reply for a default-destination job, started

@@ -27,15 +27,18 @@ import (
 // job parses it again. On a network file system whose server's clock is
 // behind ours by more than settle the rule is weaker; the worst that can
 // happen is that the user's own file is read stale until it changes again.
-type fileCache[T any] struct {
+//
+// K is what else a parse depended on (the system policy and the user, for
+// a user's policy file); it is compared along with the file's identity.
+type fileCache[K comparable, V any] struct {
 	mu sync.Mutex
-	m  map[string]cached[T]
+	m  map[string]cached[K, V]
 }
 
-type cached[T any] struct {
+type cached[K comparable, V any] struct {
 	id  fileID
-	key any // what else the parse depended on (the system policy, the user)
-	v   T
+	key K
+	v   V
 }
 
 type fileID struct {
@@ -64,12 +67,12 @@ func idOf(st *unix.Stat_t) fileID {
 
 // get returns what was kept for path, if st (of the descriptor just
 // opened) is still the same file and key is the same.
-func (c *fileCache[T]) get(path string, st *unix.Stat_t, key any) (T, bool) {
+func (c *fileCache[K, V]) get(path string, st *unix.Stat_t, key K) (V, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.m[path]
 	if !ok || e.id != idOf(st) || e.key != key {
-		var zero T
+		var zero V
 		return zero, false
 	}
 	return e.v, true
@@ -77,7 +80,7 @@ func (c *fileCache[T]) get(path string, st *unix.Stat_t, key any) (T, bool) {
 
 // put keeps v, parsed from the descriptor st describes, which was read at
 // readAt or later, unless the file had changed too shortly before.
-func (c *fileCache[T]) put(path string, st *unix.Stat_t, readAt time.Time, key any, v T) {
+func (c *fileCache[K, V]) put(path string, st *unix.Stat_t, readAt time.Time, key K, v V) {
 	limit := readAt.Add(-settle)
 	if !time.Unix(st.Ctim.Unix()).Before(limit) || !time.Unix(st.Mtim.Unix()).Before(limit) {
 		c.forget(path)
@@ -86,13 +89,13 @@ func (c *fileCache[T]) put(path string, st *unix.Stat_t, readAt time.Time, key a
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil || len(c.m) >= maxCached {
-		c.m = map[string]cached[T]{}
+		c.m = map[string]cached[K, V]{}
 	}
-	c.m[path] = cached[T]{id: idOf(st), key: key, v: v}
+	c.m[path] = cached[K, V]{id: idOf(st), key: key, v: v}
 }
 
 // forget drops what was kept for path.
-func (c *fileCache[T]) forget(path string) {
+func (c *fileCache[K, V]) forget(path string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.m, path)

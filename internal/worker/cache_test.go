@@ -48,7 +48,7 @@ func TestFileCache(t *testing.T) {
 		name   string
 		readAt func() time.Time
 		change func(t *testing.T, path string) // between put and get
-		key    any
+		key    string
 		hit    bool
 	}{
 		{"unchanged", later, nil, "k", true},
@@ -80,7 +80,7 @@ func TestFileCache(t *testing.T) {
 			if err := os.WriteFile(p, []byte("version 1"), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			var c fileCache[string]
+			var c fileCache[string, string]
 			c.put(p, statPath(t, p), tc.readAt(), "k", "parsed 1")
 			if tc.change != nil {
 				tc.change(t, p)
@@ -95,13 +95,13 @@ func TestFileCache(t *testing.T) {
 
 func TestFileCacheBounded(t *testing.T) {
 	dir := t.TempDir()
-	var c fileCache[int]
+	var c fileCache[struct{}, int]
 	for i := range maxCached + 1 {
 		p := filepath.Join(dir, string(rune('a'+i)))
 		if err := os.WriteFile(p, nil, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		c.put(p, statPath(t, p), time.Now().Add(2*settle), nil, i)
+		c.put(p, statPath(t, p), time.Now().Add(2*settle), struct{}{}, i)
 		if len(c.m) > maxCached {
 			t.Fatalf("%d entries, the bound is %d", len(c.m), maxCached)
 		}
@@ -124,7 +124,7 @@ func TestScriptCache(t *testing.T) {
 	write(`require "envelope"; if envelope :is "from" "a@x.example" { discard; }` + "\n")
 	old := cacheClock
 	cacheClock = func() time.Time { return time.Now().Add(2 * settle) }
-	t.Cleanup(func() { cacheClock = old; scriptCache = fileCache[*sieve.Script]{} })
+	t.Cleanup(func() { cacheClock = old; scriptCache = fileCache[struct{}, *sieve.Script]{} })
 	j := &job.Job{Home: home}
 	load := func() *sieve.Script {
 		t.Helper()
@@ -161,7 +161,7 @@ func TestUserPolicyCache(t *testing.T) {
 	write("version: 1\ndeny:\n  - {mbox: ~/aaa}\n")
 	old := cacheClock
 	cacheClock = func() time.Time { return time.Now().Add(2 * settle) }
-	t.Cleanup(func() { cacheClock = old; userPolicyCache = fileCache[*policy.UserPolicy]{} })
+	t.Cleanup(func() { cacheClock = old; userPolicyCache = fileCache[userPolicyKey, *policy.UserPolicy]{} })
 	u := policy.User{Name: "someone", Home: home}
 	load := func(sys *policy.System) *policy.UserPolicy {
 		t.Helper()

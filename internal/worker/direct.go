@@ -113,10 +113,7 @@ func directJob(pkt []byte, f *os.File, bind *job.Job, sys *policy.System, rec *o
 		return setRecovery(rec, &r)
 	}}
 	res = execute(sys, t)
-	if t.retire {
-		os.Stderr.WriteString("worker: a Sieve run failed or passed its time limit; serving no other job\n")
-	}
-	return res, t.retire
+	return res, t.retiring()
 }
 
 // admitDirect checks that j is a job the listener may give: a delivery,

@@ -31,7 +31,7 @@ var sieveLimits = sieve.Limits{}
 
 // scriptCache keeps the scripts this worker loaded (a *sieve.Script is not
 // changed by running it).
-var scriptCache fileCache[*sieve.Script]
+var scriptCache fileCache[struct{}, *sieve.Script]
 
 // loadScripts returns the system before-script, the user's script and the
 // system after-script that exist, in that order. A system script that does
@@ -52,13 +52,13 @@ func loadScripts(j *job.Job) (scripts []*sieve.Script, userErr error, st *status
 		if fst.Mode&unix.S_IFMT != unix.S_IFREG {
 			return nil, fmt.Errorf("%s is not a regular file", path)
 		}
-		if s, ok := scriptCache.get(path, &fst, nil); ok {
+		if s, ok := scriptCache.get(path, &fst, struct{}{}); ok {
 			return s, nil
 		}
 		readAt := cacheClock()
 		s, err := sieve.Load(f, path, sieveLimits)
 		if err == nil {
-			scriptCache.put(path, &fst, readAt, nil, s)
+			scriptCache.put(path, &fst, readAt, struct{}{}, s)
 		}
 		return s, err
 	}

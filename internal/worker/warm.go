@@ -84,8 +84,5 @@ func warmJob(rec []byte, f *os.File, bound **job.Job, sys **policy.System, conn 
 		}
 	}}
 	res = execute(*sys, t)
-	if t.retire {
-		os.Stderr.WriteString("worker: a Sieve run failed or passed its time limit; serving no other job\n")
-	}
-	return res, t.retire
+	return res, t.retiring()
 }

@@ -96,6 +96,15 @@ type task struct {
 	retire bool
 }
 
+// retiring reports whether a warm worker must serve no other job after
+// t, and says why on stderr (root logs it).
+func (t *task) retiring() bool {
+	if t.retire {
+		os.Stderr.WriteString("worker: a Sieve run failed or passed its time limit; serving no other job\n")
+	}
+	return t.retire
+}
+
 // rootCredentials reports whether any of the process's ids is root.
 func rootCredentials() bool {
 	return os.Getuid() == 0 || os.Geteuid() == 0 || os.Getgid() == 0 || os.Getegid() == 0
@@ -284,7 +293,7 @@ func loadUser(sys *policy.System, u policy.User) (*policy.UserPolicy, string, er
 
 // userPolicyCache keeps the user's parsed policy file, for the system
 // policy and the user it was parsed against.
-var userPolicyCache fileCache[*policy.UserPolicy]
+var userPolicyCache fileCache[userPolicyKey, *policy.UserPolicy]
 
 type userPolicyKey struct {
 	sys *policy.System
