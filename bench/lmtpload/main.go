@@ -225,51 +225,45 @@ func run(cfg *config) *lmtpbench.Result {
 }
 
 // worker takes messages from next until there are none left, on one
-// connection that it reopens whenever it breaks. Connecting is retried
-// (with a growing pause) before a message is taken, so a refused or
-// backlogged connect costs no message; only when no connection can be
-// had for -timeout are the remaining messages counted as dropped.
+// connection that it reopens whenever it breaks. Its feed prepares each
+// message while the one before it is on its way. Connecting is retried
+// (with a growing pause), so a refused or backlogged connect costs no
+// message; only when no connection can be had for -timeout are the
+// remaining messages counted as dropped.
 func worker(cfg *config, next *atomic.Int64, t *tally) {
+	feed := lmtpbench.NewFeed(next, cfg.messages, cfg.prepare)
 	var s *session
 	for {
-		if s == nil {
-			var err error
-			if s, err = dialRetry(cfg, next); err != nil {
-				fmt.Fprintf(os.Stderr, "lmtpload: no connection for %v (%v); dropping the rest\n", cfg.timeout, err)
-				for {
-					k := int(next.Add(1) - 1)
-					if k >= cfg.messages {
-						return
-					}
-					dropAll(cfg, t, lmtpbench.ID(cfg.prefix, k), lmtpbench.Recipients(cfg.users, k, cfg.rcpts))
-				}
-			}
-			if s == nil {
-				return // no messages left
-			}
-		}
-		k := int(next.Add(1) - 1)
-		if k >= cfg.messages {
+		_, m, ok := feed.Next()
+		if !ok {
 			break
 		}
-		if err := s.deliver(k, lmtpbench.Recipients(cfg.users, k, cfg.rcpts), t); err != nil {
-			fmt.Fprintf(os.Stderr, "lmtpload: message %s: %v; reconnecting\n", lmtpbench.ID(cfg.prefix, k), err)
+		if s == nil {
+			var err error
+			if s, err = dialRetry(cfg); err != nil {
+				fmt.Fprintf(os.Stderr, "lmtpload: no connection for %v (%v); dropping the rest\n", cfg.timeout, err)
+				for ok := true; ok; _, m, ok = feed.Next() {
+					dropAll(cfg, t, m.id, m.addrs)
+				}
+				return
+			}
+		}
+		if err := s.deliver(m, t); err != nil {
+			fmt.Fprintf(os.Stderr, "lmtpload: message %s: %v; reconnecting\n", m.id, err)
 			s.c.Close()
 			s = nil
 		}
 	}
-	s.quit()
+	if s != nil {
+		s.quit()
+	}
 }
 
-// dialRetry connects, retrying for up to -timeout. It returns nil, nil
-// when the run has no messages left.
-func dialRetry(cfg *config, next *atomic.Int64) (*session, error) {
+// dialRetry connects, retrying for up to -timeout.
+func dialRetry(cfg *config) (*session, error) {
 	start := time.Now()
 	pause := 10 * time.Millisecond
 	for {
-		if int(next.Load()) >= cfg.messages {
-			return nil, nil
-		}
 		s, err := dial(cfg)
 		if err == nil {
 			return s, nil
@@ -282,9 +276,9 @@ func dialRetry(cfg *config, next *atomic.Int64) (*session, error) {
 	}
 }
 
-func dropAll(cfg *config, t *tally, id string, users []string) {
-	for _, u := range users {
-		cfg.ack.line(id, u+"@"+lmtpbench.Domain, "DROPPED", "-")
+func dropAll(cfg *config, t *tally, id string, addrs []string) {
+	for _, a := range addrs {
+		cfg.ack.line(id, a, "DROPPED", "-")
 		t.dropped++
 	}
 }
@@ -417,32 +411,42 @@ func (s *session) quit() {
 // deliver runs one transaction for message k. An error means the
 // connection is no longer usable; the recipients still waiting for a
 // reply have been counted as dropped.
-func (s *session) deliver(k int, users []string, t *tally) error {
-	cfg := s.cfg
-	id := lmtpbench.ID(cfg.prefix, k)
-	addrs := make([]string, len(users))
+// message is one message of the run, ready to be sent.
+type message struct {
+	id      string
+	addrs   []string // the recipients' addresses
+	rcptCmd []string // the RCPT commands, with their CRLF
+	wire    []byte   // what follows DATA's 354, or the whole BDAT command
+}
+
+// prepare generates message k of the run.
+func (cfg *config) prepare(k int) message {
+	users := lmtpbench.Recipients(cfg.users, k, cfg.rcpts)
+	m := message{id: lmtpbench.ID(cfg.prefix, k), addrs: make([]string, len(users)), rcptCmd: make([]string, len(users))}
 	for i, u := range users {
-		addrs[i] = u + "@" + lmtpbench.Domain
-	}
-	msg := lmtpbench.NewMessage(cfg.prefix, k, cfg.size, addrs)
-	var wire []byte // what follows DATA's 354, or the whole BDAT command
-	if cfg.chunking {
-		wire = append(fmt.Appendf(nil, "BDAT %d LAST\r\n", len(msg.Data)), msg.Data...)
-	} else {
-		wire = lmtpbench.DotStuff(msg.Data)
-	}
-	mail := "MAIL FROM:<" + lmtpbench.Sender + ">\r\n"
-	rcptCmd := make([]string, len(users))
-	for i, u := range users {
-		rcptCmd[i] = "RCPT TO:<" + addrs[i] + ">"
+		m.addrs[i] = u + "@" + lmtpbench.Domain
+		m.rcptCmd[i] = "RCPT TO:<" + m.addrs[i] + ">"
 		if d, ok := cfg.dest[u]; ok {
-			rcptCmd[i] += " XLDA-DEST=" + xtext.Encode(d)
+			m.rcptCmd[i] += " XLDA-DEST=" + xtext.Encode(d)
 		}
-		rcptCmd[i] += "\r\n"
+		m.rcptCmd[i] += "\r\n"
 	}
+	msg := lmtpbench.NewMessage(cfg.prefix, k, cfg.size, m.addrs)
+	if cfg.chunking {
+		m.wire = append(fmt.Appendf(nil, "BDAT %d LAST\r\n", len(msg.Data)), msg.Data...)
+	} else {
+		m.wire = lmtpbench.DotStuff(msg.Data)
+	}
+	return m
+}
+
+func (s *session) deliver(m message, t *tally) error {
+	cfg := s.cfg
+	id, addrs, rcptCmd, wire := m.id, m.addrs, m.rcptCmd, m.wire
+	mail := "MAIL FROM:<" + lmtpbench.Sender + ">\r\n"
 
 	// pending holds the recipients that have no final reply yet.
-	pending := make([]bool, len(users))
+	pending := make([]bool, len(addrs))
 	for i := range pending {
 		pending[i] = true
 	}
@@ -486,7 +490,7 @@ func (s *session) deliver(k int, users []string, t *tally) error {
 		if err != nil {
 			return fail(err)
 		}
-		for i := range users {
+		for i := range addrs {
 			r, err := s.read()
 			if err != nil {
 				return fail(err)
@@ -515,11 +519,11 @@ func (s *session) deliver(k int, users []string, t *tally) error {
 			return fail(err)
 		}
 		if !mr.ok() {
-			for i := range users {
+			for i := range addrs {
 				final(i, mr)
 			}
 		} else {
-			for i := range users {
+			for i := range addrs {
 				if err := s.send(rcptCmd[i]); err != nil {
 					return fail(err)
 				}

@@ -159,6 +159,26 @@ func (cfg *config) prepare() error {
 	return nil
 }
 
+// message is one message of the run, ready to be written.
+type message struct {
+	users []string
+	data  []byte // as written: for mbox, with its From_ line and quoting
+}
+
+// message generates message k of the run.
+func (cfg *config) message(k int) message {
+	users := lmtpbench.Recipients(cfg.users, k, cfg.rcpts)
+	addrs := make([]string, len(users))
+	for j, u := range users {
+		addrs[j] = u + "@" + lmtpbench.Domain
+	}
+	data := lmtpbench.NewMessage(cfg.prefix, k, cfg.size, addrs).Data
+	if cfg.mbox {
+		data = mboxEntry(data)
+	}
+	return message{users, data}
+}
+
 func run(cfg *config) (*lmtpbench.Result, error) {
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -174,27 +194,20 @@ func run(cfg *config) (*lmtpbench.Result, error) {
 		go func() {
 			defer wg.Done()
 			t := &tallies[i]
+			feed := lmtpbench.NewFeed(&next, cfg.messages, cfg.message)
+			defer feed.Stop()
 			for {
-				k := int(next.Add(1) - 1)
-				if k >= cfg.messages {
+				_, m, ok := feed.Next()
+				if !ok {
 					return
 				}
-				users := lmtpbench.Recipients(cfg.users, k, cfg.rcpts)
-				addrs := make([]string, len(users))
-				for j, u := range users {
-					addrs[j] = u + "@" + lmtpbench.Domain
-				}
-				data := lmtpbench.NewMessage(cfg.prefix, k, cfg.size, addrs).Data
-				if cfg.mbox {
-					data = mboxEntry(data)
-				}
 				t0 := time.Now()
-				for _, u := range users {
+				for _, u := range m.users {
 					var err error
 					if cfg.mbox {
-						err = cfg.appendMbox(u, data)
+						err = cfg.appendMbox(u, m.data)
 					} else {
-						err = cfg.deliverMaildir(u, data)
+						err = cfg.deliverMaildir(u, m.data)
 					}
 					if err != nil {
 						t.err = err

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -195,4 +197,61 @@ func TestRecipients(t *testing.T) {
 	if count["a"] != 20 || count["b"] != 20 || count["c"] != 20 {
 		t.Fatal(count)
 	}
+}
+
+// TestFeed: feeds sharing one counter hand out every message number below
+// the total exactly once, each with what prepare made of it, and a
+// stopped feed hands out nothing more.
+func TestFeed(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		feeds, total int
+	}{
+		{"one feed", 1, 50},
+		{"eight feeds", 8, 1000},
+		{"more feeds than messages", 8, 3},
+		{"no messages", 2, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var next atomic.Int64
+			seen := make([]int, tc.total)
+			var mu sync.Mutex
+			var wg sync.WaitGroup
+			for range tc.feeds {
+				f := NewFeed(&next, tc.total, func(k int) string { return ID("feed", k) })
+				wg.Go(func() {
+					for k, v, ok := f.Next(); ok; k, v, ok = f.Next() {
+						if v != ID("feed", k) {
+							t.Errorf("message %d came with %q", k, v)
+						}
+						mu.Lock()
+						seen[k]++
+						mu.Unlock()
+					}
+				})
+			}
+			wg.Wait()
+			for k, n := range seen {
+				if n != 1 {
+					t.Errorf("message %d handed out %d times", k, n)
+				}
+			}
+		})
+	}
+	t.Run("stopped", func(t *testing.T) {
+		var next atomic.Int64
+		f := NewFeed(&next, 100, func(k int) int { return k })
+		if k, _, ok := f.Next(); !ok || k != 0 {
+			t.Fatalf("first message %d, %v", k, ok)
+		}
+		f.Stop()
+		// At most the message being prepared at the Stop is still handed out.
+		n := 0
+		for _, _, ok := f.Next(); ok; _, _, ok = f.Next() {
+			n++
+		}
+		if n > 1 || next.Load() > 2 {
+			t.Fatalf("after Stop: %d more handed out, %d claimed", n, next.Load())
+		}
+	})
 }
