@@ -38,7 +38,11 @@
 #
 # A REV written REV+chunking is driven with lmtpload -chunking (BDAT LAST
 # instead of DATA; the revision must offer CHUNKING), so that
-# `bench/ab.sh HEAD HEAD+chunking` measures what BDAT saves.
+# `bench/ab.sh HEAD HEAD+chunking` measures what BDAT saves. A REV
+# written REV+cpu=LIST runs that revision's `lda serve` (and so its
+# listener and workers, which inherit the mask) under `taskset -c LIST`,
+# the client staying free: `bench/ab.sh HEAD HEAD+cpu=1` measures what
+# keeping lda on one vCPU does. Both may be given, in that order.
 set -euo pipefail
 if [ -n "${SIEVE:-}" ]; then
 	[ -r "$SIEVE" ] || { echo "ab.sh: SIEVE=$SIEVE: no such file" >&2; exit 2; }
@@ -112,11 +116,20 @@ P
 esac
 n=0
 CLIENT=()
+PIN=()
 for arg in "$@"; do
 	n=$((n + 1))
-	rev=${arg%+chunking}
+	rev=$arg
+	PIN[n]=
+	case $rev in
+	*+cpu=*)
+		PIN[n]=${rev##*+cpu=}
+		rev=${rev%+cpu=*}
+		[[ ${PIN[n]} =~ ^[0-9][0-9,-]*$ ]] || die "$arg: +cpu= takes a CPU list such as 1 or 0-1"
+		;;
+	esac
 	CLIENT[n]=
-	[ "$rev" != "$arg" ] && CLIENT[n]=-chunking
+	case $rev in *+chunking) CLIENT[n]=-chunking rev=${rev%+chunking} ;; esac
 	sha=$(git rev-parse --short "$rev")
 	run git worktree add --detach "$BASE/src-$n" "$sha" >/dev/null
 	(cd "$BASE/src-$n" && CGO_ENABLED=0 go build -o "$BASE/bin/lda-$n" ./cmd/lda)
@@ -134,7 +147,9 @@ log: $BASE/lda-$n.log
 sieve_dir: ""
 limits: {connections: 64}
 C
-	"$BASE/bin/lda-$n" serve -config "$BASE/lda-$n.yaml" 2>>"$BASE/lda-$n.err" &
+	pin=()
+	[ -n "${PIN[n]}" ] && pin=(taskset -c "${PIN[n]}")
+	"${pin[@]}" "$BASE/bin/lda-$n" serve -config "$BASE/lda-$n.yaml" 2>>"$BASE/lda-$n.err" &
 	remember_pid $! "lda $rev"
 	wait_socket "$BASE/run-$n/lmtp.sock" $! 10 || die "lda $rev did not start"
 	say "revision $n: $arg = $sha: $(git log -1 --format=%s "$sha")"

@@ -33,6 +33,12 @@
 #                   nothing: what is left is each agent's own path. Not a
 #                   durability setting; the system's /var/mail is not
 #                   touched (the mounts exist only in the namespace)
+#   PIN=            a CPU list (e.g. 1): every server (lda serve with its
+#                   listener and workers, Dovecot with its children,
+#                   socat with each mail.local) runs under taskset -c PIN,
+#                   which they inherit; lmtpload and rawceiling stay free.
+#                   To see what keeping each agent on one vCPU does to it
+#                   and to the ratios; no agent is pinned by default
 #
 # It installs dovecot-core, dovecot-lmtpd, socat and liblockfile1 if they
 # are missing (without starting any service), creates the users
@@ -74,6 +80,12 @@ case $CHUNKING in
 1) CHUNK_FLAG=(-chunking) ;;
 *) echo "CHUNKING is 0 or 1" >&2; exit 2 ;;
 esac
+PIN=${PIN:-}
+PINCMD=()
+if [ -n "$PIN" ]; then
+	[[ $PIN =~ ^[0-9][0-9,-]*$ ]] || { echo "PIN is a CPU list such as 1 or 0-1" >&2; exit 2; }
+	PINCMD=(taskset -c "$PIN")
+fi
 LDA_REV=${LDA_REV:-}
 WORKERS=${WORKERS:-auto}
 MATRICES=${MATRICES:-maildir mbox}
@@ -212,7 +224,7 @@ plugin {
 EOF
 	fi
 	say "starting Dovecot: dovecot -c $DOVECOT_CONF"
-	run dovecot -c "$DOVECOT_CONF"
+	run "${PINCMD[@]}" dovecot -c "$DOVECOT_CONF"
 	local pid
 	wait_socket "$DOVECOT_SOCK" "" 10 || { cat "$d/dovecot.log" >&2; die "Dovecot's LMTP socket did not appear"; }
 	pid=$(cat "$d/run/master.pid")
@@ -244,7 +256,7 @@ start_mail_local() {
 	say "starting mail.local -l behind socat (one mail.local per connection, exec'ed on the socket itself, gid mail)"
 	local cmd="setpriv --regid mail --clear-groups $MAIL_LOCAL -l"
 	printf '    $ socat UNIX-LISTEN:%s,fork,backlog=128,mode=600,unlink-early EXEC:"%s",nofork &\n' "$MAILLOCAL_SOCK" "$cmd"
-	socat "UNIX-LISTEN:$MAILLOCAL_SOCK,fork,backlog=128,mode=600,unlink-early" "EXEC:$cmd,nofork" 2>"$d/socat.log" &
+	"${PINCMD[@]}" socat "UNIX-LISTEN:$MAILLOCAL_SOCK,fork,backlog=128,mode=600,unlink-early" "EXEC:$cmd,nofork" 2>"$d/socat.log" &
 	local pid=$!
 	remember_pid "$pid" socat
 	wait_socket "$MAILLOCAL_SOCK" "$pid" 10 || { cat "$d/socat.log" >&2; die "socat did not listen"; }
@@ -298,7 +310,7 @@ EOF
 	launch() {
 		say "starting lda ($name): $LDA serve -config $d/lda.yaml ($1 workers section)"
 		rm -f "$LDA_SOCK"
-		"$LDA" serve -config "$d/lda.yaml" >>"$d/serve.out" 2>&1 &
+		"${PINCMD[@]}" "$LDA" serve -config "$d/lda.yaml" >>"$d/serve.out" 2>&1 &
 		LDA_PID=$!
 		if wait_socket "$LDA_SOCK" "$LDA_PID" 15; then
 			remember_pid "$LDA_PID" "lda-$name"
@@ -555,7 +567,7 @@ table() {
 
 echo
 say "results (medians of $REPS repetitions x $MESSAGES messages; d/s = successful recipient deliveries per second)"
-echo "lda: $LDA_DESC; warm-workers section: ${LDA_WORKERS:-?}; dovecot $(dovecot --version | cut -d' ' -f1); mail.local from $MAIL_LOCAL_DEB; pipelining: $PIPELINING; chunking: $CHUNKING${CHUNK_FLAG:+ (lda and Dovecot send BDAT; mail.local, without CHUNKING, DATA)}; sieve: ${SIEVE:-none}"
+echo "lda: $LDA_DESC; warm-workers section: ${LDA_WORKERS:-?}; dovecot $(dovecot --version | cut -d' ' -f1); mail.local from $MAIL_LOCAL_DEB; pipelining: $PIPELINING; chunking: $CHUNKING${CHUNK_FLAG:+ (lda and Dovecot send BDAT; mail.local, without CHUNKING, DATA)}; sieve: ${SIEVE:-none}; servers pinned: ${PIN:-no}"
 echo "machine: $(nproc) CPUs, Linux $(uname -r), homes on $(findmnt -no FSTYPE -T "$BASE") ($(findmnt -no OPTIONS -T "$BASE" | cut -d, -f1-3)), /var/mail on $(findmnt -no FSTYPE -T /var/mail); 1-min load average before the runs: $(awk -F'\t' 'NR > 1 { print $NF }' "$TSV" | sort -g | sed -n '1p;$p' | paste -sd- -)"
 echo
 for m in $MATRICES; do
