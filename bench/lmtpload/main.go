@@ -408,9 +408,6 @@ func (s *session) quit() {
 	s.c.Close()
 }
 
-// deliver runs one transaction for message k. An error means the
-// connection is no longer usable; the recipients still waiting for a
-// reply have been counted as dropped.
 // message is one message of the run, ready to be sent.
 type message struct {
 	id      string
@@ -440,6 +437,9 @@ func (cfg *config) prepare(k int) message {
 	return m
 }
 
+// deliver runs one transaction for message m. An error means the
+// connection is no longer usable; the recipients still waiting for a
+// reply have been counted as dropped.
 func (s *session) deliver(m message, t *tally) error {
 	cfg := s.cfg
 	id, addrs, rcptCmd, wire := m.id, m.addrs, m.rcptCmd, m.wire
