@@ -125,7 +125,8 @@ for arg in "$@"; do
 	*+cpu=*)
 		PIN[n]=${rev##*+cpu=}
 		rev=${rev%+cpu=*}
-		[[ ${PIN[n]} =~ ^[0-9][0-9,-]*$ ]] || die "$arg: +cpu= takes a CPU list such as 1 or 0-1"
+		[[ ${PIN[n]} =~ ^[0-9][0-9,-]*$ ]] && taskset -c "${PIN[n]}" true >/dev/null 2>&1 ||
+			die "$arg: +cpu= takes a CPU list of this machine, such as 1 or 0-1 (and comes after +chunking)"
 		;;
 	esac
 	CLIENT[n]=

@@ -83,7 +83,8 @@ esac
 PIN=${PIN:-}
 PINCMD=()
 if [ -n "$PIN" ]; then
-	[[ $PIN =~ ^[0-9][0-9,-]*$ ]] || { echo "PIN is a CPU list such as 1 or 0-1" >&2; exit 2; }
+	[[ $PIN =~ ^[0-9][0-9,-]*$ ]] && taskset -c "$PIN" true >/dev/null 2>&1 ||
+		{ echo "PIN=$PIN: not a CPU list of this machine (such as 1 or 0-1)" >&2; exit 2; }
 	PINCMD=(taskset -c "$PIN")
 fi
 LDA_REV=${LDA_REV:-}
@@ -308,7 +309,7 @@ EOF
 		chmod 644 "$d/lda.yaml" "$d/policy.yaml"
 	}
 	launch() {
-		say "starting lda ($name): $LDA serve -config $d/lda.yaml ($1 workers section)"
+		say "starting lda ($name): ${PINCMD[*]}${PINCMD[*]:+ }$LDA serve -config $d/lda.yaml ($1 workers section)"
 		rm -f "$LDA_SOCK"
 		"${PINCMD[@]}" "$LDA" serve -config "$d/lda.yaml" >>"$d/serve.out" 2>&1 &
 		LDA_PID=$!

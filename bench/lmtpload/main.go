@@ -226,10 +226,12 @@ func run(cfg *config) *lmtpbench.Result {
 
 // worker takes messages from next until there are none left, on one
 // connection that it reopens whenever it breaks. Its feed prepares each
-// message while the one before it is on its way. Connecting is retried
-// (with a growing pause), so a refused or backlogged connect costs no
-// message; only when no connection can be had for -timeout are the
-// remaining messages counted as dropped.
+// message while the one before it is on its way. A message is taken
+// before the connection for it is made; connecting is retried (with a
+// growing pause), so a refused or backlogged connect costs no message.
+// Only when no connection can be had for -timeout are that message and
+// the rest counted as dropped (if other connections still work, the one
+// or two messages this one holds are dropped, not passed to them).
 func worker(cfg *config, next *atomic.Int64, t *tally) {
 	feed := lmtpbench.NewFeed(next, cfg.messages, cfg.prepare)
 	var s *session

@@ -56,6 +56,7 @@ func (f *Feed[T]) Next() (k int, v T, ok bool) {
 }
 
 // Stop ends the preparing goroutine of a caller that takes no more
-// messages. A message it had claimed is then never handed out, so only a
-// run that is abandoned stops its feeds early.
+// messages. At most one more message may still be handed out; one it had
+// claimed may never be, so only a run that is abandoned stops its feeds
+// early.
 func (f *Feed[T]) Stop() { close(f.stop) }

@@ -100,9 +100,8 @@ const alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789
 // length is exactly want when want is large enough (at least 64).
 //
 // It is written straight into one buffer, eight characters to each draw
-// of the generator: the client's own time per message is spent outside
-// the measured latency but inside the measured rate, so a slow generator
-// would dilute every server's figures alike (see bench/README.md).
+// of the generator: the client's own time per message takes CPU from the
+// servers it measures, on the same machine (see bench/README.md).
 func Body(id string, want int) []byte {
 	h := fnv.New64a()
 	h.Write([]byte(id))
