@@ -171,7 +171,7 @@ func TestShutdown(t *testing.T) {
 		ts.sess.Shutdown()
 		ts.expect("421 4.3.2 ")
 		ts.expectEOF()
-		if err := ts.served(); err != nil || time.Since(start) > 2*time.Second {
+		if err := ts.served(); err != nil || time.Since(start) > 4*time.Second {
 			t.Fatalf("Serve = %v after %v", err, time.Since(start))
 		}
 	})
@@ -260,7 +260,7 @@ func TestTimeouts(t *testing.T) {
 		}()
 		ts.expect("421 4.4.2 idle timeout")
 		err := ts.served()
-		if !errors.Is(err, os.ErrDeadlineExceeded) || time.Since(start) > 2*time.Second {
+		if !errors.Is(err, os.ErrDeadlineExceeded) || time.Since(start) > 4*time.Second {
 			t.Fatalf("Serve = %v after %v", err, time.Since(start))
 		}
 	})
