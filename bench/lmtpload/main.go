@@ -193,6 +193,7 @@ func run(cfg *config) *lmtpbench.Result {
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	tallies := make([]tally, cfg.conns)
+	cpu0 := lmtpbench.ProcessCPU()
 	start := time.Now()
 	for i := range cfg.conns {
 		wg.Add(1)
@@ -221,6 +222,7 @@ func run(cfg *config) *lmtpbench.Result {
 		OK: all.ok, Tempfail: all.temp, Permfail: all.perm, Dropped: all.dropped, MessagesDone: all.done,
 	}
 	res.Finish(wall, all.lat)
+	res.SetCPU(cpu0)
 	return res
 }
 

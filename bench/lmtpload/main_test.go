@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -219,6 +220,11 @@ func TestRunCountsEveryReply(t *testing.T) {
 			}
 			if res.DeliveriesPerSec <= 0 || res.P50ms <= 0 || res.P99ms < res.P50ms {
 				t.Fatalf("rates: %+v", res)
+			}
+			// The client's own CPU over the run: more than nothing, and no
+			// more than all the CPUs could have given it in that time.
+			if max := res.WallSeconds * 1000 * float64(runtime.NumCPU()); res.CPUms <= 0 || res.CPUms > max {
+				t.Fatalf("cpu %.3f ms over %.3f s on %d CPUs", res.CPUms, res.WallSeconds, runtime.NumCPU())
 			}
 			f.mu.Lock()
 			bad, cmds := f.bad, f.cmds

@@ -188,6 +188,7 @@ func run(cfg *config) (*lmtpbench.Result, error) {
 		err error
 	}
 	tallies := make([]tally, cfg.conns)
+	cpu0 := lmtpbench.ProcessCPU()
 	start := time.Now()
 	for i := range cfg.conns {
 		wg.Add(1)
@@ -245,6 +246,7 @@ func run(cfg *config) (*lmtpbench.Result, error) {
 	}
 	res.MessagesDone = len(lat)
 	res.Finish(wall, lat)
+	res.SetCPU(cpu0)
 	return res, nil
 }
 

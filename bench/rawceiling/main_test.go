@@ -58,7 +58,7 @@ func TestMaildirAndMboxRuns(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if res.OK != 40 || res.MessagesDone != 20 || res.P50ms <= 0 {
+			if res.OK != 40 || res.MessagesDone != 20 || res.P50ms <= 0 || res.CPUms <= 0 {
 				t.Fatalf("%+v", res)
 			}
 			total := 0

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"strconv"
@@ -162,6 +163,58 @@ func TestPercentile(t *testing.T) {
 	}
 	if Percentile(nil, 50) != 0 {
 		t.Error("percentile of nothing")
+	}
+}
+
+// spinSink keeps TestProcessCPU's arithmetic from being optimised away.
+var spinSink int
+
+func TestProcessCPU(t *testing.T) {
+	// Work done on another goroutine (another thread) counts as well: the
+	// figure is the whole process's, as lmtpload's connections and feeds
+	// run on many.
+	c0 := ProcessCPU()
+	if c0 <= 0 {
+		t.Fatalf("ProcessCPU() = %v at the start of a test binary", c0)
+	}
+	done := make(chan time.Duration)
+	go func() {
+		deadline := time.Now().Add(20 * time.Second)
+		x := 1
+		for time.Now().Before(deadline) {
+			for range 100000 {
+				x = x*31 + 7
+			}
+			if d := ProcessCPU() - c0; d >= 20*time.Millisecond {
+				spinSink = x
+				done <- d
+				return
+			}
+		}
+		done <- 0
+	}()
+	if d := <-done; d < 20*time.Millisecond {
+		t.Fatalf("20 s of spinning added %v of CPU time", d)
+	}
+	var r Result
+	r.SetCPU(c0)
+	if r.CPUms < 20 {
+		t.Fatalf("SetCPU: %.3f ms, want at least the 20 ms spent", r.CPUms)
+	}
+	r.OK = 4
+	var b strings.Builder
+	if err := r.Write(&b, false); err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("own cpu:       %.1f ms (%.3f ms per delivery)", r.CPUms, r.CPUms/4); !strings.Contains(b.String(), want) {
+		t.Errorf("text output lacks %q:\n%s", want, b.String())
+	}
+	b.Reset()
+	if err := r.Write(&b, true); err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf(`"cpu_ms":%v`, r.CPUms); !strings.Contains(b.String(), want) {
+		t.Errorf("JSON lacks %s: %s", want, b.String())
 	}
 }
 

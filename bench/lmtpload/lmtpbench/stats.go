@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"slices"
+	"syscall"
 	"time"
 )
 
@@ -47,6 +48,28 @@ type Result struct {
 	P50ms            float64 `json:"p50_ms"`
 	P90ms            float64 `json:"p90_ms"`
 	P99ms            float64 `json:"p99_ms"`
+
+	// CPUms is the CPU time the tool itself used over the run, all its
+	// threads together (connections, feeds, message generation), set by
+	// the tool from ProcessCPU: what the client costs the machine, which
+	// every agent measured shares its CPUs with.
+	CPUms float64 `json:"cpu_ms"`
+}
+
+// ProcessCPU is the CPU time (user and system) this process has used so
+// far, all its threads together (getrusage RUSAGE_SELF); 0 if it cannot
+// be read.
+func ProcessCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// SetCPU records the CPU time used since cpu0 (a ProcessCPU reading).
+func (r *Result) SetCPU(cpu0 time.Duration) {
+	r.CPUms = float64(ProcessCPU()-cpu0) / float64(time.Millisecond)
 }
 
 // Finish fills in the rates and percentiles from the wall time and the
@@ -61,6 +84,13 @@ func (r *Result) Finish(wall time.Duration, latencies []time.Duration) {
 	r.P50ms = ms(Percentile(latencies, 50))
 	r.P90ms = ms(Percentile(latencies, 90))
 	r.P99ms = ms(Percentile(latencies, 99))
+}
+
+func perDelivery(ms float64, ok int) float64 {
+	if ok == 0 {
+		return 0
+	}
+	return ms / float64(ok)
 }
 
 // Write prints r as text, or as one JSON object on one line.
@@ -79,9 +109,11 @@ deliveries/s:  %.1f
 messages/s:    %.1f
 latency ms:    p50 %.2f  p90 %.2f  p99 %.2f
 recipients:    ok %d  4xx %d  5xx %d  dropped %d
+own cpu:       %.1f ms (%.3f ms per delivery)
 `, r.Tool, r.ID, r.Mode, r.Conns, r.Messages, r.Size, r.Rcpts,
 		r.WallSeconds, r.DeliveriesPerSec, r.MessagesPerSec,
 		r.P50ms, r.P90ms, r.P99ms,
-		r.OK, r.Tempfail, r.Permfail, r.Dropped)
+		r.OK, r.Tempfail, r.Permfail, r.Dropped,
+		r.CPUms, perDelivery(r.CPUms, r.OK))
 	return err
 }
