@@ -130,6 +130,7 @@ cleanup() {
 		[ -n "$pid" ] && stop_pid "$pid" 20
 	done <"$BASE/pids"
 	remove_bench_users
+	cg_cleanup
 	if [ "$KEEP" = 1 ]; then
 		say "kept $BASE"
 	else
@@ -151,6 +152,12 @@ say "base directory $BASE; REPS=$REPS MESSAGES=$MESSAGES PIPELINING=$PIPELINING 
 
 install_missing
 fetch_mail_local
+cg_init
+if [ -n "$CG_ROOT" ]; then
+	say "CPU accounting: each agent in a cgroup ($CG_KIND) under $CG_ROOT"
+else
+	warn "no cgroup v2 or v1 cpuacct hierarchy: the CPU figures will be \"-\""
+fi
 say "mail.local: $MAIL_LOCAL"
 say "dovecot $(dovecot --version)"
 
@@ -225,7 +232,8 @@ plugin {
 EOF
 	fi
 	say "starting Dovecot: dovecot -c $DOVECOT_CONF"
-	run "${PINCMD[@]}" dovecot -c "$DOVECOT_CONF"
+	printf '    $ %s\n' "${PINCMD[*]}${PINCMD[*]:+ }dovecot -c $DOVECOT_CONF"
+	(cg_exec dovecot "${PINCMD[@]}" dovecot -c "$DOVECOT_CONF")
 	local pid
 	wait_socket "$DOVECOT_SOCK" "" 10 || { cat "$d/dovecot.log" >&2; die "Dovecot's LMTP socket did not appear"; }
 	pid=$(cat "$d/run/master.pid")
@@ -257,7 +265,7 @@ start_mail_local() {
 	say "starting mail.local -l behind socat (one mail.local per connection, exec'ed on the socket itself, gid mail)"
 	local cmd="setpriv --regid mail --clear-groups $MAIL_LOCAL -l"
 	printf '    $ socat UNIX-LISTEN:%s,fork,backlog=128,mode=600,unlink-early EXEC:"%s",nofork &\n' "$MAILLOCAL_SOCK" "$cmd"
-	"${PINCMD[@]}" socat "UNIX-LISTEN:$MAILLOCAL_SOCK,fork,backlog=128,mode=600,unlink-early" "EXEC:$cmd,nofork" 2>"$d/socat.log" &
+	cg_exec mail.local "${PINCMD[@]}" socat "UNIX-LISTEN:$MAILLOCAL_SOCK,fork,backlog=128,mode=600,unlink-early" "EXEC:$cmd,nofork" 2>"$d/socat.log" &
 	local pid=$!
 	remember_pid "$pid" socat
 	wait_socket "$MAILLOCAL_SOCK" "$pid" 10 || { cat "$d/socat.log" >&2; die "socat did not listen"; }
@@ -311,7 +319,7 @@ EOF
 	launch() {
 		say "starting lda ($name): ${PINCMD[*]}${PINCMD[*]:+ }$LDA serve -config $d/lda.yaml ($1 workers section)"
 		rm -f "$LDA_SOCK"
-		"${PINCMD[@]}" "$LDA" serve -config "$d/lda.yaml" >>"$d/serve.out" 2>&1 &
+		cg_exec "lda-$name" "${PINCMD[@]}" "$LDA" serve -config "$d/lda.yaml" >>"$d/serve.out" 2>&1 &
 		LDA_PID=$!
 		if wait_socket "$LDA_SOCK" "$LDA_PID" 15; then
 			remember_pid "$LDA_PID" "lda-$name"
@@ -345,7 +353,7 @@ stop_lda() {
 
 # --- running and checking ------------------------------------------------
 
-printf 'matrix\tcell\tpeer\trep\tconns\tsize\trcpts\tmessages\tok\ttempfail\tpermfail\tdropped\twall_s\tdeliveries_per_s\tmessages_per_s\tp50_ms\tp90_ms\tp99_ms\tstored\tverified\tload1\n' >"$TSV"
+printf 'matrix\tcell\tpeer\trep\tconns\tsize\trcpts\tmessages\tok\ttempfail\tpermfail\tdropped\twall_s\tdeliveries_per_s\tmessages_per_s\tp50_ms\tp90_ms\tp99_ms\tstored\tverified\tagent_cpu_ms\tclient_cpu_ms\tload1\n' >"$TSV"
 say "per-run figures go to $TSV"
 
 # load PEER SOCKET CONNS SIZE RCPTS N [extra flags]: one lmtpload run.
@@ -385,12 +393,17 @@ stored() {
 # one_run MATRIX CELL PEER REP CONNS SIZE RCPTS: reset the mailboxes, run
 # once, record, and in the first repetition check what was stored.
 one_run() {
-	local matrix=$1 cell=$2 peer=$3 rep=$4 c=$5 size=$6 r=$7 json kind
+	local matrix=$1 cell=$2 peer=$3 rep=$4 c=$5 size=$6 r=$7 json kind cg=
 	case $peer in
 	dovecot | lda) kind=maildir ;;
 	mail.local | lda-mbox) kind=mbox ;;
 	raw) kind=rawmaildir ;;
 	raw-mbox) kind=rawmbox ;;
+	esac
+	case $peer in
+	dovecot | mail.local) cg=$peer ;;
+	lda) cg=lda-maildir ;;
+	lda-mbox) cg=lda-mbox ;;
 	esac
 	case $kind in
 	maildir) reset_maildirs ;;
@@ -398,8 +411,9 @@ one_run() {
 	raw*) retire "$BASE/raw" ;;
 	esac
 	sync
-	local load1
+	local load1 cpu0=
 	load1=$(cut -d' ' -f1 /proc/loadavg)
+	[ -n "$cg" ] && cpu0=$(cg_usec "$cg")
 	case $peer in
 	dovecot) json=$(load "$peer" "$DOVECOT_SOCK" "$c" "$size" "$r" "$MESSAGES" "${CHUNK_FLAG[@]}") ;;
 	mail.local) json=$(load "$peer" "$MAILLOCAL_SOCK" "$c" "$size" "$r" "$MESSAGES") ;;
@@ -411,8 +425,17 @@ one_run() {
 		FAILED=1
 		return 0
 	}
-	local ok temp perm drop n verified=- stored_n=-
+	local ok temp perm drop n verified=- stored_n=- cpu1= agent_cpu=- client_cpu=-
+	[ -n "$cg" ] && cpu1=$(cg_usec "$cg")
 	ok=$(jget ok "$json")
+	# CPU per acknowledged delivery, in ms: the agent's processes (its
+	# cgroup; for the raw ceiling, the program itself) and the client's.
+	if [ -n "$cg" ]; then
+		[ -n "$cpu0" ] && [ -n "$cpu1" ] && agent_cpu=$(awk -v a="$cpu0" -v b="$cpu1" -v n="$ok" 'BEGIN { if (n > 0) printf "%.4f", (b - a) / 1000 / n; else print "-" }')
+		client_cpu=$(awk -v c="$(jget cpu_ms "$json")" -v n="$ok" 'BEGIN { if (n > 0 && c != "") printf "%.4f", c / n; else print "-" }')
+	else
+		agent_cpu=$(awk -v c="$(jget cpu_ms "$json")" -v n="$ok" 'BEGIN { if (n > 0 && c != "") printf "%.4f", c / n; else print "-" }')
+	fi
 	temp=$(jget tempfail "$json")
 	perm=$(jget permfail "$json")
 	drop=$(jget dropped "$json")
@@ -434,12 +457,13 @@ one_run() {
 		warn "$matrix $cell $peer: ok $ok, 4xx $temp, 5xx $perm, dropped $drop (of $((MESSAGES * r)))"
 		FAILED=1
 	fi
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.3f\t%.1f\t%.1f\t%.2f\t%.2f\t%.2f\t%s\t%s\t%s\n' \
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.3f\t%.1f\t%.1f\t%.2f\t%.2f\t%.2f\t%s\t%s\t%s\t%s\t%s\n' \
 		"$matrix" "$cell" "$peer" "$rep" "$c" "$size" "$r" "$MESSAGES" "$ok" "$temp" "$perm" "$drop" \
 		"$(jget wall_s "$json")" "$(jget deliveries_per_s "$json")" "$(jget messages_per_s "$json")" \
-		"$(jget p50_ms "$json")" "$(jget p90_ms "$json")" "$(jget p99_ms "$json")" "$stored_n" "$verified" "$load1" >>"$TSV"
-	printf '    %-7s %-10s %-10s rep %s: %8.1f deliveries/s  p50 %7.2f ms  p99 %7.2f ms  load %s  ok %s%s\n' \
-		"$matrix" "$cell" "$peer" "$rep" "$(jget deliveries_per_s "$json")" "$(jget p50_ms "$json")" "$(jget p99_ms "$json")" "$load1" "$ok" \
+		"$(jget p50_ms "$json")" "$(jget p90_ms "$json")" "$(jget p99_ms "$json")" "$stored_n" "$verified" \
+		"$agent_cpu" "$client_cpu" "$load1" >>"$TSV"
+	printf '    %-7s %-10s %-10s rep %s: %8.1f deliveries/s  p50 %7.2f ms  p99 %7.2f ms  cpu/delivery %s+%s ms  load %s  ok %s%s\n' \
+		"$matrix" "$cell" "$peer" "$rep" "$(jget deliveries_per_s "$json")" "$(jget p50_ms "$json")" "$(jget p99_ms "$json")" "$agent_cpu" "$client_cpu" "$load1" "$ok" \
 		"$([ "$verified" = - ] || echo "  stored $stored_n verified $verified")"
 }
 
@@ -517,11 +541,12 @@ done
 
 # --- the table of medians ------------------------------------------------
 
-# med MATRIX CELL PEER COLUMN: the median of a TSV column over the reps.
+# med MATRIX CELL PEER COLUMN: the median of a TSV column over the reps
+# (its numbers; a "-" is no figure).
 med() {
 	awk -F'\t' -v m="$1" -v c="$2" -v p="$3" -v col="$4" '
 		NR == 1 { for (i = 1; i <= NF; i++) if ($i == col) k = i; next }
-		$1 == m && $2 == c && $3 == p { print $k }' "$TSV" | median
+		$1 == m && $2 == c && $3 == p && $k ~ /^[0-9.]+$/ { print $k }' "$TSV" | median
 }
 # paired MATRIX CELL A B COLUMN: A's value over B's in each repetition (the
 # two ran next to each other), as "median (min-max)". The disk's speed
@@ -544,6 +569,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 == 0)
 pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "-"; else printf "%.0f%%\n", 100 * a / b }'; }
 fmt1() { [ -n "$1" ] && printf '%.1f' "$1" || printf -- '-'; }
 fmt2() { [ -n "$1" ] && printf '%.2f' "$1" || printf -- '-'; }
+fmt3() { [ -n "$1" ] && printf '%.3f' "$1" || printf -- '-'; }
 
 table() {
 	local matrix=$1 peer=$2 ldapeer=$3 rawpeer=$4 cell
@@ -566,6 +592,30 @@ table() {
 	done
 }
 
+# cpu_table MATRIX PEER LDAPEER RAWPEER CELLS...: CPU time per delivery.
+# With one connection client and agent take turns (the kernel of the
+# guest in bench/RESULTS.md even keeps them on one vCPU), so their CPU
+# times add up to much of each delivery's time; with eight connections
+# every vCPU is busy and the sum bounds the rate.
+cpu_table() {
+	local matrix=$1 peer=$2 ldapeer=$3 rawpeer=$4 cell
+	shift 4
+	printf '| %s cell, CPU ms per delivery | lda (all its processes) | %s (all its processes) | lda/%s | raw ceiling (the program) | client, with lda | client, with %s |\n' \
+		"$matrix" "$peer" "$peer" "$peer"
+	printf '|---|---:|---:|---:|---:|---:|---:|\n'
+	for cell in "$@"; do
+		local cname c size r l p raw lc pc
+		read -r cname c size r <<<"$cell"
+		l=$(med "$matrix" "$cname" "$ldapeer" agent_cpu_ms)
+		p=$(med "$matrix" "$cname" "$peer" agent_cpu_ms)
+		raw=$(med "$matrix" "$cname" "$rawpeer" agent_cpu_ms)
+		lc=$(med "$matrix" "$cname" "$ldapeer" client_cpu_ms)
+		pc=$(med "$matrix" "$cname" "$peer" client_cpu_ms)
+		printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$cname" \
+			"$(fmt3 "$l")" "$(fmt3 "$p")" "$(ratio "$l" "$p")" "$(fmt3 "$raw")" "$(fmt3 "$lc")" "$(fmt3 "$pc")"
+	done
+}
+
 echo
 say "results (medians of $REPS repetitions x $MESSAGES messages; d/s = successful recipient deliveries per second)"
 echo "lda: $LDA_DESC; warm-workers section: ${LDA_WORKERS:-?}; dovecot $(dovecot --version | cut -d' ' -f1); mail.local from $MAIL_LOCAL_DEB; pipelining: $PIPELINING; chunking: $CHUNKING${CHUNK_FLAG:+ (lda and Dovecot send BDAT; mail.local, without CHUNKING, DATA)}; sieve: ${SIEVE:-none}; servers pinned: ${PIN:-no}"
@@ -575,6 +625,11 @@ for m in $MATRICES; do
 	case $m in
 	maildir) table maildir dovecot lda raw "${MAILDIR_CELLS[@]}" ;;
 	mbox) table mbox mail.local lda-mbox raw-mbox "${MBOX_CELLS[@]}" ;;
+	esac
+	echo
+	case $m in
+	maildir) cpu_table maildir dovecot lda raw "${MAILDIR_CELLS[@]}" ;;
+	mbox) cpu_table mbox mail.local lda-mbox raw-mbox "${MBOX_CELLS[@]}" ;;
 	esac
 	echo
 done

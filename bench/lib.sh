@@ -216,6 +216,72 @@ count_bench_ids() {
 	cat "$@" 2>/dev/null | grep -c '^X-Bench-Id: ' || true
 }
 
+# --- CPU accounting: each agent in a cgroup of its own --------------------
+#
+# cg_init: a cgroup hierarchy in which a process can be placed and the CPU
+# time of everything it starts read back, children that have exited and
+# been reaped included: cgroup v2 (cpu.stat is there whether or not the
+# cpu controller is enabled) or else v1's cpuacct. Makes $CG_ROOT (a
+# directory of our own in it) and sets CG_KIND to v2 or v1; both stay
+# empty if there is neither, and the CPU figures are then "-".
+cg_init() {
+	CG_ROOT= CG_KIND=
+	local d
+	for d in /sys/fs/cgroup /sys/fs/cgroup/unified; do
+		if [ -f "$d/cgroup.controllers" ] && [ -w "$d/cgroup.procs" ]; then
+			CG_ROOT=$d/lda-bench-$$ CG_KIND=v2
+			break
+		fi
+	done
+	if [ -z "$CG_ROOT" ] && [ -w /sys/fs/cgroup/cpuacct/cgroup.procs ]; then
+		CG_ROOT=/sys/fs/cgroup/cpuacct/lda-bench-$$ CG_KIND=v1
+	fi
+	if [ -n "$CG_ROOT" ] && ! mkdir "$CG_ROOT" 2>/dev/null; then
+		warn "cannot make a cgroup at $CG_ROOT: no CPU figures"
+		CG_ROOT= CG_KIND=
+	fi
+	return 0
+}
+
+# cg_exec NAME CMD...: move this (sub)shell into cgroup NAME, then exec
+# CMD, so that CMD and everything it starts are counted there. Run it in a
+# subshell of its own, ( cg_exec ... ) or cg_exec ... &, never in the
+# script's own shell.
+cg_exec() {
+	local name=$1
+	shift
+	if [ -n "$CG_ROOT" ]; then
+		mkdir -p "$CG_ROOT/$name"
+		echo "$BASHPID" >"$CG_ROOT/$name/cgroup.procs" || warn "cannot enter cgroup $name"
+	fi
+	exec "$@"
+}
+
+# cg_usec NAME: the CPU time (µs, user and system) used so far in cgroup
+# NAME, exited children included; empty without accounting.
+cg_usec() {
+	local d=$CG_ROOT/$1
+	[ -n "$CG_ROOT" ] && [ -d "$d" ] || return 0
+	case $CG_KIND in
+	v2) awk '$1 == "usage_usec" { print $2 }' "$d/cpu.stat" ;;
+	v1) awk '{ printf "%.0f\n", $1 / 1000 }' "$d/cpuacct.usage" ;;
+	esac
+}
+
+# cg_cleanup: move anything left into the top cgroup and remove ours.
+cg_cleanup() {
+	[ -n "$CG_ROOT" ] && [ -d "$CG_ROOT" ] || return 0
+	local d pid
+	for d in "$CG_ROOT"/*/; do
+		[ -d "$d" ] || continue
+		while read -r pid; do
+			echo "$pid" >"${CG_ROOT%/*}/cgroup.procs" 2>/dev/null || true
+		done <"$d/cgroup.procs"
+		rmdir "$d" 2>/dev/null || warn "could not remove cgroup $d"
+	done
+	rmdir "$CG_ROOT" 2>/dev/null || warn "could not remove cgroup $CG_ROOT"
+}
+
 # median: the median of the numbers on standard input (the mean of the
 # middle two for an even count); empty for none.
 median() {
