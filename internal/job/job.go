@@ -28,7 +28,6 @@
 package job
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -259,15 +258,30 @@ func parse(data []byte, magic string, keys map[string]bool, allowPartial bool) (
 	if len(data) > MaxRecord {
 		return nil, errors.New("job: record too large")
 	}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 0, 4096), MaxRecord)
-	if !sc.Scan() || sc.Text() != fmt.Sprintf("%s %d", magic, Version) {
+	// The record is in memory already: its lines are cut out of it, not
+	// copied through a scanner's buffer (4 KiB per record, on every job
+	// and every result). A "\r" stays in its line, where no key or xtext
+	// value accepts it.
+	rest := data
+	next := func() (string, bool) {
+		if len(rest) == 0 {
+			return "", false
+		}
+		line, after, _ := bytes.Cut(rest, []byte{'\n'})
+		rest = after
+		return string(line), true
+	}
+	first, ok := next()
+	if !ok || first != magic+" "+strconv.Itoa(Version) {
 		return nil, fmt.Errorf("job: not a version %d %s record", Version, magic)
 	}
 	rec := &record{fields: map[string]string{}}
-	consumed := len(sc.Bytes()) + 1
-	for sc.Scan() {
-		line := sc.Text()
+	consumed := len(first) + 1
+	for {
+		line, ok := next()
+		if !ok {
+			break
+		}
 		consumed += len(line) + 1
 		if line == "end" {
 			rec.complete = true
@@ -302,9 +316,6 @@ func parse(data []byte, magic string, keys map[string]bool, allowPartial bool) (
 			return nil, fmt.Errorf("job: key %q: %w", k, err)
 		}
 		rec.fields[k] = dv
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("job: %w", err)
 	}
 	if !rec.complete {
 		if allowPartial {

@@ -80,6 +80,12 @@ func TestDecodeRefuses(t *testing.T) {
 		{"newline in received", strings.Replace(g, "received ", "received a+0AX-Injected:+20y", 1)},
 		{"bad headers flag", strings.Replace(g, "headers true", "headers yes", 1)},
 		{"oversize", g[:len(g)-4] + "detail " + strings.Repeat("a", MaxRecord) + "\nend\n"},
+		{"CRLF line ends", strings.ReplaceAll(g, "\n", "\r\n")},
+		{"CR at the end of a value", strings.Replace(g, "user alice\n", "user alice\r\n", 1)},
+		{"CR after the magic", strings.Replace(g, "lda-job 1\n", "lda-job 1\r\n", 1)},
+		{"CR after end", g[:len(g)-1] + "\r\n"},
+		{"no newline after end", g[:len(g)-1]},
+		{"blank line", strings.Replace(g, "end\n", "\nend\n", 1)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if j, err := Decode([]byte(tc.rec)); err == nil {
@@ -218,5 +224,21 @@ func TestFilterFlags(t *testing.T) {
 	}
 	if r, err := DecodeResult([]byte(badRes)); err == nil {
 		t.Fatalf("accepted %+v", r)
+	}
+}
+
+// BenchmarkDecode is the record a direct worker decodes for every job.
+func BenchmarkDecode(b *testing.B) {
+	j := sample()
+	j.Kind, j.Path, j.Folder = KindMaildir, "/home/alice/Maildir", ""
+	data, err := j.Encode()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Decode(data); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
