@@ -42,8 +42,10 @@
 #
 # It installs dovecot-core, dovecot-lmtpd, socat and liblockfile1 if they
 # are missing (without starting any service), creates the users
-# benchu1..benchu10 and benchlis (removed at the end), and removes
-# everything it made on exit. See bench/README.md.
+# benchu1..benchu10 and benchlis (removed at the end), starts every server
+# in a cgroup of its own so that its CPU time per delivery can be reported
+# (cgroup v2, else v1 cpuacct; removed at the end), and removes everything
+# it made on exit. See bench/README.md.
 set -euo pipefail
 
 HOMES=${HOMES:-disk}
