@@ -210,6 +210,14 @@ func TestProcessCPU(t *testing.T) {
 		t.Errorf("text output lacks %q:\n%s", want, b.String())
 	}
 	b.Reset()
+	none := Result{CPUms: 3}
+	if err := none.Write(&b, false); err != nil {
+		t.Fatal(err)
+	}
+	if want := "own cpu:       3.0 ms (no delivery)"; !strings.Contains(b.String(), want) {
+		t.Errorf("a run without deliveries: text output lacks %q:\n%s", want, b.String())
+	}
+	b.Reset()
 	if err := r.Write(&b, true); err != nil {
 		t.Fatal(err)
 	}

@@ -86,11 +86,12 @@ func (r *Result) Finish(wall time.Duration, latencies []time.Duration) {
 	r.P99ms = ms(Percentile(latencies, 99))
 }
 
-func perDelivery(ms float64, ok int) float64 {
+// perDelivery is ms spread over ok deliveries, for the text report.
+func perDelivery(ms float64, ok int) string {
 	if ok == 0 {
-		return 0
+		return "no delivery"
 	}
-	return ms / float64(ok)
+	return fmt.Sprintf("%.3f ms per delivery", ms/float64(ok))
 }
 
 // Write prints r as text, or as one JSON object on one line.
@@ -109,7 +110,7 @@ deliveries/s:  %.1f
 messages/s:    %.1f
 latency ms:    p50 %.2f  p90 %.2f  p99 %.2f
 recipients:    ok %d  4xx %d  5xx %d  dropped %d
-own cpu:       %.1f ms (%.3f ms per delivery)
+own cpu:       %.1f ms (%s)
 `, r.Tool, r.ID, r.Mode, r.Conns, r.Messages, r.Size, r.Rcpts,
 		r.WallSeconds, r.DeliveriesPerSec, r.MessagesPerSec,
 		r.P50ms, r.P90ms, r.P99ms,
