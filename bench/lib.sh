@@ -218,26 +218,41 @@ count_bench_ids() {
 
 # --- CPU accounting: each agent in a cgroup of its own --------------------
 #
-# cg_init: a cgroup hierarchy in which a process can be placed and the CPU
-# time of everything it starts read back, children that have exited and
-# been reaped included: cgroup v2 (cpu.stat is there whether or not the
-# cpu controller is enabled) or else v1's cpuacct. Makes $CG_ROOT (a
-# directory of our own in it) and sets CG_KIND to v2 or v1; both stay
-# empty if there is neither, and the CPU figures are then "-".
+# cg_init: a cgroup in which a process can be placed and the CPU time of
+# everything it starts read back, children that have exited and been
+# reaped included. cgroup v2 first: a child of the cgroup this script runs
+# in, where cpu.stat exists whether or not the cpu controller is enabled.
+# Else v1's cpuacct. Makes $CG_ROOT (a directory of our own) and sets
+# CG_KIND to v2 or v1. Both stay empty, and the agents' CPU figures are
+# "-", if there is neither, or if the cpu controller would apply to our
+# cgroups: each would then get a CPU weight of its own against the rest of
+# the machine (the client included), which would change the rates being
+# measured.
+CG_ROOT= CG_KIND=
 cg_init() {
 	CG_ROOT= CG_KIND=
-	local d
-	for d in /sys/fs/cgroup /sys/fs/cgroup/unified; do
-		if [ -f "$d/cgroup.controllers" ] && [ -w "$d/cgroup.procs" ]; then
-			CG_ROOT=$d/lda-bench-$$ CG_KIND=v2
-			break
-		fi
+	local mnt self d=
+	for mnt in /sys/fs/cgroup /sys/fs/cgroup/unified; do
+		[ -f "$mnt/cgroup.controllers" ] || continue
+		self=$(awk -F: '$1 == "0" { print $3 }' /proc/self/cgroup)
+		d=$mnt${self%/}
+		break
 	done
-	if [ -z "$CG_ROOT" ] && [ -w /sys/fs/cgroup/cpuacct/cgroup.procs ]; then
+	if [ -n "$d" ] && [ -w "$d/cgroup.procs" ]; then
+		if grep -qw cpu "$d/cgroup.subtree_control" 2>/dev/null; then
+			warn "the cpu controller is on below $d: no cgroups, no agent CPU figures (a CPU weight per agent would change the rates)"
+			return 0
+		fi
+		CG_ROOT=$d/lda-bench-$$ CG_KIND=v2
+	elif [ -w /sys/fs/cgroup/cpuacct/cgroup.procs ]; then
+		if [ -e /sys/fs/cgroup/cpuacct/cpu.shares ]; then
+			warn "cpuacct is mounted with the cpu controller: no cgroups, no agent CPU figures (cpu.shares per agent would change the rates)"
+			return 0
+		fi
 		CG_ROOT=/sys/fs/cgroup/cpuacct/lda-bench-$$ CG_KIND=v1
 	fi
 	if [ -n "$CG_ROOT" ] && ! mkdir "$CG_ROOT" 2>/dev/null; then
-		warn "cannot make a cgroup at $CG_ROOT: no CPU figures"
+		warn "cannot make a cgroup at $CG_ROOT: no agent CPU figures"
 		CG_ROOT= CG_KIND=
 	fi
 	return 0
@@ -246,39 +261,56 @@ cg_init() {
 # cg_exec NAME CMD...: move this (sub)shell into cgroup NAME, then exec
 # CMD, so that CMD and everything it starts are counted there. Run it in a
 # subshell of its own, ( cg_exec ... ) or cg_exec ... &, never in the
-# script's own shell.
+# script's own shell. The caller checks with cg_check that it got there.
 cg_exec() {
 	local name=$1
 	shift
 	if [ -n "$CG_ROOT" ]; then
-		mkdir -p "$CG_ROOT/$name"
-		echo "$BASHPID" >"$CG_ROOT/$name/cgroup.procs" || warn "cannot enter cgroup $name"
+		mkdir -p "$CG_ROOT/$name" && echo "$BASHPID" >"$CG_ROOT/$name/cgroup.procs"
 	fi
 	exec "$@"
+}
+
+# cg_check NAME PID: PID is in cgroup NAME; if not, say so and mark NAME
+# so that cg_usec gives no figure for it (an empty cgroup would read 0).
+cg_check() {
+	[ -n "$CG_ROOT" ] || return 0
+	if ! grep -qx "$2" "$CG_ROOT/$1/cgroup.procs" 2>/dev/null; then
+		warn "pid $2 is not in cgroup $1: no CPU figures for it"
+		: >"$CG_ROOT/$1.unaccounted" 2>/dev/null || true
+	fi
+	return 0
 }
 
 # cg_usec NAME: the CPU time (µs, user and system) used so far in cgroup
 # NAME, exited children included; empty without accounting.
 cg_usec() {
 	local d=$CG_ROOT/$1
-	[ -n "$CG_ROOT" ] && [ -d "$d" ] || return 0
+	[ -n "$CG_ROOT" ] && [ -d "$d" ] && [ ! -e "$d.unaccounted" ] || return 0
 	case $CG_KIND in
 	v2) awk '$1 == "usage_usec" { print $2 }' "$d/cpu.stat" ;;
 	v1) awk '{ printf "%.0f\n", $1 / 1000 }' "$d/cpuacct.usage" ;;
 	esac
 }
 
-# cg_cleanup: move anything left into the top cgroup and remove ours.
+# cg_cleanup: kill whatever is still in our cgroups (only processes the
+# agents started can be: every server was stopped before), wait until
+# they are empty, and remove them.
 cg_cleanup() {
 	[ -n "$CG_ROOT" ] && [ -d "$CG_ROOT" ] || return 0
-	local d pid
+	local d pids i
 	for d in "$CG_ROOT"/*/; do
 		[ -d "$d" ] || continue
-		while read -r pid; do
-			echo "$pid" >"${CG_ROOT%/*}/cgroup.procs" 2>/dev/null || true
-		done <"$d/cgroup.procs"
+		for ((i = 0; i < 50; i++)); do
+			pids=$(cat "$d/cgroup.procs" 2>/dev/null)
+			[ -z "$pids" ] && break
+			# shellcheck disable=SC2086 # one pid per word
+			kill -KILL $pids 2>/dev/null || true
+			sleep 0.1
+		done
 		rmdir "$d" 2>/dev/null || warn "could not remove cgroup $d"
 	done
+	rm -f "$CG_ROOT"/*.unaccounted
 	rmdir "$CG_ROOT" 2>/dev/null || warn "could not remove cgroup $CG_ROOT"
 }
 

@@ -11,8 +11,10 @@
 // at once: back to back, and after both sides have slept for each time in
 // -idle. A CPU left idle for a while may take far longer to wake (a deeper
 // C-state; on a virtual machine, a halted vCPU that the host must schedule
-// again). One delivery over one connection waits about a millisecond for
-// its fsyncs, so its hops are of the second kind. The last column is how
+// again). One delivery over one connection waits some hundreds of
+// microseconds for its fsyncs, so its hops are of the second kind. The
+// sleeps are timed with a timer slack of 1 ns, and each row gives the
+// median sleep actually measured. The last column is how
 // often the two processes were on the same CPU when the packet arrived:
 // whether the kernel spreads a ping-pong over the CPUs or keeps it on one.
 //
@@ -50,8 +52,11 @@ func main() {
 	calls := flag.Int("syscalls", 200000, "system calls timed for the first row")
 	flag.Parse()
 	idles, err := parseIdles(*idle)
-	if err != nil || *n < 1 || *calls < 1 {
-		fmt.Fprintf(os.Stderr, "hopcost: bad arguments: -n and -syscalls must be positive, -idle a list of durations: %v\n", err)
+	if err == nil && (*n < 1 || *calls < 1) {
+		err = errors.New("-n and -syscalls must be positive")
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "hopcost: %v\n", err)
 		os.Exit(64) // EX_USAGE
 	}
 	rep, err := measure(*calls, *n, idles)
@@ -82,7 +87,8 @@ func parseIdles(s string) ([]time.Duration, error) {
 
 // row is one line of the report.
 type row struct {
-	idle     time.Duration
+	idle     time.Duration // asked for
+	slept    time.Duration // the median sleep measured
 	p50, p90 time.Duration
 	sameCPU  float64 // fraction of round trips with both on one CPU
 }
@@ -99,9 +105,9 @@ func (r *report) write(w io.Writer) {
 	for _, x := range r.rows {
 		what := "round trip, back to back:"
 		if x.idle > 0 {
-			what = fmt.Sprintf("round trip after %v asleep:", x.idle)
+			what = fmt.Sprintf("round trip after %v asleep (%.0f µs):", x.idle, us(x.slept))
 		}
-		fmt.Fprintf(w, "%-33s p50 %7.1f µs  p90 %7.1f µs  same CPU %3.0f%%\n", what, us(x.p50), us(x.p90), 100*x.sameCPU)
+		fmt.Fprintf(w, "%-42s p50 %7.1f µs  p90 %7.1f µs  same CPU %3.0f%%\n", what, us(x.p50), us(x.p90), 100*x.sameCPU)
 	}
 }
 
@@ -146,6 +152,9 @@ func measure(calls, n int, idles []time.Duration) (*report, error) {
 	// threads.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	// Sleeps as asked: the default timer slack (50 µs) would lengthen
+	// each of them. Only this thread, which is locked to this goroutine.
+	unix.Prctl(unix.PR_SET_TIMERSLACK, 1, 0, 0, 0)
 	for _, idle := range idles {
 		for range 50 { // warm up
 			if _, err := ping(mine); err != nil {
@@ -153,11 +162,14 @@ func measure(calls, n int, idles []time.Duration) (*report, error) {
 			}
 		}
 		lat := make([]time.Duration, 0, n)
+		var slept []time.Duration
 		same := 0
 		for range n {
 			if idle > 0 {
 				ts := unix.NsecToTimespec(int64(idle))
+				t := time.Now()
 				unix.Nanosleep(&ts, nil)
+				slept = append(slept, time.Since(t))
 			}
 			t := time.Now()
 			theirCPU, err := ping(mine)
@@ -170,7 +182,8 @@ func measure(calls, n int, idles []time.Duration) (*report, error) {
 			}
 		}
 		rep.rows = append(rep.rows, row{
-			idle: idle, p50: lmtpbench.Percentile(lat, 50), p90: lmtpbench.Percentile(lat, 90),
+			idle: idle, slept: lmtpbench.Percentile(slept, 50),
+			p50: lmtpbench.Percentile(lat, 50), p90: lmtpbench.Percentile(lat, 90),
 			sameCPU: float64(same) / float64(n),
 		})
 	}
@@ -184,14 +197,23 @@ func ping(fd int) (int, error) {
 		return 0, fmt.Errorf("write: %w", err)
 	}
 	n, err := unix.Read(fd, b[:])
-	if err != nil {
+	switch {
+	case err != nil:
 		return 0, fmt.Errorf("read: %w", err)
+	case n == 0:
+		return 0, errors.New("the child went away")
+	case n != 4:
+		return 0, fmt.Errorf("the child's answer is %d bytes, not 4", n)
 	}
-	if n != 4 {
-		return 0, errors.New("the child's answer is not 4 bytes")
+	cpu := int(int32(b[0]) | int32(b[1])<<8 | int32(b[2])<<16 | int32(b[3])<<24)
+	if cpu < -1 || cpu >= maxCPU {
+		return 0, fmt.Errorf("the child answered from CPU %d", cpu)
 	}
-	return int(int32(b[0]) | int32(b[1])<<8 | int32(b[2])<<16 | int32(b[3])<<24), nil
+	return cpu, nil
 }
+
+// maxCPU bounds a CPU number getcpu can give (the kernel's NR_CPUS at most).
+const maxCPU = 1 << 16
 
 // child answers every packet on fd with the CPU it is running on, until
 // the other end goes away.

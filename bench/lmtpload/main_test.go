@@ -222,8 +222,10 @@ func TestRunCountsEveryReply(t *testing.T) {
 				t.Fatalf("rates: %+v", res)
 			}
 			// The client's own CPU over the run: more than nothing, and no
-			// more than all the CPUs could have given it in that time.
-			if max := res.WallSeconds * 1000 * float64(runtime.NumCPU()); res.CPUms <= 0 || res.CPUms > max {
+			// more than all the CPUs could have given it in that time
+			// (with 20 ms to spare: other threads' times are brought up
+			// to date at scheduler ticks, and this run is a few ms long).
+			if max := res.WallSeconds*1000*float64(runtime.NumCPU()) + 20; res.CPUms <= 0 || res.CPUms > max {
 				t.Fatalf("cpu %.3f ms over %.3f s on %d CPUs", res.CPUms, res.WallSeconds, runtime.NumCPU())
 			}
 			f.mu.Lock()
