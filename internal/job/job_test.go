@@ -85,6 +85,11 @@ func TestDecodeRefuses(t *testing.T) {
 		{"CR after the magic", strings.Replace(g, "lda-job 1\n", "lda-job 1\r\n", 1)},
 		{"CR after end", g[:len(g)-1] + "\r\n"},
 		{"no newline after end", g[:len(g)-1]},
+		// The scanner the decoder used to read lines through dropped a CR
+		// before a LF, one byte its count missed, and a missing last LF
+		// added one: with both, these two passed. Refused since 300c429.
+		{"CR after end, no newline", g[:len(g)-1] + "\r"},
+		{"CR after the magic, no newline after end", strings.Replace(g[:len(g)-1], "lda-job 1\n", "lda-job 1\r\n", 1)},
 		{"blank line", strings.Replace(g, "end\n", "\nend\n", 1)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
