@@ -395,6 +395,12 @@ stored() {
 	esac
 }
 
+# per_delivery MS N [UNITS]: MS spread over N deliveries, "-" for no
+# figure; MS is in milliseconds, or in UNITS per millisecond (1000 for µs).
+per_delivery() {
+	awk -v ms="$1" -v n="$2" -v u="${3:-1}" 'BEGIN { if (n > 0 && ms != "") printf "%.4f", ms / u / n; else print "-" }'
+}
+
 # one_run MATRIX CELL PEER REP CONNS SIZE RCPTS: reset the mailboxes, run
 # once, record, and in the first repetition check what was stored.
 one_run() {
@@ -435,11 +441,13 @@ one_run() {
 	ok=$(jget ok "$json")
 	# CPU per acknowledged delivery, in ms: the agent's processes (its
 	# cgroup; for the raw ceiling, the program itself) and the client's.
+	local own
+	own=$(per_delivery "$(jget cpu_ms "$json")" "$ok")
 	if [ -n "$cg" ]; then
-		[ -n "$cpu0" ] && [ -n "$cpu1" ] && agent_cpu=$(awk -v a="$cpu0" -v b="$cpu1" -v n="$ok" 'BEGIN { if (n > 0) printf "%.4f", (b - a) / 1000 / n; else print "-" }')
-		client_cpu=$(awk -v c="$(jget cpu_ms "$json")" -v n="$ok" 'BEGIN { if (n > 0 && c != "") printf "%.4f", c / n; else print "-" }')
+		[ -n "$cpu0" ] && [ -n "$cpu1" ] && agent_cpu=$(per_delivery "$((cpu1 - cpu0))" "$ok" 1000)
+		client_cpu=$own
 	else
-		agent_cpu=$(awk -v c="$(jget cpu_ms "$json")" -v n="$ok" 'BEGIN { if (n > 0 && c != "") printf "%.4f", c / n; else print "-" }')
+		agent_cpu=$own
 	fi
 	temp=$(jget tempfail "$json")
 	perm=$(jget permfail "$json")
