@@ -17,10 +17,19 @@ const hexdigits = "0123456789ABCDEF"
 // Encode returns the xtext form of s. Every byte outside "!".."~", and
 // "+" and "=", is written as "+HH".
 func Encode(s string) string {
+	i := 0
+	for i < len(s) && plain(s[i]) {
+		i++
+	}
+	if i == len(s) {
+		return s // the common case: nothing to escape, nothing to copy
+	}
 	var b strings.Builder
-	for i := 0; i < len(s); i++ {
+	b.Grow(len(s) + 16)
+	b.WriteString(s[:i])
+	for ; i < len(s); i++ {
 		c := s[i]
-		if c >= '!' && c <= '~' && c != '+' && c != '=' {
+		if plain(c) {
 			b.WriteByte(c)
 			continue
 		}
@@ -30,6 +39,9 @@ func Encode(s string) string {
 	}
 	return b.String()
 }
+
+// plain reports whether c stands for itself in xtext.
+func plain(c byte) bool { return c >= '!' && c <= '~' && c != '+' && c != '=' }
 
 // ErrSyntax is returned for malformed xtext.
 var ErrSyntax = errors.New("xtext: malformed value")
@@ -45,6 +57,7 @@ func Decode(s string) (string, error) {
 		return s, nil
 	}
 	var b strings.Builder
+	b.Grow(len(s))
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		switch {

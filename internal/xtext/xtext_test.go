@@ -15,6 +15,9 @@ func TestRoundTrip(t *testing.T) {
 		{"nul", "\x00", "+00"},
 		{"utf8", "é", "+C3+A9"},
 		{"empty", "", ""},
+		{"escape first", " ab", "+20ab"},
+		{"escape last", "ab=", "ab+3D"},
+		{"all escaped", "+=", "+2B+3D"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := Encode(tc.in); got != tc.enc {
@@ -79,4 +82,27 @@ func TestEncodeExamples(t *testing.T) {
 			}
 		})
 	}
+}
+
+// BenchmarkEncode: most values lda encodes (users, paths, addresses)
+// need no escape at all.
+func BenchmarkEncode(b *testing.B) {
+	for _, in := range []string{"/home/alice/Maildir", "250 2.0.0 delivered"} {
+		b.Run(fmt.Sprintf("%d-escapes", countEscapes(in)), func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				Encode(in)
+			}
+		})
+	}
+}
+
+func countEscapes(s string) int {
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if !plain(s[i]) {
+			n++
+		}
+	}
+	return n
 }
