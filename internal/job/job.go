@@ -28,7 +28,6 @@
 package job
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"strconv"
@@ -109,13 +108,28 @@ func (j *Job) Encode() ([]byte, error) {
 	if err := j.Validate(); err != nil {
 		return nil, err
 	}
-	var b bytes.Buffer
-	fmt.Fprintf(&b, "lda-job %d\n", Version)
-	kv := func(k, v string) { fmt.Fprintf(&b, "%s %s\n", k, xtext.Encode(v)) }
+	// Appended to one buffer sized for a typical job: no fmt, and no
+	// copy for the values xtext leaves as they are.
+	b := make([]byte, 0, 512)
+	b = append(b, "lda-job "...)
+	b = strconv.AppendInt(b, Version, 10)
+	b = append(b, '\n')
+	kv := func(k, v string) {
+		b = append(b, k...)
+		b = append(b, ' ')
+		b = append(b, xtext.Encode(v)...)
+		b = append(b, '\n')
+	}
+	num := func(k string, n int64) { // digits need no xtext
+		b = append(b, k...)
+		b = append(b, ' ')
+		b = strconv.AppendInt(b, n, 10)
+		b = append(b, '\n')
+	}
 	kv("mode", j.Mode)
 	kv("user", j.User)
-	kv("uid", strconv.Itoa(j.UID))
-	kv("gid", strconv.Itoa(j.GID))
+	num("uid", int64(j.UID))
+	num("gid", int64(j.GID))
 	kv("home", j.Home)
 	kv("kind", j.Kind)
 	kv("path", j.Path)
@@ -127,18 +141,32 @@ func (j *Job) Encode() ([]byte, error) {
 	kv("received", j.Received)
 	kv("policy", j.Policy)
 	kv("sievedir", j.SieveDir)
-	kv("size", strconv.FormatInt(j.Size, 10))
+	num("size", j.Size)
 	if p := j.Recover; p != nil {
-		fmt.Fprintf(&b, "recover %d %d %d %s\n", p.Offset, p.Dev, p.Ino, xtext.Encode(p.FromLine))
+		b = appendProgress(b, "recover", p)
 	}
 	if j.RecoverTmp != "" {
 		kv("recovertmp", j.RecoverTmp)
 	}
-	b.WriteString("end\n")
-	if b.Len() > MaxRecord {
+	b = append(b, "end\n"...)
+	if len(b) > MaxRecord {
 		return nil, errors.New("job: record too large")
 	}
-	return b.Bytes(), nil
+	return b, nil
+}
+
+// appendProgress appends the line "key offset dev ino fromline".
+func appendProgress(b []byte, key string, p *Progress) []byte {
+	b = append(b, key...)
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, p.Offset, 10)
+	b = append(b, ' ')
+	b = strconv.AppendUint(b, p.Dev, 10)
+	b = append(b, ' ')
+	b = strconv.AppendUint(b, p.Ino, 10)
+	b = append(b, ' ')
+	b = append(b, xtext.Encode(p.FromLine)...)
+	return append(b, '\n')
 }
 
 // Validate checks every field of j.
@@ -258,24 +286,25 @@ func parse(data []byte, magic string, keys map[string]bool, allowPartial bool) (
 	if len(data) > MaxRecord {
 		return nil, errors.New("job: record too large")
 	}
-	// The record is in memory already: its lines are cut out of it, not
-	// copied through a scanner's buffer (4 KiB per record, on every job
-	// and every result). A "\r" stays in its line, where no key or xtext
-	// value accepts it.
-	rest := data
+	// The record is in memory already: it is copied into one string, and
+	// its lines (and the values, which xtext mostly leaves as they are)
+	// are cut out of that, not copied through a scanner's buffer (4 KiB
+	// per record, on every job and every result). A "\r" stays in its
+	// line, where no key or xtext value accepts it.
+	rest := string(data)
 	next := func() (string, bool) {
 		if len(rest) == 0 {
 			return "", false
 		}
-		line, after, _ := bytes.Cut(rest, []byte{'\n'})
+		line, after, _ := strings.Cut(rest, "\n")
 		rest = after
-		return string(line), true
+		return line, true
 	}
 	first, ok := next()
 	if !ok || first != magic+" "+strconv.Itoa(Version) {
 		return nil, fmt.Errorf("job: not a version %d %s record", Version, magic)
 	}
-	rec := &record{fields: map[string]string{}}
+	rec := &record{fields: make(map[string]string, strings.Count(rest, "\n"))}
 	consumed := len(first) + 1
 	for {
 		line, ok := next()
@@ -447,17 +476,22 @@ func ResultHeader() []byte { return []byte(fmt.Sprintf("lda-result %d\n", Versio
 
 // EncodeProgress is the progress line.
 func EncodeProgress(p Progress) []byte {
-	return []byte(fmt.Sprintf("progress %d %d %d %s\n", p.Offset, p.Dev, p.Ino, xtext.Encode(p.FromLine)))
+	return appendProgress(make([]byte, 0, 128), "progress", &p)
 }
 
 // EncodeResultBody is everything after the header and progress lines.
 func EncodeResultBody(r *Result) []byte {
-	var b bytes.Buffer
 	st := r.Status
-	fmt.Fprintf(&b, "status %s\n", xtext.Encode(fmt.Sprintf("%d %s %s", st.Code, st.Enhanced, status.Sanitize(st.Text))))
+	b := make([]byte, 0, 256)
+	b = append(b, "status "...)
+	b = append(b, xtext.Encode(strconv.Itoa(st.Code)+" "+st.Enhanced+" "+status.Sanitize(st.Text))...)
+	b = append(b, '\n')
 	kv := func(k, v string) {
 		if v != "" {
-			fmt.Fprintf(&b, "%s %s\n", k, xtext.Encode(clip(v, 2048)))
+			b = append(b, k...)
+			b = append(b, ' ')
+			b = append(b, xtext.Encode(clip(v, 2048))...)
+			b = append(b, '\n')
 		}
 	}
 	kv("detail", r.Detail)
@@ -471,8 +505,7 @@ func EncodeResultBody(r *Result) []byte {
 	if r.SkipRcpt {
 		kv("nofilter", "true")
 	}
-	b.WriteString("end\n")
-	return b.Bytes()
+	return append(b, "end\n"...)
 }
 
 // MaxActions bounds an action list crossing a process boundary.

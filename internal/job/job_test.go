@@ -247,3 +247,26 @@ func BenchmarkDecode(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkEncode is a job as the listener sends it, and the recover job
+// a direct worker writes into its recovery record before each delivery.
+func BenchmarkEncode(b *testing.B) {
+	j := sample()
+	j.Kind, j.Path, j.Folder = KindMaildir, "/home/alice/Maildir", ""
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := j.Encode(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkEncodeResult is the result a worker sends for each job.
+func BenchmarkEncodeResult(b *testing.B) {
+	r := &Result{Status: status.Delivered, Where: "maildir /home/alice/Maildir/new/1796572197.M802264P8528Q55R0179203fb9b5f2ce.vm,S=1198",
+		Rule: "/etc/lda/policy.yaml:3 {maildir: ~/Maildir}"}
+	b.ReportAllocs()
+	for b.Loop() {
+		EncodeResultBody(r)
+	}
+}
