@@ -96,7 +96,9 @@ func ValidPath(p string) error {
 	if p == "/" {
 		return nil
 	}
-	for _, c := range strings.Split(p[1:], "/") {
+	for rest, more := p[1:], true; more; { // strings.Split without the slice
+		var c string
+		c, rest, more = strings.Cut(rest, "/")
 		switch {
 		case c == "." || c == "..":
 			return fmt.Errorf("path %s has a %s component", strconv.Quote(p), c)

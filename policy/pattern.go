@@ -210,11 +210,24 @@ const (
 // expand replaces ~ and %u. name and home must be valid (validUser) or the
 // placeholders.
 func (p *pattern) expand(name, home string) xpat {
+	// Every check expands every rule for its user, so this is sized once
+	// and copies nothing it can share: a component without * is the
+	// literal itself (or %u joined to its neighbours).
 	var x xpat
+	n := len(p.comps)
+	if p.home {
+		n += strings.Count(home, "/") // the components of home[1:]
+	}
+	x.comps = make([]xcomp, 0, n)
 	if p.home {
 		x.root = home
-		for _, h := range strings.Split(home[1:], "/") {
+		for rest := home[1:]; ; {
+			h, after, more := strings.Cut(rest, "/")
 			x.comps = append(x.comps, xcomp{lit: h})
+			if !more {
+				break
+			}
+			rest = after
 		}
 	}
 	var root strings.Builder
@@ -227,26 +240,29 @@ func (p *pattern) expand(name, home string) xpat {
 			x.comps = append(x.comps, xcomp{dstar: true, min: m})
 			continue
 		}
-		var segs []seg
-		for _, s := range c.segs {
-			t := s
-			if s.kind == segUser {
-				t = seg{kind: segLit, lit: name}
-			}
-			if t.kind == segLit && len(segs) > 0 && segs[len(segs)-1].kind == segLit {
-				segs[len(segs)-1].lit += t.lit
-				continue
-			}
-			segs = append(segs, t)
-		}
-		if len(segs) == 1 && segs[0].kind == segLit {
-			x.comps = append(x.comps, xcomp{lit: segs[0].lit})
+		var first string // the first segment's text, once %u is replaced
+		if lit, ok := c.text(name); ok {
+			x.comps = append(x.comps, xcomp{lit: lit})
+			first = lit
 		} else {
+			segs := make([]seg, 0, len(c.segs))
+			for _, s := range c.segs {
+				t := s
+				if s.kind == segUser {
+					t = seg{kind: segLit, lit: name}
+				}
+				if t.kind == segLit && len(segs) > 0 && segs[len(segs)-1].kind == segLit {
+					segs[len(segs)-1].lit += t.lit
+					continue
+				}
+				segs = append(segs, t)
+			}
 			x.comps = append(x.comps, xcomp{glob: segs})
+			first = segs[0].lit
 		}
 		if !p.home && i < p.rootN {
 			root.WriteByte('/')
-			root.WriteString(segs[0].lit)
+			root.WriteString(first)
 		}
 	}
 	if !p.home {
@@ -256,6 +272,40 @@ func (p *pattern) expand(name, home string) xpat {
 		}
 	}
 	return x
+}
+
+// text returns the component as plain text, with %u replaced by name,
+// if it has no *.
+func (c comp) text(name string) (string, bool) {
+	switch {
+	case c.dstar:
+		return "", false
+	case len(c.segs) == 1 && c.segs[0].kind == segLit:
+		return c.segs[0].lit, true
+	case len(c.segs) == 1 && c.segs[0].kind == segUser:
+		return name, true
+	}
+	n := 0
+	for _, s := range c.segs {
+		switch s.kind {
+		case segStar:
+			return "", false
+		case segUser:
+			n += len(name)
+		default:
+			n += len(s.lit)
+		}
+	}
+	var b strings.Builder
+	b.Grow(n)
+	for _, s := range c.segs {
+		if s.kind == segUser {
+			b.WriteString(name)
+		} else {
+			b.WriteString(s.lit)
+		}
+	}
+	return b.String(), true
 }
 
 // path returns the path of a pattern without wildcards.
