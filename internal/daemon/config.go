@@ -50,8 +50,14 @@ type Config struct {
 	RcptSieve    bool          `yaml:"rcpt_sieve"`       // evaluate users' filters at RCPT time
 	RedirectCmd  []string      `yaml:"redirect_command"` // argv of a sendmail-compatible submission command
 	DeliveryTime time.Duration `yaml:"delivery_timeout"`
-	TimerSlack   time.Duration `yaml:"timer_slack"` // the listener's and the workers' timer slack; 0: root's
-	Workers      Workers       `yaml:"workers"`
+	// TimerSlack, if set, is the listener's and the workers' timer slack
+	// (0: root's); unset, each gets its default (spawn.DefaultTimerSlack,
+	// spawn.DefaultListenerSlack). The slacks in effect are ListenerSlack
+	// and WorkerSlack.
+	TimerSlack    *time.Duration `yaml:"timer_slack"`
+	ListenerSlack time.Duration  `yaml:"-"`
+	WorkerSlack   time.Duration  `yaml:"-"`
+	Workers       Workers        `yaml:"workers"`
 }
 
 // Workers bounds the warm per-user workers of the root parent.
@@ -77,7 +83,7 @@ func defaults() Config {
 		Version: 1, Policy: "/etc/lda/policy.yaml", UserDB: "passwd",
 		Socket: "/run/lda/lmtp.sock", SocketMode: "0660", ListenerUser: "lda",
 		SpoolDir: "/var/spool/lda", Delimiter: "+", BareLF: "reject", Headers: true, Chunking: true,
-		Log: "syslog", Parallel: 4, DeliveryTime: 10 * time.Minute, TimerSlack: spawn.DefaultTimerSlack,
+		Log: "syslog", Parallel: 4, DeliveryTime: 10 * time.Minute,
 		SieveDir: "/etc/lda/sieve", RcptSieve: true, RedirectCmd: []string{"/usr/sbin/sendmail", "-i"},
 		Workers: Workers{MaxIdle: 32, IdleTime: 10 * time.Second, MaxDeliveries: 1000},
 		Limits: Limits{Connections: 64, Recipients: 1000, MessageSize: 100 << 20, SpoolMemory: 1 << 20, LineLength: 4096,
@@ -132,7 +138,7 @@ func ParseConfig(r io.Reader, name string) (*Config, error) {
 		return nil, bad("parallel", "must be 1..64")
 	case c.DeliveryTime <= 0:
 		return nil, bad("delivery_timeout", "must be positive")
-	case c.TimerSlack < 0 || c.TimerSlack > spawn.MaxTimerSlack:
+	case c.TimerSlack != nil && (*c.TimerSlack < 0 || *c.TimerSlack > spawn.MaxTimerSlack):
 		return nil, bad("timer_slack", "must be 0 (keep root's) up to %s", spawn.MaxTimerSlack)
 	case c.Workers.MaxIdle < 0 || c.Workers.MaxIdle > 1024 || c.Workers.IdleTime <= 0 || c.Workers.MaxDeliveries < 1:
 		return nil, bad("workers", "max_idle 0..1024, idle_time > 0, max_deliveries >= 1")
@@ -164,6 +170,10 @@ func ParseConfig(r io.Reader, name string) (*Config, error) {
 		if policy.ValidUserName(p) != nil {
 			return nil, bad("peers", "%q is not a user name or uid", p)
 		}
+	}
+	c.ListenerSlack, c.WorkerSlack = spawn.DefaultListenerSlack, spawn.DefaultTimerSlack
+	if c.TimerSlack != nil {
+		c.ListenerSlack, c.WorkerSlack = *c.TimerSlack, *c.TimerSlack
 	}
 	return &c, nil
 }

@@ -30,20 +30,21 @@ func TestParseConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Limits.Connections != 64 || c.BareLF != "reject" || !c.Headers || c.Delimiter != "+" || c.TimerSlack != time.Millisecond {
+	if c.Limits.Connections != 64 || c.BareLF != "reject" || !c.Headers || c.Delimiter != "+" ||
+		c.TimerSlack != nil || c.ListenerSlack != time.Millisecond || c.WorkerSlack != 10*time.Millisecond {
 		t.Fatalf("defaults not applied: %+v", c)
 	}
 	for _, ok := range []struct {
 		yaml string
 		want time.Duration
-	}{{"timer_slack: 0s\n", 0}, {"timer_slack: 10ms\n", 10 * time.Millisecond}, {"timer_slack: 250us\n", 250 * time.Microsecond}} {
+	}{{"timer_slack: 0s\n", 0}, {"timer_slack: 5ms\n", 5 * time.Millisecond}, {"timer_slack: 10ms\n", 10 * time.Millisecond}, {"timer_slack: 1ms\n", time.Millisecond}, {"timer_slack: 250us\n", 250 * time.Microsecond}} {
 		t.Run(strings.TrimSpace(ok.yaml), func(t *testing.T) {
 			c, err := ParseConfig(strings.NewReader(goodConfig+ok.yaml), "lda.yaml")
 			if err != nil {
 				t.Fatalf("%q: %v", ok.yaml, err)
 			}
-			if c.TimerSlack != ok.want {
-				t.Fatalf("%q: timer_slack %v, want %v", ok.yaml, c.TimerSlack, ok.want)
+			if c.ListenerSlack != ok.want || c.WorkerSlack != ok.want {
+				t.Fatalf("%q: timer_slack %v (listener), %v (workers), want %v for both", ok.yaml, c.ListenerSlack, c.WorkerSlack, ok.want)
 			}
 		})
 	}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"lda/internal/spawn"
 	"lda/internal/testutil"
 )
 
@@ -480,34 +481,45 @@ func listenerPid(t *testing.T, bin string) int {
 	return pid
 }
 
-// TestServeTimerSlack: timer_slack reaches every thread of the listener
-// and of a direct worker (root passes it on at fork; see spawn/slack.go).
+// TestServeTimerSlack: the timer slack reaches every thread of the
+// listener and of a direct worker (root passes it on at fork; see
+// spawn/slack.go): timer_slack for both, or each one's default.
 func TestServeTimerSlack(t *testing.T) {
-	f := newFixture(t)
-	d := startDaemon(t, f, "timer_slack: 3ms\n")
-	d.sendOne(t, f.u1.Name+"@example.org", "slack")
-	for _, sub := range []string{"listener", "worker"} {
-		pid := findProc(f.bin, sub)
-		if pid == 0 {
-			t.Fatalf("no %s process (a direct worker stays for idle_time)", sub)
-		}
-		tasks, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
-		if err != nil || len(tasks) == 0 {
-			t.Fatalf("%s threads: %v", sub, err)
-		}
-		checked := 0
-		for _, task := range tasks {
-			b, err := os.ReadFile("/proc/" + task.Name() + "/timerslack_ns")
-			if err != nil {
-				continue // the thread ended
+	for _, tc := range []struct {
+		name, config     string
+		listener, worker string // ns
+	}{
+		{"set", "timer_slack: 3ms\n", "3000000", "3000000"},
+		{"defaults", "", strconv.FormatInt(spawn.DefaultListenerSlack.Nanoseconds(), 10), strconv.FormatInt(spawn.DefaultTimerSlack.Nanoseconds(), 10)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			d := startDaemon(t, f, tc.config)
+			d.sendOne(t, f.u1.Name+"@example.org", "slack")
+			for _, p := range []struct{ sub, want string }{{"listener", tc.listener}, {"worker", tc.worker}} {
+				pid := findProc(f.bin, p.sub)
+				if pid == 0 {
+					t.Fatalf("no %s process (a direct worker stays for idle_time)", p.sub)
+				}
+				tasks, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
+				if err != nil || len(tasks) == 0 {
+					t.Fatalf("%s threads: %v", p.sub, err)
+				}
+				checked := 0
+				for _, task := range tasks {
+					b, err := os.ReadFile("/proc/" + task.Name() + "/timerslack_ns")
+					if err != nil {
+						continue // the thread ended
+					}
+					checked++
+					if got := strings.TrimSpace(string(b)); got != p.want {
+						t.Errorf("%s thread %s: timer slack %s ns, want %s", p.sub, task.Name(), got, p.want)
+					}
+				}
+				if checked == 0 {
+					t.Fatalf("%s: no thread's timer slack could be read", p.sub)
+				}
 			}
-			checked++
-			if got := strings.TrimSpace(string(b)); got != "3000000" {
-				t.Errorf("%s thread %s: timer slack %s ns, want 3000000", sub, task.Name(), got)
-			}
-		}
-		if checked == 0 {
-			t.Fatalf("%s: no thread's timer slack could be read", sub)
-		}
+		})
 	}
 }
