@@ -4,12 +4,20 @@
 // every pass wakes a process.
 //
 //	hopcost [-n N] [-idle 0,20us,100us,300us,1ms] [-syscalls N]
+//	        [-peer blocking,poller] [-child-slack 10ms]
 //
 // It prints the cost of one system call (getppid, the cheapest), then the
 // round trip of a small packet over a SOCK_SEQPACKET socket pair, the kind
 // lda's listener and workers speak over, to a child process that answers
 // at once: back to back, and after both sides have slept for each time in
-// -idle. A CPU left idle for a while may take far longer to wake (a deeper
+// -idle. Each kind of child in -peer gets its rows: "blocking" reads on
+// one locked thread, so its round trip is that of a blocking read;
+// "poller" reads as lda's listener and workers do, through the Go
+// runtime's poller, so its rows add what the runtime does around each
+// wake-up (the poller, its sysmon thread). Each row ends with the child's
+// CPU time and context switches per round trip, all its threads counted
+// (/proc/PID/task/*/schedstat and status). The child runs with the timer
+// slack -child-slack, which lda gives its own children by default. A CPU left idle for a while may take far longer to wake (a deeper
 // C-state; on a virtual machine, a halted vCPU that the host must schedule
 // again). One delivery over one connection waits some hundreds of
 // microseconds for its fsyncs, so its hops are of the second kind. The
@@ -27,9 +35,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -38,28 +48,42 @@ import (
 	"golang.org/x/sys/unix"
 
 	"lda/bench/lmtpload/lmtpbench"
+	"lda/internal/spawn"
 )
 
-// childEnv marks the re-executed child that answers the pings.
+// childEnv marks the re-executed child that answers the pings; its
+// value is the kind of peer.
 const childEnv = "HOPCOST_CHILD"
 
+// The kinds of child.
+const (
+	peerBlocking = "blocking"
+	peerPoller   = "poller"
+)
+
 func main() {
-	if os.Getenv(childEnv) == "1" {
-		os.Exit(child(3))
+	if kind := os.Getenv(childEnv); kind != "" {
+		os.Exit(child(kind, 3))
 	}
 	n := flag.Int("n", 2000, "round trips per row")
 	idle := flag.String("idle", "0,20us,100us,300us,1ms", "comma-separated times both sides sleep before each round trip")
 	calls := flag.Int("syscalls", 200000, "system calls timed for the first row")
+	peer := flag.String("peer", peerBlocking+","+peerPoller, "comma-separated kinds of child: blocking, poller")
+	slack := flag.Duration("child-slack", spawn.DefaultTimerSlack, "the child's timer slack (0: the kernel's default)")
 	flag.Parse()
 	idles, err := parseIdles(*idle)
-	if err == nil && (*n < 1 || *calls < 1) {
-		err = errors.New("-n and -syscalls must be positive")
+	var peers []string
+	if err == nil {
+		peers, err = parsePeers(*peer)
+	}
+	if err == nil && (*n < 1 || *calls < 1 || *slack < 0) {
+		err = errors.New("-n and -syscalls must be positive, -child-slack not negative")
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "hopcost: %v\n", err)
 		os.Exit(64) // EX_USAGE
 	}
-	rep, err := measure(*calls, *n, idles)
+	rep, err := measure(*calls, *n, idles, peers, *slack)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "hopcost:", err)
 		os.Exit(70) // EX_SOFTWARE
@@ -85,44 +109,91 @@ func parseIdles(s string) ([]time.Duration, error) {
 	return out, nil
 }
 
+// parsePeers reads "blocking,poller".
+func parsePeers(s string) ([]string, error) {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		switch f = strings.TrimSpace(f); f {
+		case peerBlocking, peerPoller:
+			out = append(out, f)
+		default:
+			return nil, fmt.Errorf("peer %q (blocking or poller)", f)
+		}
+	}
+	return out, nil
+}
+
 // row is one line of the report.
 type row struct {
+	peer     string
 	idle     time.Duration // asked for
 	slept    time.Duration // the median sleep measured
 	p50, p90 time.Duration
 	sameCPU  float64 // fraction of round trips with both on one CPU
+	// The child's CPU time and context switches per round trip, all its
+	// threads; cpu < 0 when the kernel keeps no schedstat.
+	cpu      time.Duration
+	switches float64
 }
 
 type report struct {
-	cpus    int
-	syscall time.Duration // per call
-	rows    []row
+	cpus       int
+	syscall    time.Duration // per call
+	childSlack time.Duration
+	rows       []row
 }
 
 func (r *report) write(w io.Writer) {
-	fmt.Fprintf(w, "hopcost: %d CPUs, %s\n", r.cpus, runtime.Version())
+	fmt.Fprintf(w, "hopcost: %d CPUs, %s, child timer slack %v\n", r.cpus, runtime.Version(), r.childSlack)
 	fmt.Fprintf(w, "system call (getppid):            %7.2f µs\n", us(r.syscall))
+	peer := ""
 	for _, x := range r.rows {
+		if x.peer != peer {
+			peer = x.peer
+			fmt.Fprintf(w, "child %s:\n", peer)
+		}
 		what := "round trip, back to back:"
 		if x.idle > 0 {
 			what = fmt.Sprintf("round trip after %v asleep (%.0f µs):", x.idle, us(x.slept))
 		}
-		fmt.Fprintf(w, "%-42s p50 %7.1f µs  p90 %7.1f µs  same CPU %3.0f%%\n", what, us(x.p50), us(x.p90), 100*x.sameCPU)
+		cpu := "    n/a"
+		if x.cpu >= 0 {
+			cpu = fmt.Sprintf("%7.1f", us(x.cpu))
+		}
+		fmt.Fprintf(w, "  %-42s p50 %7.1f µs  p90 %7.1f µs  same CPU %3.0f%%  child %s µs CPU, %4.2f switches\n",
+			what, us(x.p50), us(x.p90), 100*x.sameCPU, cpu, x.switches)
 	}
 }
 
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 
-// measure times calls system calls, then n round trips per idle time to a
-// child started from this same binary.
-func measure(calls, n int, idles []time.Duration) (*report, error) {
-	rep := &report{cpus: runtime.NumCPU()}
+// measure times calls system calls, then n round trips per idle time to
+// a child of each kind in peers, started from this same binary with the
+// timer slack childSlack.
+func measure(calls, n int, idles []time.Duration, peers []string, childSlack time.Duration) (*report, error) {
+	rep := &report{cpus: runtime.NumCPU(), childSlack: childSlack}
 	t0 := time.Now()
 	for range calls {
 		syscall.Getppid()
 	}
 	rep.syscall = time.Since(t0) / time.Duration(calls)
+	// One OS thread for the whole measurement: the round trip is that of
+	// a blocking read, not of the Go scheduler handing work between
+	// threads.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	for _, peer := range peers {
+		rows, err := measurePeer(peer, n, idles, childSlack)
+		if err != nil {
+			return nil, fmt.Errorf("%s child: %w", peer, err)
+		}
+		rep.rows = append(rep.rows, rows...)
+	}
+	return rep, nil
+}
 
+// measurePeer runs the rows of one child. The caller's thread is locked.
+func measurePeer(peer string, n int, idles []time.Duration, childSlack time.Duration) ([]row, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("socketpair: %w", err)
@@ -135,10 +206,17 @@ func measure(calls, n int, idles []time.Duration) (*report, error) {
 		return nil, err
 	}
 	cmd := exec.Command(self)
-	cmd.Env = []string{childEnv + "=1"}
+	cmd.Env = []string{childEnv + "=" + peer}
 	cmd.ExtraFiles = []*os.File{theirs} // fd 3
 	cmd.Stderr = os.Stderr
+	// The child gets the slack of the thread that forks it (this one,
+	// locked), as lda's children get root's; then this thread sleeps as
+	// asked: the default timer slack (50 µs) would lengthen each sleep.
+	if childSlack > 0 {
+		unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(childSlack.Nanoseconds()), 0, 0, 0)
+	}
 	err = cmd.Start()
+	unix.Prctl(unix.PR_SET_TIMERSLACK, 1, 0, 0, 0)
 	theirs.Close()
 	if err != nil {
 		return nil, fmt.Errorf("starting the child: %w", err)
@@ -147,20 +225,18 @@ func measure(calls, n int, idles []time.Duration) (*report, error) {
 		unix.Shutdown(mine, unix.SHUT_RDWR)
 		cmd.Wait()
 	}()
-	// One OS thread for the whole measurement: the round trip is that of
-	// a blocking read, not of the Go scheduler handing work between
-	// threads.
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	// Sleeps as asked: the default timer slack (50 µs) would lengthen
-	// each of them. Only this thread, which is locked to this goroutine.
-	unix.Prctl(unix.PR_SET_TIMERSLACK, 1, 0, 0, 0)
+	pid := cmd.Process.Pid
+	if afterStart != nil {
+		afterStart(pid)
+	}
+	var rows []row
 	for _, idle := range idles {
 		for range 50 { // warm up
 			if _, err := ping(mine); err != nil {
 				return nil, err
 			}
 		}
+		cpu0, sw0 := childCost(pid)
 		lat := make([]time.Duration, 0, n)
 		var slept []time.Duration
 		same := 0
@@ -181,13 +257,62 @@ func measure(calls, n int, idles []time.Duration) (*report, error) {
 				same++
 			}
 		}
-		rep.rows = append(rep.rows, row{
-			idle: idle, slept: lmtpbench.Percentile(slept, 50),
+		cpu1, sw1 := childCost(pid)
+		r := row{
+			peer: peer, idle: idle, slept: lmtpbench.Percentile(slept, 50),
 			p50: lmtpbench.Percentile(lat, 50), p90: lmtpbench.Percentile(lat, 90),
-			sameCPU: float64(same) / float64(n),
-		})
+			sameCPU: float64(same) / float64(n), cpu: -1,
+			switches: float64(sw1-sw0) / float64(n),
+		}
+		if cpu0 >= 0 && cpu1 >= 0 {
+			r.cpu = (cpu1 - cpu0) / time.Duration(n)
+		}
+		rows = append(rows, r)
 	}
-	return rep, nil
+	return rows, nil
+}
+
+// afterStart, if set (by a test), is called with the child's pid once it
+// runs.
+var afterStart func(pid int)
+
+// childCost sums, over the threads of process pid, the time spent on a
+// CPU (schedstat; -1 if the kernel keeps none) and the context switches,
+// voluntary and not. A thread that ends between the two readings takes
+// its share with it; the children here keep theirs.
+func childCost(pid int) (time.Duration, int64) {
+	dir := "/proc/" + strconv.Itoa(pid) + "/task/"
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return -1, 0
+	}
+	var cpu time.Duration
+	var switches int64
+	for _, t := range tasks {
+		if b, err := os.ReadFile(dir + t.Name() + "/schedstat"); err == nil && cpu >= 0 {
+			ns, err := strconv.ParseInt(strings.SplitN(string(b), " ", 2)[0], 10, 64)
+			if err != nil {
+				cpu = -1
+			} else {
+				cpu += time.Duration(ns)
+			}
+		} else {
+			cpu = -1
+		}
+		b, err := os.ReadFile(dir + t.Name() + "/status")
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			k, v, ok := strings.Cut(line, ":")
+			if ok && (k == "voluntary_ctxt_switches" || k == "nonvoluntary_ctxt_switches") {
+				if n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil {
+					switches += n
+				}
+			}
+		}
+	}
+	return cpu, switches
 }
 
 // ping sends one packet and returns the CPU the child answered from.
@@ -216,21 +341,45 @@ func ping(fd int) (int, error) {
 const maxCPU = 1 << 16
 
 // child answers every packet on fd with the CPU it is running on, until
-// the other end goes away.
-func child(fd int) int {
-	runtime.LockOSThread()
-	var b [8]byte
-	for {
-		n, err := unix.Read(fd, b[:])
-		if err != nil || n == 0 {
-			return 0
-		}
+// the other end goes away: a blocking child on one locked thread, a
+// poller child through the runtime's poller, as lda's processes read.
+func child(kind string, fd int) int {
+	answer := func(b []byte) []byte {
 		c := getcpu()
 		b[0], b[1], b[2], b[3] = byte(c), byte(c>>8), byte(c>>16), byte(c>>24)
-		if _, err := unix.Write(fd, b[:4]); err != nil {
-			return 0
+		return b[:4]
+	}
+	var b [8]byte
+	switch kind {
+	case peerBlocking:
+		runtime.LockOSThread()
+		for {
+			n, err := unix.Read(fd, b[:])
+			if err != nil || n == 0 {
+				return 0
+			}
+			if _, err := unix.Write(fd, answer(b[:])); err != nil {
+				return 0
+			}
+		}
+	case peerPoller:
+		c, err := net.FileConn(os.NewFile(uintptr(fd), "parent"))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "hopcost child:", err)
+			return 1
+		}
+		for {
+			n, err := c.Read(b[:])
+			if err != nil || n == 0 {
+				return 0
+			}
+			if _, err := c.Write(answer(b[:])); err != nil {
+				return 0
+			}
 		}
 	}
+	fmt.Fprintf(os.Stderr, "hopcost child: unknown kind %q\n", kind)
+	return 1
 }
 
 // getcpu is the CPU the calling thread is on (getcpu(2)); -1 if unknown.

@@ -2,7 +2,9 @@ package main
 
 import (
 	"os"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -13,8 +15,8 @@ import (
 // TestMain lets the test binary serve as the child that answers pings,
 // as the command's own binary does.
 func TestMain(m *testing.M) {
-	if os.Getenv(childEnv) == "1" {
-		os.Exit(child(3))
+	if kind := os.Getenv(childEnv); kind != "" {
+		os.Exit(child(kind, 3))
 	}
 	os.Exit(m.Run())
 }
@@ -40,20 +42,42 @@ func TestParseIdles(t *testing.T) {
 	}
 }
 
+func TestParsePeers(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []string
+		bad  bool
+	}{
+		{in: "blocking", want: []string{"blocking"}},
+		{in: "blocking, poller", want: []string{"blocking", "poller"}},
+		{in: "poller,spinner", bad: true},
+		{in: "", bad: true},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			got, err := parsePeers(tc.in)
+			if (err != nil) != tc.bad || !slices.Equal(got, tc.want) {
+				t.Fatalf("parsePeers(%q) = %v, %v", tc.in, got, err)
+			}
+		})
+	}
+}
+
 func TestMeasure(t *testing.T) {
 	idles := []time.Duration{0, 200 * time.Microsecond}
-	rep, err := measure(1000, 100, idles)
+	peers := []string{peerBlocking, peerPoller}
+	rep, err := measure(1000, 100, idles, peers, 3*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if rep.syscall <= 0 || rep.syscall > time.Millisecond {
 		t.Errorf("a system call took %v", rep.syscall)
 	}
-	if len(rep.rows) != len(idles) {
-		t.Fatalf("%d rows for %d idle times", len(rep.rows), len(idles))
+	if len(rep.rows) != len(idles)*len(peers) {
+		t.Fatalf("%d rows for %d idle times and %d peers", len(rep.rows), len(idles), len(peers))
 	}
+	_, hasSchedstat := os.Stat("/proc/self/schedstat")
 	for i, r := range rep.rows {
-		if r.idle != idles[i] || r.p50 <= 0 || r.p90 < r.p50 {
+		if r.peer != peers[i/len(idles)] || r.idle != idles[i%len(idles)] || r.p50 <= 0 || r.p90 < r.p50 {
 			t.Errorf("row %d: %+v", i, r)
 		}
 		// nanosleep never returns early (no signal interrupts it here),
@@ -65,13 +89,47 @@ func TestMeasure(t *testing.T) {
 		if r.p50 < rep.syscall {
 			t.Errorf("row %d: round trip p50 %v below one system call %v", i, r.p50, rep.syscall)
 		}
+		// The child waits for every ping, so it is switched out at
+		// least about once per round trip, and it runs for some time.
+		if r.switches < 0.5 {
+			t.Errorf("row %d: the child switched %.2f times per round trip", i, r.switches)
+		}
+		if hasSchedstat == nil && (r.cpu <= 0 || r.cpu > r.p90*100) {
+			t.Errorf("row %d: the child's CPU per round trip is %v", i, r.cpu)
+		}
 	}
 	var b strings.Builder
 	rep.write(&b)
-	for _, want := range []string{"system call (getppid):", "round trip, back to back:", "round trip after 200µs asleep (", "same CPU"} {
+	for _, want := range []string{"child timer slack 3ms", "system call (getppid):", "child blocking:", "child poller:",
+		"round trip, back to back:", "round trip after 200µs asleep (", "same CPU", "switches"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, b.String())
 		}
+	}
+}
+
+// TestChildSlack: the child runs with the slack it was given.
+func TestChildSlack(t *testing.T) {
+	if _, err := os.Stat("/proc/self/timerslack_ns"); err != nil {
+		t.Skip("no /proc/PID/timerslack_ns here")
+	}
+	var got string
+	afterStart = func(pid int) {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/timerslack_ns")
+		if err != nil {
+			t.Error(err)
+		}
+		got = strings.TrimSpace(string(b))
+	}
+	defer func() { afterStart = nil }()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	rows, err := measurePeer(peerPoller, 5, []time.Duration{0}, 7*time.Millisecond)
+	if err != nil || len(rows) != 1 {
+		t.Fatalf("measurePeer: %v, %d rows", err, len(rows))
+	}
+	if got != "7000000" {
+		t.Fatalf("the child's timer slack is %s ns, want 7000000", got)
 	}
 }
 
