@@ -304,7 +304,10 @@ func parse(data []byte, magic string, keys map[string]bool, allowPartial bool) (
 	if !ok || first != magic+" "+strconv.Itoa(Version) {
 		return nil, fmt.Errorf("job: not a version %d %s record", Version, magic)
 	}
-	rec := &record{fields: make(map[string]string, strings.Count(rest, "\n"))}
+	// Sized for the lines left, but never for more keys than a record may
+	// have: a peer's record of 16 KiB of newlines must not make a map for
+	// thousands.
+	rec := &record{fields: make(map[string]string, min(strings.Count(rest, "\n"), len(keys)))}
 	consumed := len(first) + 1
 	for {
 		line, ok := next()

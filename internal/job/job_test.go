@@ -3,6 +3,7 @@ package job
 import (
 	"errors"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -268,5 +269,38 @@ func BenchmarkEncodeResult(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		EncodeResultBody(r)
+	}
+}
+
+// TestDecodeBoundedMemory: a peer's record costs memory in proportion to
+// what a record may hold, not to how many lines it has. A worker's
+// result is decoded by the listener, so a record of 16 KiB of newlines
+// must not make it allocate for thousands of keys.
+func TestDecodeBoundedMemory(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		decode func([]byte) error
+		magic  string
+	}{
+		{"job", func(b []byte) error { _, err := Decode(b); return err }, "lda-job 1\n"},
+		{"result", func(b []byte) error { _, err := DecodeResult(b); return err }, "lda-result 1\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := []byte(tc.magic + strings.Repeat("\n", MaxRecord-len(tc.magic)))
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			const n = 20
+			for range n {
+				if tc.decode(rec) == nil {
+					t.Fatal("a record of blank lines was accepted")
+				}
+			}
+			runtime.ReadMemStats(&after)
+			// The record's one copy (16 KiB) and a small map; a map sized
+			// for its lines would be some hundreds of KiB.
+			if per := (after.TotalAlloc - before.TotalAlloc) / n; per > 3*MaxRecord {
+				t.Fatalf("decoding a record of %d newlines allocated %d bytes", MaxRecord, per)
+			}
+		})
 	}
 }
