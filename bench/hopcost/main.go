@@ -17,14 +17,16 @@
 // wake-up (the poller, its sysmon thread). Each row ends with the child's
 // CPU time and context switches per round trip, all its threads counted
 // (/proc/PID/task/*/schedstat and status). The child runs with the timer
-// slack -child-slack, which lda gives its own children by default. A CPU left idle for a while may take far longer to wake (a deeper
+// slack -child-slack, by default the one lda gives its workers.
+//
+// A CPU left idle for a while may take far longer to wake (a deeper
 // C-state; on a virtual machine, a halted vCPU that the host must schedule
 // again). One delivery over one connection waits some hundreds of
 // microseconds for its fsyncs, so its hops are of the second kind. The
 // sleeps are timed with a timer slack of 1 ns, and each row gives the
-// median sleep actually measured. The last column is how
-// often the two processes were on the same CPU when the packet arrived:
-// whether the kernel spreads a ping-pong over the CPUs or keeps it on one.
+// median sleep actually measured. "Same CPU" is how often the two
+// processes were on the same CPU when the packet arrived: whether the
+// kernel spreads a ping-pong over the CPUs or keeps it on one.
 //
 // Figures are medians and 90th percentiles of N round trips. Run it on an
 // otherwise idle machine; it uses one CPU at a time.
