@@ -51,13 +51,28 @@ type Config struct {
 	RedirectCmd  []string      `yaml:"redirect_command"` // argv of a sendmail-compatible submission command
 	DeliveryTime time.Duration `yaml:"delivery_timeout"`
 	// TimerSlack, if set, is the listener's and the workers' timer slack
-	// (0: root's); unset, each gets its default (spawn.DefaultTimerSlack,
-	// spawn.DefaultListenerSlack). The slacks in effect are ListenerSlack
-	// and WorkerSlack.
-	TimerSlack    *time.Duration `yaml:"timer_slack"`
-	ListenerSlack time.Duration  `yaml:"-"`
-	WorkerSlack   time.Duration  `yaml:"-"`
-	Workers       Workers        `yaml:"workers"`
+	// (0: root's); unset (nil), each gets its default. ListenerSlack and
+	// WorkerSlack say which applies.
+	TimerSlack *time.Duration `yaml:"timer_slack"`
+	Workers    Workers        `yaml:"workers"`
+}
+
+// ListenerSlack is the listener's timer slack: timer_slack, or
+// spawn.DefaultListenerSlack.
+func (c *Config) ListenerSlack() time.Duration {
+	if c.TimerSlack != nil {
+		return *c.TimerSlack
+	}
+	return spawn.DefaultListenerSlack
+}
+
+// WorkerSlack is every worker's timer slack: timer_slack, or
+// spawn.DefaultTimerSlack.
+func (c *Config) WorkerSlack() time.Duration {
+	if c.TimerSlack != nil {
+		return *c.TimerSlack
+	}
+	return spawn.DefaultTimerSlack
 }
 
 // Workers bounds the warm per-user workers of the root parent.
@@ -170,10 +185,6 @@ func ParseConfig(r io.Reader, name string) (*Config, error) {
 		if policy.ValidUserName(p) != nil {
 			return nil, bad("peers", "%q is not a user name or uid", p)
 		}
-	}
-	c.ListenerSlack, c.WorkerSlack = spawn.DefaultListenerSlack, spawn.DefaultTimerSlack
-	if c.TimerSlack != nil {
-		c.ListenerSlack, c.WorkerSlack = *c.TimerSlack, *c.TimerSlack
 	}
 	return &c, nil
 }

@@ -31,7 +31,7 @@ func TestParseConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.Limits.Connections != 64 || c.BareLF != "reject" || !c.Headers || c.Delimiter != "+" ||
-		c.TimerSlack != nil || c.ListenerSlack != time.Millisecond || c.WorkerSlack != 10*time.Millisecond {
+		c.TimerSlack != nil || c.ListenerSlack() != time.Millisecond || c.WorkerSlack() != 10*time.Millisecond {
 		t.Fatalf("defaults not applied: %+v", c)
 	}
 	for _, ok := range []struct {
@@ -43,8 +43,8 @@ func TestParseConfig(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%q: %v", ok.yaml, err)
 			}
-			if c.ListenerSlack != ok.want || c.WorkerSlack != ok.want {
-				t.Fatalf("%q: timer_slack %v (listener), %v (workers), want %v for both", ok.yaml, c.ListenerSlack, c.WorkerSlack, ok.want)
+			if c.ListenerSlack() != ok.want || c.WorkerSlack() != ok.want {
+				t.Fatalf("%q: timer_slack %v (listener), %v (workers), want %v for both", ok.yaml, c.ListenerSlack(), c.WorkerSlack(), ok.want)
 			}
 		})
 	}

@@ -142,7 +142,7 @@ func (p *Parent) configure(cfg *Config) error {
 		return fmt.Errorf("%s: listener_user %q: %v", cfg.File, cfg.ListenerUser, err)
 	}
 	agent := &delivery.Agent{Exe: p.Exe, PolicyPath: polPath, SieveDir: cfg.SieveDir, MinUID: sys.MinUID, Timeout: cfg.DeliveryTime,
-		TimerSlack: cfg.WorkerSlack, Log: p.Log}
+		TimerSlack: cfg.WorkerSlack(), Log: p.Log}
 	if cfg.Workers.MaxIdle > 0 {
 		agent.Pool = delivery.NewPool(delivery.PoolConfig{
 			MaxIdle: cfg.Workers.MaxIdle, IdleTime: cfg.Workers.IdleTime, MaxDeliveries: cfg.Workers.MaxDeliveries,
@@ -298,7 +298,7 @@ func (p *Parent) startListener() (chan error, error) {
 		logArg = "none"
 	}
 	cmd, err := spawn.Start(spawn.Request{Exe: p.Exe, Args: []string{"listener", logArg}, UID: lu.UID, GID: lu.GID, MinUID: 1, Files: files, Stderr: p.LogFile,
-		TimerSlack: cfg.ListenerSlack})
+		TimerSlack: cfg.ListenerSlack()})
 	if err != nil {
 		mine.Close()
 		return nil, err
