@@ -559,6 +559,17 @@ type backend struct {
 	helo    string
 	sender  string
 	rcpts   []rcpt // accepted recipients, in order
+
+	// After DATA: the recipients' log lines and the read-only spool,
+	// written and closed by Reset, after the replies (see lmtp.Backend).
+	lines []logLine
+	spool *os.File
+}
+
+// logLine is one log record kept for Reset.
+type logLine struct {
+	level slog.Level
+	attrs []any
 }
 
 type rcpt struct {
@@ -577,8 +588,18 @@ func (b *backend) Mail(from string, _ lmtp.MailParams) *status.Status {
 	return nil
 }
 
+// Reset ends the transaction: after DATA it writes the recipients' log
+// lines and closes the spool, once the client has its replies.
 func (b *backend) Reset() {
-	b.sender, b.rcpts = "", nil
+	for _, l := range b.lines {
+		if l.attrs != nil {
+			b.l.log.Log(context.Background(), l.level, "recipient", l.attrs...)
+		}
+	}
+	if b.spool != nil {
+		b.spool.Close()
+	}
+	b.sender, b.rcpts, b.lines, b.spool = "", nil, nil, nil
 }
 
 var (
@@ -689,14 +710,18 @@ func (b *backend) Data(msg *os.File, size int64, rcpts []lmtp.Recipient) []lmtp.
 		return replies
 	}
 	ro := os.NewFile(uintptr(fd), "spool")
-	defer ro.Close()
+	b.spool = ro // closed by Reset
 	msg = ro
 	delivered := deliveredTo(msg)
+	logs := make([]logLine, len(b.rcpts))
+	b.lines = logs
 	sem := make(chan struct{}, b.l.cfg.Parallel)
 	var wg sync.WaitGroup
 	for i, rc := range b.rcpts {
 		if delivered[strings.ToLower(rc.req.Recipient)] {
 			replies[i] = lmtp.Reply{Status: loopDetected}
+			logs[i] = logLine{slog.LevelWarn, []any{"session", b.session, "peer", b.peer, "sender", rc.req.Sender,
+				"recipient", rc.req.Recipient, "user", rc.req.User, "status", "554 5.4.6", "reason", "Delivered-To names the recipient"}}
 			continue
 		}
 		one := func(i int, req job.Request, u *userdb.User, filter bool) {
@@ -732,7 +757,7 @@ func (b *backend) Data(msg *os.File, size int64, rcpts []lmtp.Recipient) []lmtp.
 			if !st.OK() {
 				level = slog.LevelWarn // as the delivery line of a worker says a failure
 			}
-			b.l.log.Log(context.Background(), level, "recipient", attrs...)
+			logs[i] = logLine{level, attrs} // written by Reset, after the reply
 		}
 		if len(b.rcpts) == 1 {
 			// Nothing to overlap with: no goroutine to start and wake.

@@ -265,6 +265,14 @@ func TestServe(t *testing.T) {
 		cl.cmd("DATA", "354")
 		fmt.Fprintf(cl.c, "Delivered-To: %s@example.org\r\nSubject: loop\r\n\r\nx\r\n.\r\n", u1.Name)
 		cl.expect("554 5.4.6")
+		waitFor(t, func() bool {
+			for _, l := range strings.Split(d.stderr.String(), "\n") {
+				if strings.Contains(l, "msg=recipient") && strings.Contains(l, " recipient="+u1.Name+"@example.org ") && strings.Contains(l, `status="554 5.4.6"`) {
+					return true
+				}
+			}
+			return false
+		}, "a log line for the looping recipient")
 	})
 
 	t.Run("unauthorised peer", func(t *testing.T) {

@@ -103,6 +103,9 @@ type Backend interface {
 	// for LHLO during a transaction, after every DATA and every BDAT LAST
 	// that ends a transaction, whatever the outcome (also when Data was
 	// not called), and when the session ends with a transaction open.
+	// After DATA and BDAT LAST it runs once the replies have been written
+	// (or, with more pipelined commands buffered, queued behind them), so
+	// work the client need not wait for, such as logging, belongs here.
 	Reset()
 }
 
@@ -686,15 +689,23 @@ func (s *Session) deliver(n int64, bodyErr error, sp *spill, spoolErr error) {
 		for range s.rcpts {
 			s.send(st)
 		}
-		return
-	}
-	replies := s.b.Data(f, n, s.rcpts)
-	for i := range s.rcpts {
-		var r Reply
-		if i < len(replies) {
-			r = replies[i]
+	} else {
+		replies := s.b.Data(f, n, s.rcpts)
+		for i := range s.rcpts {
+			var r Reply
+			if i < len(replies) {
+				r = replies[i]
+			}
+			s.sendReply(r)
 		}
-		s.sendReply(r)
+	}
+	// The replies go out now, before the transaction ends, so that what
+	// ending it does (the backend's Reset, closing the spool) is not in
+	// the client's wait. As after any command, they wait instead while
+	// more pipelined commands are buffered. A write error stays in s.bw
+	// for Serve's next Flush.
+	if !s.lineBuffered() {
+		s.bw.Flush()
 	}
 }
 

@@ -161,6 +161,70 @@ func TestPipeliningFlush(t *testing.T) {
 	}
 }
 
+// blockingReset is a fakeBackend whose Reset waits until the test lets
+// it go.
+type blockingReset struct {
+	fakeBackend
+	release chan struct{}
+}
+
+func (b *blockingReset) Reset() {
+	select {
+	case <-b.release:
+	case <-time.After(10 * time.Second):
+	}
+	b.fakeBackend.Reset()
+}
+
+// TestRepliesBeforeReset: the per-recipient replies to DATA and BDAT LAST
+// reach the client while the backend's Reset (where the daemon logs) has
+// not yet returned.
+func TestRepliesBeforeReset(t *testing.T) {
+	for _, tc := range []struct {
+		name, body string
+	}{
+		{"DATA", "DATA\r\n"},
+		{"BDAT LAST", "BDAT 7 LAST\r\nhello\r\n"},
+		{"BDAT LAST refused", "BDAT 6 LAST\r\nhello\n"}, // a bare LF: 550 for each
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			client, server := net.Pipe()
+			defer client.Close()
+			b := &blockingReset{release: make(chan struct{})}
+			sess := NewSession(server, testConfig(), b, (&spooler{dir: t.TempDir()}).spool)
+			done := make(chan error, 1)
+			go func() { done <- sess.Serve() }()
+			ts := &testSession{t: t, client: client, r: bufio.NewReader(client), done: done}
+			ts.expect("220 ")
+			ts.send("LHLO x\r\n")
+			ts.expect(lhloReply...)
+			ts.send("MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nRCPT TO:<e@d.example>\r\n" + tc.body)
+			ts.expect("250 2.1.0", "250 2.1.5", "250 2.1.5")
+			if tc.name == "DATA" {
+				ts.expect("354 ")
+				ts.send("hello\r\n.\r\n")
+			}
+			want := []string{"250 2.0.0", "250 2.0.0"}
+			if tc.name == "BDAT LAST refused" {
+				want = []string{"550 5.6.0", "550 5.6.0"}
+			}
+			ts.expect(want...) // while Reset waits
+			if ev := b.Events(); len(ev) == 0 || ev[len(ev)-1] == "reset" {
+				t.Fatalf("backend events %q: Reset done before the replies", ev)
+			}
+			close(b.release)
+			ts.send("QUIT\r\n")
+			ts.expect("221 ")
+			if err := ts.served(); err != nil {
+				t.Fatalf("Serve = %v", err)
+			}
+			if ev := b.Events(); ev[len(ev)-1] != "reset" {
+				t.Fatalf("backend events %q: want the reset last", ev)
+			}
+		})
+	}
+}
+
 func TestShutdown(t *testing.T) {
 	t.Run("idle", func(t *testing.T) {
 		ts := startSession(t, testConfig(), nil)
