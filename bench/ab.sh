@@ -8,7 +8,8 @@
 # runs lmtpload against them in turn (alternating, REPS repetitions of
 # MESSAGES messages, every run from empty mailboxes) for each cell in
 # CELLS ("connections:size:recipients"). Prints the median deliveries/s
-# and p50 per revision and cell, and the ratio to the first revision.
+# and p50 per revision and cell, the ratio to the first revision, and
+# the paired ratio (within each repetition; see below).
 # Root is needed for the users and the privilege separation.
 #
 # PERF=1 adds, per revision, the cost of one delivery in each process:
@@ -183,13 +184,26 @@ for cell in $CELLS; do
 	done
 done
 say "medians of $REPS runs of $MESSAGES messages (connections:size:recipients)"
-awk -F'\t' -v n="$n" 'NR > 1 { k = $1 SUBSEP $2; c[k]++; d[k, c[k]] = $4; p[k, c[k]] = $5; cells[$2] = 1 }
+# "paired": the revision's rate over the first revision's in each
+# repetition (they ran one after the other), as median (min-max), and in
+# how many repetitions it was ahead. The machine's speed drifts over
+# minutes, by more than most changes are worth; a ratio taken within one
+# repetition does not drift with it.
+awk -F'\t' -v n="$n" 'NR > 1 { k = $1 SUBSEP $2; c[k]++; d[k, c[k]] = $4; p[k, c[k]] = $5; cells[$2] = 1; byrep[$1, $2, $3] = $4 }
 function med(a, k, m,   i, j, t, v) { for (i = 1; i <= m; i++) v[i] = a[k, i]
 	for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (v[j] + 0 < v[i] + 0) { t = v[i]; v[i] = v[j]; v[j] = t }
 	return (m % 2) ? v[(m + 1) / 2] : (v[m / 2] + v[m / 2 + 1]) / 2 }
-END { printf "%-14s %4s %14s %10s %8s\n", "cell", "rev", "deliveries/s", "p50 ms", "ratio"
+function paired(i, cell,   r, m, w, x, y) { m = w = 0
+	for (r = 1; (1, cell, r) in byrep; r++) if (((i, cell, r) in byrep) && byrep[1, cell, r] + 0 > 0) {
+		x[1, ++m] = byrep[i, cell, r] / byrep[1, cell, r]; if (x[1, m] > 1) w++ }
+	if (m == 0) return "-"
+	y = med(x, 1, m)
+	return sprintf("%.2f (%.2f-%.2f) %d/%d", y, minv(x, m), maxv(x, m), w, m) }
+function minv(x, m,   i, v) { v = x[1, 1]; for (i = 2; i <= m; i++) if (x[1, i] < v) v = x[1, i]; return v }
+function maxv(x, m,   i, v) { v = x[1, 1]; for (i = 2; i <= m; i++) if (x[1, i] > v) v = x[1, i]; return v }
+END { printf "%-14s %4s %14s %10s %8s  %s\n", "cell", "rev", "deliveries/s", "p50 ms", "ratio", "paired (ahead)"
 	for (cell in cells) for (i = 1; i <= n; i++) { k = i SUBSEP cell; dm = med(d, k, c[k]); if (i == 1) base = dm
-		printf "%-14s %4d %14.1f %10.2f %8.2f\n", cell, i, dm, med(p, k, c[k]), dm / base } }' "$BASE/runs.tsv"
+		printf "%-14s %4d %14.1f %10.2f %8.2f  %s\n", cell, i, dm, med(p, k, c[k]), dm / base, (i == 1) ? "-" : paired(i, cell) } }' "$BASE/runs.tsv"
 
 [ "${PERF:-0}" = 1 ] || exit 0
 command -v perf >/dev/null || die "PERF=1 needs perf (linux-perf)"
