@@ -26,6 +26,14 @@
 # per cent. Not a durability setting: a tool for comparing revisions.
 # KEEP_TSV=FILE copies the per-run figures there before the clean-up.
 #
+# STRETCHES=1 then follows one delivery's path, per revision: perf
+# records the system calls of the listener and of one direct worker while
+# 1000 messages go to one user over 1 connection, and bench/stretches.awk
+# cuts each delivery into ten stretches (the client's turn-arounds, the
+# listener's work, the two hops, the worker's work before, during and
+# after its fsyncs); the median of each is printed per revision. Tracing
+# adds a microsecond or two per system call, alike for every revision.
+#
 # DEST=mbox delivers into ~/mbox (fcntl locking, created by the first
 # delivery) instead of ~/Maildir, so that changes to the mbox path can be
 # measured the same way, on the disk or on the tmpfs; the PERF=1 figures
@@ -205,30 +213,60 @@ END { printf "%-14s %4s %14s %10s %8s  %s\n", "cell", "rev", "deliveries/s", "p5
 	for (cell in cells) for (i = 1; i <= n; i++) { k = i SUBSEP cell; dm = med(d, k, c[k]); if (i == 1) base = dm
 		printf "%-14s %4d %14.1f %10.2f %8.2f  %s\n", cell, i, dm, med(p, k, c[k]), dm / base, (i == 1) ? "-" : paired(i, cell) } }' "$BASE/runs.tsv"
 
-[ "${PERF:-0}" = 1 ] || exit 0
-command -v perf >/dev/null || die "PERF=1 needs perf (linux-perf)"
-pn=900
-[ -n "${SIEVE:-}" ] && pn=450
-say "per delivery, $pn ${DEST:-maildir} deliveries to one user over 1 connection (perf stat)"
-ev=raw_syscalls:sys_enter,syscalls:sys_enter_nanosleep,syscalls:sys_enter_futex,context-switches,task-clock
-printf '%-4s %-9s %9s %10s %7s %9s %8s\n' rev process syscalls nanosleep futex switches cpu_ms
-for i in $(seq 1 $n); do
-	empty
-	"$BASE/bin/lmtpload" -pipelining ${CLIENT[i]} -socket "$BASE/run-$i/lmtp.sock" -users "$pu" -n 20 -id "abw$i" >/dev/null
-	lis=$(pgrep -f "^$BASE/bin/lda-$i listener" | head -1)
-	wrk=$(pgrep -n -u "$pu" -f "^$BASE/bin/lda-$i worker direct")
-	[ -n "$lis" ] && [ -n "$wrk" ] || die "revision $i: no listener or worker process to measure"
-	perf stat -x, -e "$ev" -p "$lis" -o "$BASE/perf-l$i" &
-	p1=$!
-	perf stat -x, -e "$ev" -p "$wrk" -o "$BASE/perf-w$i" &
-	p2=$!
-	sleep 0.5
-	"$BASE/bin/lmtpload" -pipelining ${CLIENT[i]} -socket "$BASE/run-$i/lmtp.sock" -users "$pu" -n "$pn" -id "abp$i" >/dev/null
-	kill -INT "$p1" "$p2"
-	wait "$p1" "$p2" || true
-	for w in l w; do
-		awk -F, -v rev="$i" -v proc="$([ $w = l ] && echo listener || echo worker)" -v n="$pn" '/^[0-9]/ { v[$3] = $1 / n }
-			END { printf "%-4s %-9s %9.1f %10.2f %7.2f %9.2f %8.3f\n", rev, proc, v["raw_syscalls:sys_enter"],
-				v["syscalls:sys_enter_nanosleep"], v["syscalls:sys_enter_futex"], v["context-switches"], v["task-clock"] }' "$BASE/perf-$w$i"
+if [ "${PERF:-0}" = 1 ]; then
+	command -v perf >/dev/null || die "PERF=1 needs perf (linux-perf)"
+	pn=900
+	[ -n "${SIEVE:-}" ] && pn=450
+	say "per delivery, $pn ${DEST:-maildir} deliveries to one user over 1 connection (perf stat)"
+	ev=raw_syscalls:sys_enter,syscalls:sys_enter_nanosleep,syscalls:sys_enter_futex,context-switches,task-clock
+	printf '%-4s %-9s %9s %10s %7s %9s %8s\n' rev process syscalls nanosleep futex switches cpu_ms
+	for i in $(seq 1 $n); do
+		empty
+		"$BASE/bin/lmtpload" -pipelining ${CLIENT[i]} -socket "$BASE/run-$i/lmtp.sock" -users "$pu" -n 20 -id "abw$i" >/dev/null
+		lis=$(pgrep -f "^$BASE/bin/lda-$i listener" | head -1)
+		wrk=$(pgrep -n -u "$pu" -f "^$BASE/bin/lda-$i worker direct")
+		[ -n "$lis" ] && [ -n "$wrk" ] || die "revision $i: no listener or worker process to measure"
+		perf stat -x, -e "$ev" -p "$lis" -o "$BASE/perf-l$i" &
+		p1=$!
+		perf stat -x, -e "$ev" -p "$wrk" -o "$BASE/perf-w$i" &
+		p2=$!
+		sleep 0.5
+		"$BASE/bin/lmtpload" -pipelining ${CLIENT[i]} -socket "$BASE/run-$i/lmtp.sock" -users "$pu" -n "$pn" -id "abp$i" >/dev/null
+		kill -INT "$p1" "$p2"
+		wait "$p1" "$p2" || true
+		for w in l w; do
+			awk -F, -v rev="$i" -v proc="$([ $w = l ] && echo listener || echo worker)" -v n="$pn" '/^[0-9]/ { v[$3] = $1 / n }
+				END { printf "%-4s %-9s %9.1f %10.2f %7.2f %9.2f %8.3f\n", rev, proc, v["raw_syscalls:sys_enter"],
+					v["syscalls:sys_enter_nanosleep"], v["syscalls:sys_enter_futex"], v["context-switches"], v["task-clock"] }' "$BASE/perf-$w$i"
+		done
 	done
-done
+fi
+
+if [ "${STRETCHES:-0}" = 1 ]; then
+	command -v perf >/dev/null || die "STRETCHES=1 needs perf (linux-perf)"
+	[ -z "${SIEVE:-}" ] || die "STRETCHES=1 follows deliveries without a RCPT-time job; leave SIEVE unset"
+	sn=1000
+	say "one delivery's path, stretch by stretch: medians in µs over about $sn ${DEST:-maildir} deliveries to one user over 1 connection (perf's system-call tracepoints; bench/stretches.awk)"
+	for i in $(seq 1 $n); do
+		empty
+		"$BASE/bin/lmtpload" -pipelining -socket "$BASE/run-$i/lmtp.sock" -users "$pu" -n 20 -id "abs$i" >/dev/null
+		lis=$(pgrep -f "^$BASE/bin/lda-$i listener" | head -1)
+		wrk=$(pgrep -n -u "$pu" -f "^$BASE/bin/lda-$i worker direct")
+		[ -n "$lis" ] && [ -n "$wrk" ] || die "revision $i: no listener or worker process to trace"
+		perf record -q -m 1024 -e raw_syscalls:sys_enter,raw_syscalls:sys_exit -p "$lis,$wrk" -o "$BASE/trace-$i" 2>/dev/null &
+		p1=$!
+		sleep 0.5
+		"$BASE/bin/lmtpload" -pipelining -socket "$BASE/run-$i/lmtp.sock" -users "$pu" -n "$sn" -id "abt$i" >/dev/null
+		kill -INT "$p1"
+		wait "$p1" || true
+		perf script -i "$BASE/trace-$i" -F pid,tid,time,event,trace 2>/dev/null |
+			awk -v L="$lis" -v W="$wrk" -f bench/stretches.awk | sort -k1,1n -k2,2n >"$BASE/stretches-$i"
+	done
+	awk -v n="$n" '{ rev = FILENAME; sub(/.*-/, "", rev); c[rev, $1]++; v[rev, $1, c[rev, $1]] = $2 }
+		function med(r, k,   m) { m = c[r, k]; if (!m) return "-"
+			return sprintf("%.0f", (m % 2) ? v[r, k, (m + 1) / 2] : (v[r, k, m / 2] + v[r, k, m / 2 + 1]) / 2) }
+		BEGIN { split("client: 354 -> body read|listener: body -> job sent|hop: job sent -> worker has it|worker: job -> first fsync|worker: first fsync -> last fsync returns|worker: last fsync -> result sent|hop: result sent -> listener has it|listener: result -> reply written|client: reply -> next MAIL read|listener: MAIL read -> 354 written", name, "|") }
+		END { printf "%-44s", "stretch"; for (r = 1; r <= n; r++) printf " %8s", "rev " r; printf "\n"
+			for (k = 1; k <= 10; k++) { printf "%-44s", name[k]; for (r = 1; r <= n; r++) printf " %8s", med(r, k); printf "\n" }
+			printf "%-44s", "deliveries followed"; for (r = 1; r <= n; r++) printf " %8d", c[r, 1]; printf "\n" }' $(for i in $(seq 1 $n); do echo "$BASE/stretches-$i"; done)
+fi
