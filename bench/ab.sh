@@ -93,11 +93,17 @@ for i in $(seq 1 10); do
 done
 useradd -M -U -d /nonexistent -s /usr/sbin/nologin abl$$
 ulist=$(IFS=,; echo "${USERS[*]}")
-# PERF=1 measures with a user of its own, whose worker starts fresh.
+# PERF=1 and STRETCHES=1 each measure with a user of their own, whose
+# worker starts fresh (and does not reach max_deliveries while measured).
 pu=ab$$p
+su=ab$$s
 if [ "${PERF:-0}" = 1 ]; then
 	useradd -M -U -d "$BASE/home/$pu" -s /usr/sbin/nologin "$pu"
 	USERS+=("$pu")
+fi
+if [ "${STRETCHES:-0}" = 1 ]; then
+	useradd -M -U -d "$BASE/home/$su" -s /usr/sbin/nologin "$su"
+	USERS+=("$su")
 fi
 CGO_ENABLED=0 go build -o "$BASE/bin/lmtpload" ./bench/lmtpload
 case ${DEST:-maildir} in
@@ -249,18 +255,20 @@ if [ "${STRETCHES:-0}" = 1 ]; then
 	say "one delivery's path, stretch by stretch: medians in µs over about $sn ${DEST:-maildir} deliveries to one user over 1 connection (perf's system-call tracepoints; bench/stretches.awk)"
 	for i in $(seq 1 $n); do
 		empty
-		"$BASE/bin/lmtpload" -pipelining -socket "$BASE/run-$i/lmtp.sock" -users "$pu" -n 20 -id "abs$i" >/dev/null
+		"$BASE/bin/lmtpload" -pipelining -socket "$BASE/run-$i/lmtp.sock" -users "$su" -n 20 -id "abs$i" >/dev/null
 		lis=$(pgrep -f "^$BASE/bin/lda-$i listener" | head -1)
-		wrk=$(pgrep -n -u "$pu" -f "^$BASE/bin/lda-$i worker direct")
+		wrk=$(pgrep -n -u "$su" -f "^$BASE/bin/lda-$i worker direct")
 		[ -n "$lis" ] && [ -n "$wrk" ] || die "revision $i: no listener or worker process to trace"
 		perf record -q -m 1024 -e raw_syscalls:sys_enter,raw_syscalls:sys_exit -p "$lis,$wrk" -o "$BASE/trace-$i" 2>/dev/null &
 		p1=$!
 		sleep 0.5
-		"$BASE/bin/lmtpload" -pipelining -socket "$BASE/run-$i/lmtp.sock" -users "$pu" -n "$sn" -id "abt$i" >/dev/null
+		"$BASE/bin/lmtpload" -pipelining -socket "$BASE/run-$i/lmtp.sock" -users "$su" -n "$sn" -id "abt$i" >/dev/null
 		kill -INT "$p1"
 		wait "$p1" || true
-		perf script -i "$BASE/trace-$i" -F pid,tid,time,event,trace 2>/dev/null |
-			awk -v L="$lis" -v W="$wrk" -f bench/stretches.awk | sort -k1,1n -k2,2n >"$BASE/stretches-$i"
+		perf script -i "$BASE/trace-$i" -F pid,tid,time,event,trace >"$BASE/trace-$i.txt" 2>/dev/null || true
+		awk -v L="$lis" -v W="$wrk" -f bench/stretches.awk "$BASE/trace-$i.txt" "$BASE/trace-$i.txt" |
+			sort -k1,1n -k2,2n >"$BASE/stretches-$i"
+		rm -f "$BASE/trace-$i" "$BASE/trace-$i.txt"
 	done
 	awk -v n="$n" '{ rev = FILENAME; sub(/.*-/, "", rev); c[rev, $1]++; v[rev, $1, c[rev, $1]] = $2 }
 		function med(r, k,   m) { m = c[r, k]; if (!m) return "-"

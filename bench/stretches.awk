@@ -4,10 +4,13 @@
 # direct worker (-v W=PID) while a client sends single-recipient messages
 # over one connection with DATA (ab.sh STRETCHES=1 runs it).
 #
-# It follows each delivery through the system calls that bound each
-# stretch: the listener's reads and writes on the client's socket (the
-# socket is the descriptor of its first read that returned data; its other
-# writes are log lines), its sendmsg of the job and recvmsg of the result,
+# Give it the trace twice (`awk -f stretches.awk TRACE TRACE`): the first
+# pass finds the client's socket, the descriptor from which the listener
+# read data most often (its other reads are files such as /etc/passwd,
+# its other writes log lines). The second follows each delivery through
+# the system calls that bound each stretch: the listener's reads and
+# writes on the client's socket, its sendmsg of the job and recvmsg of the
+# result,
 # and the worker's recvmsg, its first fsync's entry, its last fsync's
 # return and its sendmsg. Prints "STRETCH MICROSECONDS" per delivery, for
 # the caller to take medians of. The stretches, 1-10: the client from the
@@ -39,12 +42,31 @@ function mark(k, t,   i) {
 }
 
 BEGIN { cfd = ""; have = 0 }
+FNR == 1 && NR > 1 && cfd == "" {
+	# The second pass: the client's socket is known.
+	for (f in reads)
+		if (cfd == "" || reads[f] > reads[cfd])
+			cfd = f
+	split("", enr)
+}
 {
 	split($1, pt, "/")
 	pid = pt[1]; tid = pt[2]
 	t = $2; sub(/:$/, "", t)
 	if (pid != L && pid != W)
 		next
+	if (NR == FNR) {
+		# The first pass: count the listener's reads that returned data.
+		if ($3 == "raw_syscalls:sys_enter:" && pid == L) {
+			a = $6; gsub(/[(,]/, "", a)
+			enr[tid] = $5; efd[tid] = a
+		} else if ($3 == "raw_syscalls:sys_exit:" && (tid in enr)) {
+			if (enr[tid] == 0 && $7 > 0)
+				reads[efd[tid]]++
+			delete enr[tid]
+		}
+		next
+	}
 	if ($3 == "raw_syscalls:sys_enter:") {
 		nr = $5
 		a = $6; gsub(/[(,]/, "", a)
@@ -62,7 +84,6 @@ BEGIN { cfd = ""; have = 0 }
 	nr = enr[tid]; fd = efd[tid]; ret = $7
 	delete enr[tid]
 	if (pid == L && nr == 0 && ret > 0) {                 # read from the client
-		if (cfd == "") cfd = fd
 		if (fd == cfd) { if (have == 1) mark(2, t); else if (have == 9) mark(10, t) }
 	}
 	if (pid == W && nr == 47 && ret > 0) mark(4, t)       # recvmsg: the job
