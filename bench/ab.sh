@@ -33,6 +33,8 @@
 # listener's work, the two hops, the worker's work before, during and
 # after its fsyncs); the median of each is printed per revision. Tracing
 # adds a microsecond or two per system call, alike for every revision.
+# These messages go over DATA (the stretches start at its 354) whatever
+# +chunking says, and not with SIEVE (whose RCPT-time job is a third hop).
 #
 # DEST=mbox delivers into ~/mbox (fcntl locking, created by the first
 # delivery) instead of ~/Maildir, so that changes to the mbox path can be
