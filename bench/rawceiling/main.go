@@ -20,6 +20,21 @@
 //
 //	rawceiling -dir BASE -users u1,u2 [-mbox | -link | -tmpfile | -tmpfile-unsafe] [-c N] [-n N]
 //	           [-size BYTES] [-rcpts N] [-id PREFIX] [-json]
+//	rawceiling -serve SOCKET -dir BASE -users u1,u2 [-mbox | -link]
+//
+// -serve puts the same file operations behind the least a delivery agent
+// of lda's shape has to do around them, and nothing more: it answers LMTP
+// on SOCKET (driven by lmtpload like any other agent), spools each
+// message, dot-unstuffed, into a memfd, reopens it read-only and hands
+// that descriptor over a split SOCK_SEQPACKET channel (lda's own package
+// seqpacket) to a warm process of the recipient's own ("rawceiling
+// -worker"), which writes the message exactly as above and answers; then
+// the front replies. The processes get lda's timer slacks (1 ms for the
+// front, 10 ms for the others). There is no policy, no user database, no
+// log, no recovery record, no header, no lock, no check of any kind and
+// no change of user: every process runs as the caller. What it measures
+// is the floor of that shape on this machine: the rate no implementation
+// of it can beat with these file operations.
 //
 // User u's Maildir is BASE/u/Maildir, its mbox BASE/u.mbox. With -rcpts
 // N each message is written N times, into the mailboxes of N users
@@ -78,6 +93,8 @@ func main() {
 	unsafe := flag.Bool("tmpfile-unsafe", false, "Maildir: as -tmpfile without the second fsync of the file (not durable everywhere)")
 	flag.StringVar(&cfg.prefix, "id", "", "run id (default from the time)")
 	flag.BoolVar(&asJSON, "json", false, "print the result as one JSON object")
+	socket := flag.String("serve", "", "answer LMTP on this Unix socket instead, handing each delivery to a process of the recipient's own (see the package comment)")
+	asWorker := flag.Bool("worker", false, "internal: the delivery process of -serve, for the one user of -users")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		usage("unexpected arguments: %q", flag.Args())
@@ -113,6 +130,30 @@ func main() {
 		cfg.prefix = "rawceiling" + time.Now().UTC().Format("20060102T150405")
 	}
 	cfg.pid = os.Getpid()
+	switch {
+	case *asWorker:
+		if len(cfg.users) != 1 {
+			usage("-worker takes one user")
+		}
+		if err := worker(&cfg); err != nil {
+			fmt.Fprintln(os.Stderr, "rawceiling -worker:", err)
+			os.Exit(1)
+		}
+		return
+	case *socket != "":
+		if cfg.tmpfile > 0 {
+			usage("-serve takes -mbox or -link, not -tmpfile")
+		}
+		err := withSlack()
+		if err == nil {
+			err = cfg.prepare()
+		}
+		if err == nil {
+			err = serve(&cfg, *socket)
+		}
+		fmt.Fprintln(os.Stderr, "rawceiling -serve:", err)
+		os.Exit(1)
+	}
 	if err := cfg.prepare(); err != nil {
 		fmt.Fprintln(os.Stderr, "rawceiling:", err)
 		os.Exit(1)
@@ -335,18 +376,29 @@ func (cfg *config) appendMbox(u string, entry []byte) error {
 // mboxEntry turns a CRLF message into an mbox entry: From_ line, LF line
 // ends, mboxrd quoting (">" before every line matching ^>*From ), and an
 // empty line at the end.
-func mboxEntry(data []byte) []byte {
-	var b bytes.Buffer
-	b.WriteString("From " + lmtpbench.Sender + " " + time.Now().UTC().Format("Mon Jan _2 15:04:05 2006") + "\n")
-	for _, line := range bytes.SplitAfter(bytes.ReplaceAll(data, []byte("\r\n"), []byte("\n")), []byte("\n")) {
-		if len(line) == 0 {
-			continue
+func mboxEntry(data []byte) []byte { return appendMboxEntry(nil, data) }
+
+// appendMboxEntry appends data's mbox entry to dst in one pass (the
+// delivery processes of -serve reuse one buffer).
+func appendMboxEntry(dst, data []byte) []byte {
+	dst = append(dst, "From "+lmtpbench.Sender+" "...)
+	dst = time.Now().UTC().AppendFormat(dst, "Mon Jan _2 15:04:05 2006")
+	dst = append(dst, '\n')
+	for len(data) > 0 {
+		line := data
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			line, data = data[:i+1], data[i+1:]
+		} else {
+			data = nil
 		}
 		if bytes.HasPrefix(bytes.TrimLeft(line, ">"), []byte("From ")) {
-			b.WriteByte('>')
+			dst = append(dst, '>')
 		}
-		b.Write(line)
+		if n := len(line); n >= 2 && line[n-2] == '\r' && line[n-1] == '\n' {
+			dst = append(append(dst, line[:n-2]...), '\n')
+		} else {
+			dst = append(dst, line...)
+		}
 	}
-	b.WriteByte('\n')
-	return b.Bytes()
+	return append(dst, '\n')
 }
