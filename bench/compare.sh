@@ -33,6 +33,12 @@
 #                   nothing: what is left is each agent's own path. Not a
 #                   durability setting; the system's /var/mail is not
 #                   touched (the mounts exist only in the namespace)
+#   FLOOR=0         1: a fourth agent in both matrices, rawceiling -serve
+#                   (the floor of lda's shape: LMTP, a memfd spool and a
+#                   warm process per user, around the raw ceiling's file
+#                   operations and nothing else; see bench/rawceiling),
+#                   started afresh for each of its runs, and a table of
+#                   it against lda and the raw ceiling
 #   PIN=            a CPU list (e.g. 1): every server (lda serve with its
 #                   listener and workers, Dovecot with its children,
 #                   socat with each mail.local) runs under taskset -c PIN,
@@ -82,6 +88,9 @@ case $CHUNKING in
 1) CHUNK_FLAG=(-chunking) ;;
 *) echo "CHUNKING is 0 or 1" >&2; exit 2 ;;
 esac
+FLOOR=${FLOOR:-0}
+case $FLOOR in 0 | 1) ;; *) echo "FLOOR is 0 or 1" >&2; exit 2 ;; esac
+FLOOR_PID=
 PIN=${PIN:-}
 PINCMD=()
 if [ -n "$PIN" ]; then
@@ -127,6 +136,7 @@ cleanup() {
 	if [ -n "$DOVECOT_CONF" ] && [ -f "$BASE/dovecot/run/master.pid" ]; then
 		dovecot -c "$DOVECOT_CONF" stop >/dev/null 2>&1
 	fi
+	[ -n "$FLOOR_PID" ] && stop_pid "$FLOOR_PID" 10
 	local pid _
 	while read -r pid _; do
 		[ -n "$pid" ] && stop_pid "$pid" 20
@@ -148,7 +158,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-say "base directory $BASE; REPS=$REPS MESSAGES=$MESSAGES PIPELINING=$PIPELINING CHUNKING=$CHUNKING HOMES=$HOMES"
+say "base directory $BASE; FLOOR=$FLOOR REPS=$REPS MESSAGES=$MESSAGES PIPELINING=$PIPELINING CHUNKING=$CHUNKING HOMES=$HOMES"
 
 # --- packages, users, binaries -------------------------------------------
 
@@ -392,7 +402,42 @@ stored() {
 		for u in $BENCH_USERS; do files+=("$BASE/raw/$u.mbox"); done
 		count_mbox "${files[@]}"
 		;;
+	floormaildir)
+		for u in $BENCH_USERS; do dirs+=("$BASE/floor/$u/Maildir"); done
+		count_maildir "${dirs[@]}"
+		;;
+	floormbox)
+		for u in $BENCH_USERS; do files+=("$BASE/floor/$u.mbox"); done
+		count_mbox "${files[@]}"
+		;;
 	esac
+}
+
+# --- the floor (FLOOR=1) ---------------------------------------------------
+
+# restart_floor KIND: a fresh rawceiling -serve (maildir: rename, as the
+# raw ceiling's runs; mbox: -mbox) on empty mailboxes under $BASE/floor,
+# its processes in cgroup "floor". Its delivery processes keep their new/
+# open, so they cannot outlive a retired Maildir. Sets FLOOR_PID.
+FLOOR_SOCK=
+restart_floor() {
+	local flags=()
+	[ "$1" = floormbox ] && flags=(-mbox)
+	stop_floor
+	retire "$BASE/floor"
+	FLOOR_SOCK=$BASE/floor.sock
+	rm -f "$FLOOR_SOCK"
+	cg_exec floor "${PINCMD[@]}" "$RAW" -serve "$FLOOR_SOCK" -dir "$BASE/floor" -users "$USERS" "${flags[@]}" 2>>"$BASE/floor.err" &
+	FLOOR_PID=$!
+	wait_socket "$FLOOR_SOCK" "$FLOOR_PID" 15 || { cat "$BASE/floor.err" >&2; die "rawceiling -serve did not start"; }
+	cg_check floor "$FLOOR_PID"
+}
+
+stop_floor() {
+	[ -n "$FLOOR_PID" ] || return 0
+	stop_pid "$FLOOR_PID" 10
+	wait "$FLOOR_PID" 2>/dev/null || true
+	FLOOR_PID=
 }
 
 # per_delivery MS N [UNITS]: MS spread over N deliveries, "-" for no
@@ -410,16 +455,20 @@ one_run() {
 	mail.local | lda-mbox) kind=mbox ;;
 	raw) kind=rawmaildir ;;
 	raw-mbox) kind=rawmbox ;;
+	floor) kind=floormaildir ;;
+	floor-mbox) kind=floormbox ;;
 	esac
 	case $peer in
 	dovecot | mail.local) cg=$peer ;;
 	lda) cg=lda-maildir ;;
 	lda-mbox) cg=lda-mbox ;;
+	floor*) cg=floor ;;
 	esac
 	case $kind in
 	maildir) reset_maildirs ;;
 	mbox) reset_mboxes ;;
 	raw*) retire "$BASE/raw" ;;
+	floor*) restart_floor "$kind" ;;
 	esac
 	sync
 	local load1 cpu0=
@@ -431,6 +480,7 @@ one_run() {
 	lda | lda-mbox) json=$(load "$peer" "$LDA_SOCK" "$c" "$size" "$r" "$MESSAGES" "${CHUNK_FLAG[@]}") ;;
 	raw) json=$("$RAW" -dir "$BASE/raw" -users "$USERS" -c "$c" -n "$MESSAGES" -size "$size" -rcpts "$r" -json) ;;
 	raw-mbox) json=$("$RAW" -mbox -dir "$BASE/raw" -users "$USERS" -c "$c" -n "$MESSAGES" -size "$size" -rcpts "$r" -json) ;;
+	floor*) json=$(load "$peer" "$FLOOR_SOCK" "$c" "$size" "$r" "$MESSAGES") ;;
 	esac || {
 		warn "$peer run failed"
 		FAILED=1
@@ -438,6 +488,7 @@ one_run() {
 	}
 	local ok temp perm drop n verified=- stored_n=- cpu1= agent_cpu=- client_cpu=-
 	[ -n "$cg" ] && { cpu1=$(cg_usec "$cg") || cpu1=; }
+	case $peer in floor*) stop_floor ;; esac
 	ok=$(jget ok "$json")
 	# CPU per acknowledged delivery, in ms: the agent's processes (its
 	# cgroup; for the raw ceiling, the program itself) and the client's.
@@ -495,6 +546,9 @@ smoke() {
 	say "$peer works: one message delivered ($(cut -d' ' -f3- "$BASE/ack.txt")) and stored"
 }
 
+# floor_peer RAWPEER: the floor's name in the matrix of RAWPEER.
+floor_peer() { if [ "$1" = raw ]; then echo floor; else echo floor-mbox; fi; }
+
 # run_matrix NAME PEER LDAPEER RAWPEER CELLS...: each cell "name conns size
 # rcpts"; in odd repetitions lda runs first, in even ones the peer.
 run_matrix() {
@@ -506,6 +560,7 @@ run_matrix() {
 			read -r cname c size r <<<"$cell"
 			order=("$ldapeer" "$peer" "$rawpeer")
 			if ((rep % 2 == 0)); then order=("$peer" "$ldapeer" "$rawpeer"); fi
+			if [ "$FLOOR" = 1 ]; then order+=("$(floor_peer "$rawpeer")"); fi
 			for p in "${order[@]}"; do
 				one_run "$name" "$cname" "$p" "$rep" "$c" "$size" "$r"
 			done
@@ -629,6 +684,30 @@ cpu_table() {
 	done
 }
 
+# floor_table MATRIX PEER LDAPEER RAWPEER CELLS...: the floor (FLOOR=1)
+# against the raw ceiling, lda and the peer; CPU per delivery of the
+# floor's processes and of lda's.
+floor_table() {
+	local matrix=$1 peer=$2 ldapeer=$3 rawpeer=$4 fl cell
+	shift 4
+	fl=$(floor_peer "$rawpeer")
+	printf '| %s cell | floor d/s | raw d/s | floor %% of raw | floor/%s | lda d/s | lda/floor | same-repetition lda/floor | floor p50 ms | lda p50 ms | CPU ms per delivery: floor | lda |\n' "$matrix" "$peer"
+	printf '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
+	for cell in "$@"; do
+		local cname c size r f raw p l
+		read -r cname c size r <<<"$cell"
+		f=$(med "$matrix" "$cname" "$fl" deliveries_per_s)
+		raw=$(med "$matrix" "$cname" "$rawpeer" deliveries_per_s)
+		p=$(med "$matrix" "$cname" "$peer" deliveries_per_s)
+		l=$(med "$matrix" "$cname" "$ldapeer" deliveries_per_s)
+		printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$cname" \
+			"$(fmt1 "$f")" "$(fmt1 "$raw")" "$(pct "$f" "$raw")" "$(ratio "$f" "$p")" \
+			"$(fmt1 "$l")" "$(ratio "$l" "$f")" "$(paired "$matrix" "$cname" "$ldapeer" "$fl" deliveries_per_s)" \
+			"$(fmt2 "$(med "$matrix" "$cname" "$fl" p50_ms)")" "$(fmt2 "$(med "$matrix" "$cname" "$ldapeer" p50_ms)")" \
+			"$(fmt3 "$(med "$matrix" "$cname" "$fl" agent_cpu_ms)")" "$(fmt3 "$(med "$matrix" "$cname" "$ldapeer" agent_cpu_ms)")"
+	done
+}
+
 echo
 say "results (medians of $REPS repetitions x $MESSAGES messages; d/s = successful recipient deliveries per second)"
 echo "lda: $LDA_DESC; warm-workers section: ${LDA_WORKERS:-?}; dovecot $(dovecot --version | cut -d' ' -f1); mail.local from $MAIL_LOCAL_DEB; pipelining: $PIPELINING; chunking: $CHUNKING${CHUNK_FLAG:+ (lda and Dovecot send BDAT; mail.local, without CHUNKING, DATA)}; sieve: ${SIEVE:-none}; servers pinned: ${PIN:-no}"
@@ -645,6 +724,13 @@ for m in $MATRICES; do
 	mbox) cpu_table mbox mail.local lda-mbox raw-mbox "${MBOX_CELLS[@]}" ;;
 	esac
 	echo
+	if [ "$FLOOR" = 1 ]; then
+		case $m in
+		maildir) floor_table maildir dovecot lda raw "${MAILDIR_CELLS[@]}" ;;
+		mbox) floor_table mbox mail.local lda-mbox raw-mbox "${MBOX_CELLS[@]}" ;;
+		esac
+		echo
+	fi
 done
 say "per-run figures: $TSV"
 if [ "$FAILED" != 0 ]; then
