@@ -77,18 +77,6 @@ func TestParseConfig(t *testing.T) {
 	}
 }
 
-func TestDeliveredTo(t *testing.T) {
-	f, err := os.CreateTemp(t.TempDir(), "m")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.WriteString("Received: x\nDELIVERED-TO:  Alice@Example.org \nSubject: s\n\nDelivered-To: body@example.org\n")
-	got := deliveredTo(f)
-	if !got["alice@example.org"] || got["body@example.org"] || len(got) != 1 {
-		t.Fatalf("deliveredTo = %v", got)
-	}
-}
-
 // TestChannel passes records and a descriptor over the socketpair and
 // refuses more than one descriptor per packet.
 func TestChannel(t *testing.T) {

@@ -1,8 +1,6 @@
 package daemon
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -712,7 +710,7 @@ func (b *backend) Data(msg *os.File, size int64, rcpts []lmtp.Recipient) []lmtp.
 	ro := os.NewFile(uintptr(fd), "spool")
 	b.spool = ro // closed by Reset
 	msg = ro
-	delivered := deliveredTo(msg)
+	delivered := deliveredTo(msg, size)
 	logs := make([]logLine, len(b.rcpts))
 	b.lines = logs
 	sem := make(chan struct{}, b.l.cfg.Parallel)
@@ -817,23 +815,3 @@ func (l *Listener) redirect(msg *os.File, size int64, sender, rcpt string, to []
 // redirectWaitDelay bounds the wait for the redirect command's output once
 // it has exited or been killed (a variable for tests).
 var redirectWaitDelay = 5 * time.Second
-
-// deliveredTo returns the lower-cased Delivered-To values of the message's
-// header, for loop detection.
-func deliveredTo(f *os.File) map[string]bool {
-	seen := map[string]bool{}
-	r := bufio.NewReader(io.NewSectionReader(f, 0, 1<<20))
-	for {
-		line, err := r.ReadBytes('\n')
-		t := bytes.TrimRight(line, "\r\n")
-		if len(t) == 0 {
-			return seen
-		}
-		if k, v, ok := bytes.Cut(t, []byte(":")); ok && strings.EqualFold(string(k), "Delivered-To") {
-			seen[strings.ToLower(strings.TrimSpace(string(v)))] = true
-		}
-		if err != nil {
-			return seen
-		}
-	}
-}
