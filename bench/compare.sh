@@ -38,7 +38,8 @@
 #                   warm process per user, around the raw ceiling's file
 #                   operations and nothing else; see bench/rawceiling),
 #                   started afresh for each of its runs, and a table of
-#                   it against lda and the raw ceiling
+#                   it against lda and the raw ceiling; it offers no
+#                   CHUNKING and always gets DATA
 #   PIN=            a CPU list (e.g. 1): every server (lda serve with its
 #                   listener and workers, Dovecot with its children,
 #                   socat with each mail.local) runs under taskset -c PIN,
@@ -394,20 +395,12 @@ stored() {
 		for u in $BENCH_USERS; do files+=("/var/mail/$u"); done
 		count_mbox "${files[@]}"
 		;;
-	rawmaildir)
-		for u in $BENCH_USERS; do dirs+=("$BASE/raw/$u/Maildir"); done
+	rawmaildir | floormaildir)
+		for u in $BENCH_USERS; do dirs+=("$BASE/${1%maildir}/$u/Maildir"); done
 		count_maildir "${dirs[@]}"
 		;;
-	rawmbox)
-		for u in $BENCH_USERS; do files+=("$BASE/raw/$u.mbox"); done
-		count_mbox "${files[@]}"
-		;;
-	floormaildir)
-		for u in $BENCH_USERS; do dirs+=("$BASE/floor/$u/Maildir"); done
-		count_maildir "${dirs[@]}"
-		;;
-	floormbox)
-		for u in $BENCH_USERS; do files+=("$BASE/floor/$u.mbox"); done
+	rawmbox | floormbox)
+		for u in $BENCH_USERS; do files+=("$BASE/${1%mbox}/$u.mbox"); done
 		count_mbox "${files[@]}"
 		;;
 	esac
