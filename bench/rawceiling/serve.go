@@ -12,32 +12,26 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"strconv"
 	"sync"
 	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
 
 	"lda/internal/seqpacket"
+	"lda/internal/spawn"
 )
 
-// The timer slacks lda gives its listener and its workers (package
-// spawn), so that the floor's processes wake as lda's do.
-const (
-	frontSlack  = time.Millisecond
-	workerSlack = 10 * time.Millisecond
-	slackEnv    = "RAWCEILING_SLACK_SET"
-)
+// slackEnv marks the front once it runs with the listener's timer slack.
+const slackEnv = "RAWCEILING_SLACK_SET"
 
 // parallel is lda's default limit on the deliveries of one message that
 // run at once (lda.yaml parallel).
 const parallel = 4
 
-// withSlack re-executes the front once on a thread whose timer slack is
-// frontSlack, as lda's parent starts its listener: every thread of the new
-// image inherits it.
+// withSlack re-executes the front once with lda's listener slack, the way
+// lda's parent starts its listener (package spawn): every thread of the
+// new image inherits it, and the floor's processes wake as lda's do.
 func withSlack() error {
 	if os.Getenv(slackEnv) != "" {
 		return nil
@@ -46,11 +40,9 @@ func withSlack() error {
 	if err != nil {
 		return err
 	}
-	runtime.LockOSThread()
-	if err := unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(frontSlack.Nanoseconds()), 0, 0, 0); err != nil {
-		return err
-	}
-	return syscall.Exec(exe, os.Args, append(os.Environ(), slackEnv+"=1"))
+	return spawn.StartWithSlack(spawn.DefaultListenerSlack, func() error {
+		return syscall.Exec(exe, os.Args, append(os.Environ(), slackEnv+"=1"))
+	})
 }
 
 // serve answers LMTP on socket until killed: per message a spool in a
@@ -104,8 +96,15 @@ func session(c net.Conn, known map[string]bool, p *pool) {
 		if err != nil {
 			return
 		}
-		verb := string(bytes.ToUpper(line[:min(4, len(line))]))
-		switch verb {
+		// The verb, upper-cased without an allocation per command.
+		var verb [4]byte
+		copy(verb[:], line)
+		for i, c := range verb {
+			if 'a' <= c && c <= 'z' {
+				verb[i] = c - 'a' + 'A'
+			}
+		}
+		switch string(verb[:]) {
 		case "LHLO":
 			w.WriteString("250-rawceiling\r\n250-PIPELINING\r\n250-ENHANCEDSTATUSCODES\r\n250 8BITMIME\r\n")
 		case "MAIL":
@@ -275,12 +274,7 @@ func (p *pool) start(u string) (*seqpacket.Conn, error) {
 	cmd.ExtraFiles = []*os.File{theirs}
 	cmd.Stderr = os.Stderr
 	cmd.Env = []string{}
-	runtime.LockOSThread()
-	old, _ := unix.PrctlRetInt(unix.PR_GET_TIMERSLACK, 0, 0, 0, 0)
-	unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(workerSlack.Nanoseconds()), 0, 0, 0)
-	err = cmd.Start()
-	unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(old), 0, 0, 0)
-	runtime.UnlockOSThread()
+	err = spawn.StartWithSlack(spawn.DefaultTimerSlack, cmd.Start)
 	theirs.Close()
 	if err != nil {
 		mine.Close()

@@ -37,12 +37,14 @@ const (
 // sleep (10 ms) a larger slack saves nothing and only makes timers late.
 const MaxTimerSlack = 10 * time.Millisecond
 
-// startWithSlack calls start, which forks, on a thread whose timer slack
+// StartWithSlack calls start, which forks, on a thread whose timer slack
 // (prctl(2) PR_SET_TIMERSLACK) is slack, so that the child gets it: clone
 // copies the slack of the calling thread, execve keeps it, and every
 // thread the child makes copies it in turn. The parent's thread gets its
 // own slack back afterwards. slack 0 leaves the child the parent's.
-func startWithSlack(slack time.Duration, start func() error) error {
+// (Exported for bench/rawceiling -serve, whose processes must get their
+// slack exactly as lda's do.)
+func StartWithSlack(slack time.Duration, start func() error) error {
 	if slack <= 0 {
 		return start()
 	}

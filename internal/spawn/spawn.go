@@ -98,7 +98,7 @@ func Start(r Request) (*exec.Cmd, error) {
 	if r.Stderr != nil {
 		cmd.Stdout, cmd.Stderr = r.Stderr, r.Stderr
 	}
-	if err := startWithSlack(r.TimerSlack, cmd.Start); err != nil {
+	if err := StartWithSlack(r.TimerSlack, cmd.Start); err != nil {
 		return nil, fmt.Errorf("spawn: start: %w", err)
 	}
 	return cmd, nil
@@ -127,7 +127,7 @@ func Run(ctx context.Context, r Request) (*Output, error) {
 	cmd.Cancel = func() error { return killGroup(cmd.Process.Pid) }
 	cmd.WaitDelay = 2 * time.Second
 
-	if err := startWithSlack(r.TimerSlack, cmd.Start); err != nil {
+	if err := StartWithSlack(r.TimerSlack, cmd.Start); err != nil {
 		return nil, fmt.Errorf("spawn: start worker: %w", err)
 	}
 	pid := cmd.Process.Pid

@@ -43,7 +43,7 @@ func StartWorker(r Request) (*Proc, error) {
 	cmd.ExtraFiles = append([]*os.File{theirs}, r.Files...)
 	stderr := &LimitedBuffer{Max: MaxStderr}
 	cmd.Stderr = stderr
-	if err := startWithSlack(r.TimerSlack, cmd.Start); err != nil {
+	if err := StartWithSlack(r.TimerSlack, cmd.Start); err != nil {
 		mine.Close()
 		return nil, fmt.Errorf("spawn: start worker: %w", err)
 	}
