@@ -44,9 +44,9 @@ const (
 	OpEnd = "end"
 )
 
-var requestKeys = map[string]bool{
-	"id": true, "op": true, "worker": true, "user": true, "kind": true, "path": true, "folder": true, "program": true,
-	"sender": true, "recipient": true, "received": true, "size": true,
+var requestKeys = keySet{
+	"id", "op", "worker", "user", "kind", "path", "folder", "program",
+	"sender", "recipient", "received", "size",
 }
 
 // Validate checks r with the rules of a Job.
@@ -102,24 +102,22 @@ func (r *Request) Encode() ([]byte, error) {
 
 // DecodeRequest parses and validates a request.
 func DecodeRequest(data []byte) (*Request, error) {
-	rec, err := parse(data, "lda-req", requestKeys, false)
-	if err != nil {
+	var rec record
+	if err := parse(data, "lda-req", requestKeys, &rec); err != nil {
 		return nil, err
 	}
-	f := rec.fields
-	for k := range requestKeys {
-		if _, ok := f[k]; !ok {
-			return nil, fmt.Errorf("job: missing key %q", k)
-		}
+	f := &rec.fields
+	if k := f.missing(); k != "" {
+		return nil, fmt.Errorf("job: missing key %q", k)
 	}
-	id, err1 := parseUint(f["id"])
-	size, err2 := parseUint(f["size"])
-	worker, err3 := parseUint(f["worker"])
+	id, err1 := parseUint(f.get("id"))
+	size, err2 := parseUint(f.get("size"))
+	worker, err3 := parseUint(f.get("worker"))
 	if err := errors.Join(err1, err2, err3); err != nil || size > 1<<62 {
 		return nil, fmt.Errorf("job: bad number in request: %v", err)
 	}
-	r := &Request{ID: id, Op: f["op"], Worker: worker, User: f["user"], Kind: f["kind"], Path: f["path"], Folder: f["folder"],
-		Program: f["program"], Sender: f["sender"], Recipient: f["recipient"], Received: f["received"], Size: int64(size)}
+	r := &Request{ID: id, Op: f.get("op"), Worker: worker, User: f.get("user"), Kind: f.get("kind"), Path: f.get("path"), Folder: f.get("folder"),
+		Program: f.get("program"), Sender: f.get("sender"), Recipient: f.get("recipient"), Received: f.get("received"), Size: int64(size)}
 	if err := r.Validate(); err != nil {
 		return nil, err
 	}
@@ -158,48 +156,47 @@ func (r *Reply) Encode() []byte {
 	return append(b, "end\n"...)
 }
 
-var replyKeys = map[string]bool{"id": true, "status": true, "actions": true, "decided": true, "nofilter": true,
-	"worker": true, "pid": true, "bind": true}
+var replyKeys = keySet{"id", "status", "actions", "decided", "nofilter", "worker", "pid", "bind"}
 
 // DecodeReply parses a reply; its status is validated as in DecodeResult.
 func DecodeReply(data []byte) (*Reply, error) {
-	rec, err := parse(data, "lda-rep", replyKeys, false)
-	if err != nil {
+	var rec record
+	if err := parse(data, "lda-rep", replyKeys, &rec); err != nil {
 		return nil, err
 	}
-	id, err := parseUint(rec.fields["id"])
+	f := &rec.fields
+	id, err := parseUint(f.get("id"))
 	if err != nil {
 		return nil, fmt.Errorf("job: reply id: %w", err)
 	}
-	st, err := parseStatus(rec.fields["status"])
+	st, err := parseStatus(f.get("status"))
 	if err != nil {
 		return nil, err
 	}
-	rep := &Reply{ID: id, Status: st, Actions: DecodeActions(rec.fields["actions"])}
-	switch rec.fields["decided"] {
+	rep := &Reply{ID: id, Status: st, Actions: DecodeActions(f.get("actions"))}
+	switch f.get("decided") {
 	case "true":
 		rep.Decided = true
 	case "false", "":
 	default:
 		return nil, errors.New("job: bad decided flag")
 	}
-	switch rec.fields["nofilter"] {
+	switch f.get("nofilter") {
 	case "true":
 		rep.SkipRcpt = true
 	case "false", "":
 	default:
 		return nil, errors.New("job: bad nofilter flag")
 	}
-	f := rec.fields
-	if _, ok := f["bind"]; ok {
-		w, err1 := parseUint(f["worker"])
-		pid, err2 := parseUint(f["pid"])
-		bind, err3 := Decode([]byte(f["bind"]))
+	if b, ok := f.lookup("bind"); ok {
+		w, err1 := parseUint(f.get("worker"))
+		pid, err2 := parseUint(f.get("pid"))
+		bind, err3 := Decode([]byte(b))
 		if err := errors.Join(err1, err2, err3); err != nil || w == 0 || pid == 0 || pid > 1<<31-1 || bind.Mode != ModeBind {
 			return nil, fmt.Errorf("job: bad worker in reply: %v", err)
 		}
 		rep.Worker, rep.Pid, rep.Bind = w, int(pid), bind
-	} else if f["worker"] != "" || f["pid"] != "" {
+	} else if f.get("worker") != "" || f.get("pid") != "" {
 		return nil, errors.New("job: worker in a reply without a bind record")
 	}
 	return rep, nil

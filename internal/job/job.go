@@ -30,6 +30,7 @@ package job
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -273,18 +274,76 @@ func validLine(s string) error {
 	return nil
 }
 
+// keySet is the fixed list of keys one kind of record may carry. A
+// record holds at most one value per key, so its values fit in an array
+// indexed by the key's place in the list: no map per record.
+type keySet []string
+
+// maxKeys bounds a keySet, so that a record's values fit in one array and
+// which keys were seen fits in one word.
+const maxKeys = 20
+
+func (ks keySet) index(k string) int {
+	for i, name := range ks {
+		if name == k {
+			return i
+		}
+	}
+	return -1
+}
+
+// fields are the values of a parsed record, by key.
+type fields struct {
+	keys keySet
+	vals [maxKeys]string
+	seen uint32 // bit i: keys[i] was present
+}
+
+// lookup returns the value of k and whether the record carried it.
+func (f *fields) lookup(k string) (string, bool) {
+	i := f.keys.index(k)
+	if i < 0 || f.seen&(1<<i) == 0 {
+		return "", false
+	}
+	return f.vals[i], true
+}
+
+// get returns the value of k, or "" if the record did not carry it.
+func (f *fields) get(k string) string {
+	v, _ := f.lookup(k)
+	return v
+}
+
+// missing returns the first key of f's set that the record lacks, other
+// than those in optional, or "".
+func (f *fields) missing(optional ...string) string {
+	for i, k := range f.keys {
+		if f.seen&(1<<i) == 0 && !slices.Contains(optional, k) {
+			return k
+		}
+	}
+	return ""
+}
+
 // record is a parsed "lda-job 1" or "lda-result 1" record.
 type record struct {
-	fields   map[string]string
+	fields   fields
 	progress *Progress
 	complete bool
 }
 
 var errTruncated = errors.New("job: record has no end line")
 
-func parse(data []byte, magic string, keys map[string]bool, allowPartial bool) (*record, error) {
+// parse reads data into rec, which the caller owns (so that a record
+// costs no allocation of its own). A record without its end line returns
+// errTruncated, leaving what it had in rec for a caller that can use a
+// partial record (DecodeResult: a dead worker's progress line).
+func parse(data []byte, magic string, keys keySet, rec *record) error {
 	if len(data) > MaxRecord {
-		return nil, errors.New("job: record too large")
+		return errors.New("job: record too large")
+	}
+	if len(keys) > maxKeys {
+		panic("job: key set too large")
 	}
 	// The record is in memory already: it is copied into one string, and
 	// its lines (and the values, which xtext mostly leaves as they are)
@@ -302,12 +361,9 @@ func parse(data []byte, magic string, keys map[string]bool, allowPartial bool) (
 	}
 	first, ok := next()
 	if !ok || first != magic+" "+strconv.Itoa(Version) {
-		return nil, fmt.Errorf("job: not a version %d %s record", Version, magic)
+		return fmt.Errorf("job: not a version %d %s record", Version, magic)
 	}
-	// Sized for the lines left, but never for more keys than a record may
-	// have: a peer's record of 16 KiB of newlines must not make a map for
-	// thousands.
-	rec := &record{fields: make(map[string]string, min(strings.Count(rest, "\n"), len(keys)))}
+	*rec = record{fields: fields{keys: keys}}
 	consumed := len(first) + 1
 	for {
 		line, ok := next()
@@ -323,42 +379,41 @@ func parse(data []byte, magic string, keys map[string]bool, allowPartial bool) (
 		if !ok && line != "" {
 			k, v = line, ""
 		}
+		i := keys.index(k)
 		if k == "progress" || k == "recover" {
 			if rec.progress != nil {
-				return nil, fmt.Errorf("job: duplicate %s", k)
+				return fmt.Errorf("job: duplicate %s", k)
 			}
-			if !keys[k] {
-				return nil, fmt.Errorf("job: unexpected key %q", k)
+			if i < 0 {
+				return fmt.Errorf("job: unexpected key %q", k)
 			}
 			p, err := parseProgress(v)
 			if err != nil {
-				return nil, err
+				return err
 			}
 			rec.progress = p
 			continue
 		}
-		if !keys[k] {
-			return nil, fmt.Errorf("job: unknown key %q", k)
+		if i < 0 {
+			return fmt.Errorf("job: unknown key %q", k)
 		}
-		if _, dup := rec.fields[k]; dup {
-			return nil, fmt.Errorf("job: duplicate key %q", k)
+		if rec.fields.seen&(1<<i) != 0 {
+			return fmt.Errorf("job: duplicate key %q", k)
 		}
 		dv, err := xtext.Decode(v)
 		if err != nil {
-			return nil, fmt.Errorf("job: key %q: %w", k, err)
+			return fmt.Errorf("job: key %q: %w", k, err)
 		}
-		rec.fields[k] = dv
+		rec.fields.vals[i] = dv
+		rec.fields.seen |= 1 << i
 	}
 	if !rec.complete {
-		if allowPartial {
-			return rec, errTruncated
-		}
-		return nil, errTruncated
+		return errTruncated
 	}
 	if consumed != len(data) {
-		return nil, errors.New("job: bytes after end line")
+		return errors.New("job: bytes after end line")
 	}
-	return rec, nil
+	return nil
 }
 
 func parseProgress(v string) (*Progress, error) {
@@ -395,28 +450,26 @@ func parseUint(s string) (uint64, error) {
 	return strconv.ParseUint(s, 10, 64)
 }
 
-var jobKeys = map[string]bool{
-	"mode": true, "user": true, "uid": true, "gid": true, "home": true, "kind": true,
-	"path": true, "folder": true, "program": true, "sender": true, "recipient": true,
-	"headers": true, "received": true, "policy": true, "sievedir": true, "size": true, "recover": true,
-	"recovertmp": true,
+var jobKeys = keySet{
+	"mode", "user", "uid", "gid", "home", "kind",
+	"path", "folder", "program", "sender", "recipient",
+	"headers", "received", "policy", "sievedir", "size", "recover",
+	"recovertmp",
 }
 
 // Decode parses and validates a job record.
 func Decode(data []byte) (*Job, error) {
-	rec, err := parse(data, "lda-job", jobKeys, false)
-	if err != nil {
+	var rec record
+	if err := parse(data, "lda-job", jobKeys, &rec); err != nil {
 		return nil, err
 	}
-	f := rec.fields
-	for k := range jobKeys {
-		if _, ok := f[k]; !ok && k != "recover" && k != "recovertmp" {
-			return nil, fmt.Errorf("job: missing key %q", k)
-		}
+	f := &rec.fields
+	if k := f.missing("recover", "recovertmp"); k != "" {
+		return nil, fmt.Errorf("job: missing key %q", k)
 	}
-	uid, err1 := parseUint(f["uid"])
-	gid, err2 := parseUint(f["gid"])
-	size, err3 := parseUint(f["size"])
+	uid, err1 := parseUint(f.get("uid"))
+	gid, err2 := parseUint(f.get("gid"))
+	size, err3 := parseUint(f.get("size"))
 	if err := errors.Join(err1, err2, err3); err != nil {
 		return nil, fmt.Errorf("job: %w", err)
 	}
@@ -424,7 +477,7 @@ func Decode(data []byte) (*Job, error) {
 		return nil, errors.New("job: number out of range")
 	}
 	var headers bool
-	switch f["headers"] {
+	switch f.get("headers") {
 	case "true":
 		headers = true
 	case "false":
@@ -432,11 +485,11 @@ func Decode(data []byte) (*Job, error) {
 		return nil, errors.New("job: bad headers flag")
 	}
 	j := &Job{
-		Mode: f["mode"], User: f["user"], UID: int(uid), GID: int(gid), Home: f["home"],
-		Kind: f["kind"], Path: f["path"], Folder: f["folder"], Program: f["program"],
-		Sender: f["sender"], Recipient: f["recipient"], Headers: headers, Received: f["received"],
-		Policy: f["policy"], SieveDir: f["sievedir"], Size: int64(size), Recover: rec.progress,
-		RecoverTmp: f["recovertmp"],
+		Mode: f.get("mode"), User: f.get("user"), UID: int(uid), GID: int(gid), Home: f.get("home"),
+		Kind: f.get("kind"), Path: f.get("path"), Folder: f.get("folder"), Program: f.get("program"),
+		Sender: f.get("sender"), Recipient: f.get("recipient"), Headers: headers, Received: f.get("received"),
+		Policy: f.get("policy"), SieveDir: f.get("sievedir"), Size: int64(size), Recover: rec.progress,
+		RecoverTmp: f.get("recovertmp"),
 	}
 	if err := j.Validate(); err != nil {
 		return nil, err
@@ -468,9 +521,9 @@ type Result struct {
 	SkipRcpt bool
 }
 
-var resultKeys = map[string]bool{
-	"progress": true, "status": true, "detail": true, "where": true, "rule": true, "warning": true,
-	"actions": true, "decided": true, "nofilter": true,
+var resultKeys = keySet{
+	"progress", "status", "detail", "where", "rule", "warning",
+	"actions", "decided", "nofilter",
 }
 
 // ResultHeader is the first line of a result; a worker writes it, then
@@ -567,16 +620,17 @@ var ErrIncomplete = errors.New("job: worker result incomplete")
 // DecodeResult parses a worker's output. The status line is validated:
 // its codes must agree (RFC 3463) and its text is reduced to one safe line.
 func DecodeResult(data []byte) (*Result, error) {
-	rec, err := parse(data, "lda-result", resultKeys, true)
-	if rec == nil {
+	var rec record
+	err := parse(data, "lda-result", resultKeys, &rec)
+	if err != nil && err != errTruncated {
 		return nil, err
 	}
 	r := &Result{Progress: rec.progress}
 	if err == errTruncated {
 		return r, ErrIncomplete
 	}
-	f := rec.fields
-	line, ok := f["status"]
+	f := &rec.fields
+	line, ok := f.lookup("status")
 	if !ok {
 		return nil, errors.New("job: result without status")
 	}
@@ -585,16 +639,16 @@ func DecodeResult(data []byte) (*Result, error) {
 		return nil, err
 	}
 	r.Status = st
-	r.Detail, r.Where, r.Rule, r.Warning = status.Sanitize(f["detail"]), status.Sanitize(f["where"]), status.Sanitize(f["rule"]), status.Sanitize(f["warning"])
-	r.Actions = DecodeActions(f["actions"])
-	switch f["decided"] {
+	r.Detail, r.Where, r.Rule, r.Warning = status.Sanitize(f.get("detail")), status.Sanitize(f.get("where")), status.Sanitize(f.get("rule")), status.Sanitize(f.get("warning"))
+	r.Actions = DecodeActions(f.get("actions"))
+	switch f.get("decided") {
 	case "", "false":
 	case "true":
 		r.Decided = true
 	default:
 		return nil, errors.New("job: bad decided flag")
 	}
-	switch f["nofilter"] {
+	switch f.get("nofilter") {
 	case "", "false":
 	case "true":
 		r.SkipRcpt = true

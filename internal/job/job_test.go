@@ -61,6 +61,9 @@ func TestDecodeRefuses(t *testing.T) {
 		{"unknown key", strings.Replace(g, "end\n", "shell /bin/sh\nend\n", 1)},
 		{"duplicate key", strings.Replace(g, "end\n", "user bob\nend\n", 1)},
 		{"missing key", strings.Replace(g, "size 1234\n", "", 1)},
+		{"missing first key", strings.Replace(g, "mode deliver\n", "", 1)},
+		{"result key in a job", strings.Replace(g, "end\n", "progress 0 1 2 From+20x\nend\n", 1)},
+		{"empty key", strings.Replace(g, "end\n", " x\nend\n", 1)},
 		{"uid 0", strings.Replace(g, "uid 1001", "uid 0", 1)},
 		{"signed uid", strings.Replace(g, "uid 1001", "uid +1001", 1)},
 		{"leading zero", strings.Replace(g, "uid 1001", "uid 01001", 1)},
@@ -131,6 +134,8 @@ func TestResult(t *testing.T) {
 		{"no status", string(ResultHeader()) + "end\n"},
 		{"two progress", string(ResultHeader()) + string(EncodeProgress(p)) + string(EncodeProgress(p)) + "status 250+202.0.0+20x\nend\n"},
 		{"progress without From", string(ResultHeader()) + "progress 1 2 3 xyz\nstatus 250+202.0.0+20x\nend\n"},
+		{"two details", string(ResultHeader()) + "status 250+202.0.0+20x\ndetail a\ndetail b\nend\n"},
+		{"a job key", string(ResultHeader()) + "status 250+202.0.0+20x\nuser alice\nend\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if r, err := DecodeResult([]byte(tc.rec)); err == nil {
@@ -296,8 +301,8 @@ func TestDecodeBoundedMemory(t *testing.T) {
 				}
 			}
 			runtime.ReadMemStats(&after)
-			// The record's one copy (16 KiB) and a small map; a map sized
-			// for its lines would be some hundreds of KiB.
+			// The record's one copy (16 KiB); values kept per line, or
+			// a map sized for the lines, would be some hundreds of KiB.
 			if per := (after.TotalAlloc - before.TotalAlloc) / n; per > 3*MaxRecord {
 				t.Fatalf("decoding a record of %d newlines allocated %d bytes", MaxRecord, per)
 			}
