@@ -118,7 +118,7 @@ func (j *Job) Encode() ([]byte, error) {
 	kv := func(k, v string) {
 		b = append(b, k...)
 		b = append(b, ' ')
-		b = append(b, xtext.Encode(v)...)
+		b = xtext.Append(b, v)
 		b = append(b, '\n')
 	}
 	num := func(k string, n int64) { // digits need no xtext
@@ -166,7 +166,7 @@ func appendProgress(b []byte, key string, p *Progress) []byte {
 	b = append(b, ' ')
 	b = strconv.AppendUint(b, p.Ino, 10)
 	b = append(b, ' ')
-	b = append(b, xtext.Encode(p.FromLine)...)
+	b = xtext.Append(b, p.FromLine)
 	return append(b, '\n')
 }
 
@@ -540,13 +540,13 @@ func EncodeResultBody(r *Result) []byte {
 	st := r.Status
 	b := make([]byte, 0, 256)
 	b = append(b, "status "...)
-	b = append(b, xtext.Encode(strconv.Itoa(st.Code)+" "+st.Enhanced+" "+status.Sanitize(st.Text))...)
+	b = xtext.Append(b, strconv.Itoa(st.Code)+" "+st.Enhanced+" "+status.Sanitize(st.Text))
 	b = append(b, '\n')
 	kv := func(k, v string) {
 		if v != "" {
 			b = append(b, k...)
 			b = append(b, ' ')
-			b = append(b, xtext.Encode(clip(v, 2048))...)
+			b = xtext.Append(b, clip(v, 2048))
 			b = append(b, '\n')
 		}
 	}
