@@ -71,29 +71,55 @@ func (s *Status) Validate() error {
 	if s.Code < 200 || s.Code > 599 {
 		return fmt.Errorf("status: reply code %d out of range", s.Code)
 	}
-	parts := strings.Split(s.Enhanced, ".")
-	if len(parts) != 3 {
+	if !validEnhanced(s.Enhanced) {
 		return fmt.Errorf("status: malformed enhanced code %q", s.Enhanced)
 	}
-	for i, p := range parts {
-		if p == "" || len(p) > 3 || (i == 0 && len(p) != 1) {
-			return fmt.Errorf("status: malformed enhanced code %q", s.Enhanced)
-		}
-		for _, c := range p {
-			if c < '0' || c > '9' {
-				return fmt.Errorf("status: malformed enhanced code %q", s.Enhanced)
-			}
-		}
-	}
-	if int(parts[0][0]-'0') != s.Code/100 || parts[0] == "3" || parts[0] == "1" {
+	if class := s.Enhanced[0]; int(class-'0') != s.Code/100 || class == '3' || class == '1' {
 		return fmt.Errorf("status: class of %q does not match %d", s.Enhanced, s.Code)
 	}
 	return nil
 }
 
+// validEnhanced reports whether e is "class.subject.detail" (RFC 3463):
+// one digit, then two parts of one to three digits. It is on every reply
+// a worker sends, so it reads e in place instead of splitting it.
+func validEnhanced(e string) bool {
+	part, digits := 0, 0
+	for i := 0; i < len(e); i++ {
+		switch c := e[i]; {
+		case c >= '0' && c <= '9':
+			digits++
+			if digits > 3 || (part == 0 && digits > 1) {
+				return false
+			}
+		case c == '.' && digits > 0 && part < 2:
+			part, digits = part+1, 0
+		default:
+			return false
+		}
+	}
+	return part == 2 && digits > 0
+}
+
 // Sanitize reduces text to one printable line of at most 200 bytes, so that
 // it can be placed in a reply or a header.
 func Sanitize(text string) string {
+	// Most text is printable ASCII already (every status text of lda's
+	// own, paths, rules): then it is its own first 200 bytes, trimmed,
+	// and nothing is copied.
+	clean := text
+	if len(clean) > 200 {
+		clean = clean[:200]
+	}
+	for i := 0; i < len(clean); i++ {
+		if clean[i] < 0x20 || clean[i] >= 0x7f {
+			return sanitize(text)
+		}
+	}
+	return strings.TrimSpace(clean)
+}
+
+func sanitize(text string) string {
 	var b strings.Builder
 	for _, r := range text {
 		if b.Len() >= 200 {

@@ -145,6 +145,13 @@ func TestValidate(t *testing.T) {
 		{"letters", Status{Code: 550, Enhanced: "5.x.1"}, false},
 		{"empty part", Status{Code: 550, Enhanced: "5..1"}, false},
 		{"class 3", Status{Code: 354, Enhanced: "3.0.0"}, false},
+		{"four digit detail", Status{Code: 451, Enhanced: "4.3.1234"}, false},
+		{"two digit class", Status{Code: 550, Enhanced: "55.7.1"}, false},
+		{"four parts", Status{Code: 550, Enhanced: "5.7.1.1"}, false},
+		{"trailing dot", Status{Code: 550, Enhanced: "5.7.1."}, false},
+		{"leading dot", Status{Code: 550, Enhanced: ".5.7.1"}, false},
+		{"empty", Status{Code: 550, Enhanced: ""}, false},
+		{"wide digit", Status{Code: 550, Enhanced: "5.7.\u0661"}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := tc.s.Validate(); (err == nil) != tc.ok {
@@ -160,6 +167,11 @@ func TestSanitize(t *testing.T) {
 		{"CR LF", "a\r\nb", "a  b"},
 		{"NUL", "x\x00y", "x?y"},
 		{"too long", strings.Repeat("z", 500), strings.Repeat("z", 200)},
+		{"spaces around", "  a b  ", "a b"},
+		{"space at 200", strings.Repeat("z", 199) + " y", strings.Repeat("z", 199)},
+		{"UTF-8", "Mäil", "Mäil"},
+		{"invalid UTF-8", "a\xffb", "a?b"},
+		{"DEL", "a\x7fb", "a?b"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := Sanitize(tc.in); got != tc.want {
@@ -167,4 +179,65 @@ func TestSanitize(t *testing.T) {
 			}
 		})
 	}
+}
+
+// refSanitize and refValidEnhanced are the first versions of Sanitize and
+// of Validate's check of the enhanced code, before their fast paths: the
+// fuzz targets hold the current ones to them.
+func refSanitize(text string) string {
+	var b strings.Builder
+	for _, r := range text {
+		if b.Len() >= 200 {
+			break
+		}
+		switch {
+		case r == '\t' || r == '\r' || r == '\n':
+			b.WriteByte(' ')
+		case r < 0x20 || r == 0x7f || r == 0xfffd:
+			b.WriteByte('?')
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return strings.TrimSpace(b.String())
+}
+
+func refValidEnhanced(e string) bool {
+	parts := strings.Split(e, ".")
+	if len(parts) != 3 {
+		return false
+	}
+	for i, p := range parts {
+		if p == "" || len(p) > 3 || (i == 0 && len(p) != 1) {
+			return false
+		}
+		for _, c := range p {
+			if c < '0' || c > '9' {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func FuzzSanitize(f *testing.F) {
+	for _, s := range []string{"plain", "a\r\nb", " x ", strings.Repeat("z", 300), "M\xc3\xa4il", "\xff", "\x7f"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := Sanitize(s), refSanitize(s); got != want {
+			t.Fatalf("Sanitize(%q) = %q, the reference %q", s, got, want)
+		}
+	})
+}
+
+func FuzzValidEnhanced(f *testing.F) {
+	for _, s := range []string{"5.7.1", "4.3.123", "5..1", "55.7.1", "5.7.1.", "2.0.0"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, e string) {
+		if got, want := validEnhanced(e), refValidEnhanced(e); got != want {
+			t.Fatalf("validEnhanced(%q) = %v, the reference %v", e, got, want)
+		}
+	})
 }

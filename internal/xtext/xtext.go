@@ -9,6 +9,7 @@ package xtext
 
 import (
 	"errors"
+	"slices"
 	"strings"
 )
 
@@ -24,20 +25,33 @@ func Encode(s string) string {
 	if i == len(s) {
 		return s // the common case: nothing to escape, nothing to copy
 	}
-	var b strings.Builder
-	b.Grow(len(s) + 16)
-	b.WriteString(s[:i])
-	for ; i < len(s); i++ {
+	return string(Append(make([]byte, 0, encodedLen(s)), s))
+}
+
+// Append appends the xtext form of s to dst, as Encode would return it,
+// so that a record is built in one buffer without a string per value.
+func Append(dst []byte, s string) []byte {
+	dst = slices.Grow(dst, encodedLen(s))
+	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if plain(c) {
-			b.WriteByte(c)
+			dst = append(dst, c)
 			continue
 		}
-		b.WriteByte('+')
-		b.WriteByte(hexdigits[c>>4])
-		b.WriteByte(hexdigits[c&15])
+		dst = append(dst, '+', hexdigits[c>>4], hexdigits[c&15])
 	}
-	return b.String()
+	return dst
+}
+
+// encodedLen is the length of the xtext form of s.
+func encodedLen(s string) int {
+	n := len(s)
+	for i := 0; i < len(s); i++ {
+		if !plain(s[i]) {
+			n += 2
+		}
+	}
+	return n
 }
 
 // plain reports whether c stands for itself in xtext.

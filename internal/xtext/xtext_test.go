@@ -65,6 +65,14 @@ func FuzzRoundTrip(f *testing.F) {
 		if err != nil || dec != s {
 			t.Fatalf("round trip of %q: %q, %v", s, dec, err)
 		}
+		// Append writes the same bytes after whatever dst holds, with or
+		// without room to spare.
+		for _, dst := range [][]byte{nil, []byte("key "), append(make([]byte, 0, 64), "k "...)} {
+			prefix := string(dst)
+			if got := string(Append(dst, s)); got != prefix+enc {
+				t.Fatalf("Append(%q, %q) = %q, want %q", prefix, s, got, prefix+enc)
+			}
+		}
 	})
 }
 
