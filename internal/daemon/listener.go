@@ -419,7 +419,7 @@ func (l *Listener) deliver(u *userdb.User, req *job.Request, msg *os.File) *job.
 // its own when quiet is set: a direct worker's outcome then comes back as
 // log attributes (where it went, the policy rule, any detail) and is not
 // logged here. Through root, root logs the delivery and attrs is nil.
-func (l *Listener) deliverQuiet(u *userdb.User, req *job.Request, msg *os.File, quiet bool) (rep *job.Reply, attrs []any) {
+func (l *Listener) deliverQuiet(u *userdb.User, req *job.Request, msg *os.File, quiet bool) (rep *job.Reply, attrs []slog.Attr) {
 	if l.direct != nil && u != nil {
 		out, ok := l.direct.Deliver(context.Background(), delivery.Request{
 			Mode: req.Op, User: u, Kind: req.Kind, Path: req.Path, Folder: req.Folder, Program: req.Program,
@@ -567,7 +567,7 @@ type backend struct {
 // logLine is one log record kept for Reset.
 type logLine struct {
 	level slog.Level
-	attrs []any
+	attrs []slog.Attr
 }
 
 type rcpt struct {
@@ -591,7 +591,7 @@ func (b *backend) Mail(from string, _ lmtp.MailParams) *status.Status {
 func (b *backend) Reset() {
 	for _, l := range b.lines {
 		if l.attrs != nil {
-			b.l.log.Log(context.Background(), l.level, "recipient", l.attrs...)
+			b.l.log.LogAttrs(context.Background(), l.level, "recipient", l.attrs...)
 		}
 	}
 	if b.spool != nil {
@@ -718,8 +718,9 @@ func (b *backend) Data(msg *os.File, size int64, rcpts []lmtp.Recipient) []lmtp.
 	for i, rc := range b.rcpts {
 		if delivered[strings.ToLower(rc.req.Recipient)] {
 			replies[i] = lmtp.Reply{Status: loopDetected}
-			logs[i] = logLine{slog.LevelWarn, []any{"session", b.session, "peer", b.peer, "sender", rc.req.Sender,
-				"recipient", rc.req.Recipient, "user", rc.req.User, "status", "554 5.4.6", "reason", "Delivered-To names the recipient"}}
+			logs[i] = logLine{slog.LevelWarn, []slog.Attr{slog.String("session", b.session), slog.String("peer", b.peer),
+				slog.String("sender", rc.req.Sender), slog.String("recipient", rc.req.Recipient), slog.String("user", rc.req.User),
+				slog.String("status", "554 5.4.6"), slog.String("reason", "Delivered-To names the recipient")}}
 			continue
 		}
 		one := func(i int, req job.Request, u *userdb.User, filter bool) {
@@ -746,11 +747,15 @@ func (b *backend) Data(msg *os.File, size int64, rcpts []lmtp.Recipient) []lmtp.
 			replies[i] = lmtp.Reply{Status: st, Lines: lines}
 			// One line per recipient: with a direct worker, its outcome
 			// (where, rule, detail) is in it; through root, root logs it.
-			attrs := append([]any{"session", b.session, "peer", b.peer, "sender", req.Sender,
-				"recipient", req.Recipient, "user", req.User, "dest", req.Kind + ":" + req.Path + req.Program,
-				"status", fmt.Sprintf("%d %s", st.Code, st.Enhanced), "size", size,
-				"duration_ms", float64(time.Since(start).Microseconds()) / 1000, "actions", strings.Join(rep.Actions, "; ")},
-				outcome...)
+			// slog.Attr values, not ...any: a string or number costs no
+			// allocation of its own to pass.
+			attrs := append(make([]slog.Attr, 0, 11+len(outcome)), slog.String("session", b.session), slog.String("peer", b.peer),
+				slog.String("sender", req.Sender), slog.String("recipient", req.Recipient), slog.String("user", req.User),
+				slog.String("dest", req.Kind+":"+req.Path+req.Program),
+				slog.String("status", strconv.Itoa(st.Code)+" "+st.Enhanced), slog.Int64("size", size),
+				slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
+				slog.String("actions", strings.Join(rep.Actions, "; ")))
+			attrs = append(attrs, outcome...)
 			level := slog.LevelInfo
 			if !st.OK() {
 				level = slog.LevelWarn // as the delivery line of a worker says a failure

@@ -150,7 +150,7 @@ func TestDirectReuse(t *testing.T) {
 		if after := f.log.String(); after != before {
 			t.Fatalf("a quiet delivery logged %q", strings.TrimPrefix(after, before))
 		}
-		attrs := fmt.Sprint(OutcomeAttrs(out)...)
+		attrs := fmt.Sprint(OutcomeAttrs(out))
 		for _, want := range []string{"where", filepath.Join(f.u1.Home, "Maildir", "new") + "/", "rule"} {
 			if !strings.Contains(attrs, want) {
 				t.Fatalf("OutcomeAttrs %q lacks %q", attrs, want)
