@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"strings"
 )
 
@@ -199,6 +200,6 @@ func (p *Policy) Default(u User) (Destination, Decision) {
 	}
 	d := r.destination(u)
 	dec := p.Check(u, d)
-	dec.Reason = fmt.Sprintf("default from %s:%d; %s", r.File, r.Line, dec.Reason)
+	dec.Reason = "default from " + r.File + ":" + strconv.Itoa(r.Line) + "; " + dec.Reason
 	return d, dec
 }

@@ -92,7 +92,7 @@ func (r *Rule) String() string {
 	if r == nil {
 		return "(no rule)"
 	}
-	return fmt.Sprintf("%s:%d: %s %s %s", r.File, r.Line, r.Action, r.Kind, quote(r.Pattern))
+	return r.File + ":" + strconv.Itoa(r.Line) + ": " + r.Action + " " + r.Kind.String() + " " + quote(r.Pattern)
 }
 
 // ProgramSpec is how to run an allowed program: never through a shell.

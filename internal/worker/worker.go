@@ -317,9 +317,9 @@ func messageReader(t *task) io.Reader {
 	if rcpt == "" {
 		rcpt = j.User
 	}
-	hdr := fmt.Sprintf("Return-Path: <%s>\nDelivered-To: %s\n", j.Sender, rcpt)
+	hdr := "Return-Path: <" + j.Sender + ">\nDelivered-To: " + rcpt + "\n"
 	if j.Received != "" {
-		hdr += "Received: " + j.Received + "\n"
+		hdr = "Return-Path: <" + j.Sender + ">\nDelivered-To: " + rcpt + "\nReceived: " + j.Received + "\n"
 	}
 	return io.MultiReader(strings.NewReader(hdr), body)
 }
