@@ -30,6 +30,9 @@ type Options struct {
 	// removed afterwards (RemoveTmp). An error stops the delivery before
 	// anything is created.
 	Creating func(tmp string) error
+	// Dirs, if set, keeps the maildir's directories open for the next
+	// delivery into the same INBOX and reuses them, checked (see Dirs).
+	Dirs *Dirs
 }
 
 // Result describes a delivered message.
@@ -49,6 +52,10 @@ const maxTries = 8
 // before linkat) and "dirsync" (final name, before fsync of new/ or cur/).
 // A non-nil result is handled as if the system call had returned it.
 var faultHook func(stage, name string) error
+
+// openHook, when set by a test, hears every directory name openBeneath is
+// about to open.
+var openHook func(name string)
 
 func fault(stage, name string) error {
 	if faultHook != nil {
@@ -108,45 +115,74 @@ func Deliver(dir *os.File, name, folder string, msg io.Reader, opt Options) (Res
 	defer runtime.KeepAlive(dir)
 
 	// Step 2: the directories, each resolved beneath its parent, never
-	// through a symlink.
+	// through a symlink; or those of the last delivery, found again where
+	// they were (Options.Dirs).
 	owner := -1
 	if opt.CheckOwner {
 		owner = opt.Owner
-	}
-	root, err := openMaildir(int(dir.Fd()), name, opt.Create, owner)
-	if err != nil {
-		return Result{}, err
-	}
-	defer unix.Close(root)
-	box, prefix, create := root, "", opt.Create
-	if folder != "" {
-		fd, err := openFolder(root, folder, opt.CreateFolders)
-		if err != nil {
-			return Result{}, err
-		}
-		defer unix.Close(fd)
-		if err := checkDir(fd, "."+folder, owner); err != nil {
-			return Result{}, err
-		}
-		box, prefix, create = fd, "."+folder+"/", opt.CreateFolders
 	}
 	dst := "new"
 	if flags != "" {
 		dst = "cur"
 	}
-	tmpfd, err := openSub(box, "tmp", create, owner)
-	if err != nil {
-		return Result{}, err
+	// Opened here: the root, the folder, tmp/ and new/ (cur/), closed on
+	// return unless opt.Dirs keeps them.
+	var fds [4]int
+	nfds := 0
+	defer func() {
+		for _, fd := range fds[:nfds] {
+			unix.Close(fd)
+		}
+	}()
+	reusable := opt.Dirs != nil && folder == "" && dst == "new" && !strings.Contains(name, "/")
+	var tmpfd, dstfd int
+	reused := false
+	if reusable {
+		_, tmpfd, dstfd, reused = opt.Dirs.reuse(dir, name, owner)
 	}
-	defer unix.Close(tmpfd)
-	dstfd, err := openSub(box, dst, create, owner)
-	if err != nil {
-		return Result{}, err
+	prefix := ""
+	if !reused {
+		root, err := openMaildir(int(dir.Fd()), name, opt.Create, owner)
+		if err != nil {
+			return Result{}, err
+		}
+		fds[nfds], nfds = root, nfds+1
+		box, create := root, opt.Create
+		if folder != "" {
+			fd, err := openFolder(root, folder, opt.CreateFolders)
+			if err != nil {
+				return Result{}, err
+			}
+			fds[nfds], nfds = fd, nfds+1
+			if err := checkDir(fd, "."+folder, owner); err != nil {
+				return Result{}, err
+			}
+			box, prefix, create = fd, "."+folder+"/", opt.CreateFolders
+		}
+		if tmpfd, err = openSub(box, "tmp", create, owner); err != nil {
+			return Result{}, err
+		}
+		fds[nfds], nfds = tmpfd, nfds+1
+		if dstfd, err = openSub(box, dst, create, owner); err != nil {
+			return Result{}, err
+		}
+		fds[nfds], nfds = dstfd, nfds+1
 	}
-	defer unix.Close(dstfd)
+	res, err := deliverIn(tmpfd, dstfd, dst, prefix, flags, msg, now, host, opt.Creating)
+	switch {
+	case err != nil && reused:
+		opt.Dirs.Close() // start afresh next time
+	case err == nil && reusable && !reused && opt.Dirs.keep(dir, name, fds[0], tmpfd, dstfd):
+		nfds = 0
+	}
+	return res, err
+}
 
+// deliverIn is steps 3 to 6: the message written into tmpfd, linked into
+// dstfd (dst is "new" or "cur") and made durable there.
+func deliverIn(tmpfd, dstfd int, dst, prefix, flags string, msg io.Reader, now func() time.Time, host string, creating func(string) error) (Result, error) {
 	// Steps 3 and 4: a fresh file in tmp/, written and fsync'ed.
-	uniq, size, err := writeTmp(tmpfd, msg, now, host, opt.Creating)
+	uniq, size, err := writeTmp(tmpfd, msg, now, host, creating)
 	if err != nil {
 		return Result{}, err
 	}
@@ -176,6 +212,9 @@ func Deliver(dir *os.File, name, folder string, msg io.Reader, opt Options) (Res
 // escaping dirfd. Kernels without openat2 (ENOSYS, before Linux 5.6) get an
 // equivalent walk: one component at a time with O_NOFOLLOW.
 func openBeneath(dirfd int, name string) (int, error) {
+	if openHook != nil {
+		openHook(name)
+	}
 	if !noOpenat2 {
 		how := unix.OpenHow{
 			Flags:   unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC,

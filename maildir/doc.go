@@ -81,6 +81,17 @@
 // anything is made inside it, so Create never adds tmp/ new/ cur/ to a
 // maildir of another user. Not checked: the modes of those directories.
 //
+// With Options.Dirs (lda's warm worker), step 2 for a delivery into the
+// INBOX's new/ of a one-component maildir name may reuse the root, tmp/ and
+// new/ of the last delivery instead of opening them again, but only after
+// looking each up afresh beneath its parent with fstatat(AT_SYMLINK_NOFOLLOW)
+// and finding the very directory held open (device and inode; a held
+// directory's inode number cannot be taken by another), still a directory
+// and, with CheckOwner, still the recipient's: what step 2 would open at
+// that instant. Any difference, and any failed delivery, closes them and
+// the delivery opens and checks everything as above. The caller keeps dir
+// itself valid the same way (see Dirs).
+//
 // Errors carry a *status.Status for the package's own conditions (invalid
 // name: 451 4.3.5; invalid folder: 550 5.7.1; invalid flags: 501 5.5.4; not
 // a directory: 450 4.2.0) and wrap the errno otherwise, so status.From maps

@@ -43,6 +43,12 @@
 //     lexically before any file system call;
 //  6. opens the decision's trusted Root and lets mbox.Append or
 //     maildir.Deliver open Rel beneath it without following any symlink;
+//     a warm worker keeps its last two Roots and its Maildir INBOX's
+//     directories open between jobs, and reuses one only after finding,
+//     on this job, that its path still leads to that very directory
+//     (stat of the Root's path; fstatat without following symlinks for
+//     each directory beneath it; device, inode, type and owner), which is
+//     what opening it again would give (roots.go, maildir.Dirs);
 //     runs an allowed program only if it and every directory above it are
 //     owned by root and not writable by others, with argv and never a shell;
 //  7. reports exactly one Status; for mbox it first reports where the append

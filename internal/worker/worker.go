@@ -365,11 +365,10 @@ func deliverMbox(sys *policy.System, dec policy.Decision, t *task, msg io.Reader
 		// parent knows what to cut off if this process dies.
 		t.progress(job.Progress{Offset: p.Offset, Dev: p.Dev, Ino: p.Ino, FromLine: p.FromLine})
 	}
-	dir, err := openRoot(dec)
+	dir, err := roots.open(dec.Root)
 	if err != nil {
 		return status.From(fmt.Errorf("open mailbox root: %w", err))
 	}
-	defer dir.Close()
 	if _, err := mbox.Append(dir, dec.Rel, msg, opt); err != nil {
 		return status.From(err)
 	}
@@ -423,12 +422,12 @@ func deliverMaildir(t *task, dec policy.Decision, folder string, msg io.Reader) 
 }
 
 func deliverMaildirFlags(t *task, dec policy.Decision, folder, flags string, msg io.Reader) (string, *status.Status) {
-	dir, err := openRoot(dec)
+	dir, err := roots.open(dec.Root)
 	if err != nil {
 		return "", status.From(fmt.Errorf("open maildir root: %w", err))
 	}
-	defer dir.Close()
-	opt := maildir.Options{CheckOwner: true, Owner: os.Getuid(), Create: dec.Create, CreateFolders: dec.CreateFolders, Flags: flags}
+	opt := maildir.Options{CheckOwner: true, Owner: os.Getuid(), Create: dec.Create, CreateFolders: dec.CreateFolders, Flags: flags,
+		Dirs: &inbox}
 	if t.creating != nil {
 		opt.Creating = func(tmp string) error { return t.creating(folder, tmp) }
 	}
