@@ -67,7 +67,9 @@
 //     RESOLVE_NO_MAGICLINKS, so no component may be a symlink and nothing
 //     may escape (ELOOP/EXDEV: status.MailboxUnavail). Every later step
 //     works relative to that descriptor, so renaming a directory on the
-//     path in between cannot redirect us.
+//     path in between cannot redirect us. A mailbox directly beneath the
+//     given directory (a name of one component) uses that directory's own
+//     descriptor, which is what opening "." beneath it would give.
 //  2. lstat (fstatat AT_SYMLINK_NOFOLLOW) of the last component: a symlink
 //     is refused (MailboxUnavail); anything but a regular file is refused
 //     with status.NotRegular (550 5.2.0) before it is ever opened, so a

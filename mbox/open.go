@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -28,11 +29,12 @@ var errNotExist = errors.New("mbox: mailbox does not exist")
 
 // mailbox is an open, checked mailbox file and its directory.
 type mailbox struct {
-	name    string // as given, for messages
-	base    string // last component
-	dirfd   int    // the directory holding base
-	fd      int    // the mailbox, -1 if not open
-	created bool   // we created it in this call
+	name    string   // as given, for messages
+	base    string   // last component
+	dir     *os.File // the caller's directory, kept alive while dirfd is its
+	dirfd   int      // the directory holding base
+	fd      int      // the mailbox, -1 if not open
+	created bool     // we created it in this call
 }
 
 // splitName checks name lexically and splits it into the parent path
@@ -104,6 +106,13 @@ func openMailbox(dir *os.File, name string, opt Options, create bool) (*mailbox,
 	}
 	m := &mailbox{name: name, base: base, dirfd: -1, fd: -1}
 	err = dirFd(dir, func(fd int) error {
+		if parent == "." {
+			// The mailbox is directly beneath dir: the directory that
+			// opening "." beneath it would give is dir itself, so its own
+			// descriptor is used (and kept alive, and not closed).
+			m.dir, m.dirfd = dir, fd
+			return nil
+		}
 		var err error
 		m.dirfd, err = openat2(fd, parent, &unix.OpenHow{Flags: dirFlags, Resolve: resolve})
 		return err
@@ -146,10 +155,11 @@ func (m *mailbox) close() {
 		unix.Close(m.fd)
 		m.fd = -1
 	}
-	if m.dirfd >= 0 {
+	if m.dirfd >= 0 && m.dir == nil {
 		unix.Close(m.dirfd)
-		m.dirfd = -1
 	}
+	runtime.KeepAlive(m.dir)
+	m.dir, m.dirfd = nil, -1
 }
 
 func (m *mailbox) lstat(st *unix.Stat_t) error {
