@@ -31,14 +31,23 @@ func Encode(s string) string {
 // Append appends the xtext form of s to dst, as Encode would return it,
 // so that a record is built in one buffer without a string per value.
 func Append(dst []byte, s string) []byte {
-	dst = slices.Grow(dst, encodedLen(s))
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if plain(c) {
-			dst = append(dst, c)
-			continue
+	n := encodedLen(s)
+	if n == len(s) {
+		return append(dst, s...) // nothing to escape: one copy
+	}
+	dst = slices.Grow(dst, n)
+	for len(s) > 0 {
+		i := 0
+		for i < len(s) && plain(s[i]) {
+			i++
 		}
+		dst = append(dst, s[:i]...)
+		if i == len(s) {
+			break
+		}
+		c := s[i]
 		dst = append(dst, '+', hexdigits[c>>4], hexdigits[c&15])
+		s = s[i+1:]
 	}
 	return dst
 }
