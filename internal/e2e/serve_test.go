@@ -90,13 +90,20 @@ hostname: lda.test
 // expects 250 for it.
 func (d *daemon) sendOne(t *testing.T, rcpt, subject string) {
 	t.Helper()
+	d.send(t, rcpt, subject, "250 2.0.0")
+}
+
+// send delivers one small message to rcpt over a new connection and
+// expects a reply starting with want for it.
+func (d *daemon) send(t *testing.T, rcpt, subject, want string) {
+	t.Helper()
 	cl := dialLMTP(t, d.socket)
 	cl.cmd("LHLO mta.test", "250")
 	cl.cmd("MAIL FROM:<sender@example.org>", "250")
 	cl.cmd("RCPT TO:<"+rcpt+">", "250")
 	cl.cmd("DATA", "354")
 	fmt.Fprintf(cl.c, "Subject: %s\r\n\r\nx\r\n.\r\n", subject)
-	cl.expect("250 2.0.0")
+	cl.expect(want)
 	cl.cmd("QUIT", "221")
 }
 

@@ -42,14 +42,7 @@ func TestServeWarmWorkers(t *testing.T) {
 	u := f.u1
 	send := func(subject string) {
 		t.Helper()
-		cl := dialLMTP(t, d.socket)
-		cl.cmd("LHLO mta.test", "250")
-		cl.cmd("MAIL FROM:<a@example.org>", "250")
-		cl.cmd("RCPT TO:<"+u.Name+"@example.org>", "250")
-		cl.cmd("DATA", "354")
-		fmt.Fprintf(cl.c, "Subject: %s\r\n\r\nx\r\n.\r\n", subject)
-		cl.expect("250 2.0.0")
-		cl.cmd("QUIT", "221")
+		d.sendOne(t, u.Name+"@example.org", subject)
 	}
 	send("one")
 	first := warmWorkers(f.bin, u.UID)

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,14 +20,7 @@ func TestServeWarmWorkerMaildirMoves(t *testing.T) {
 	home := u.Home
 	send := func(subject, want string) {
 		t.Helper()
-		cl := dialLMTP(t, d.socket)
-		cl.cmd("LHLO mta.test", "250")
-		cl.cmd("MAIL FROM:<sender@example.org>", "250")
-		cl.cmd("RCPT TO:<"+u.Name+"@example.org>", "250")
-		cl.cmd("DATA", "354")
-		fmt.Fprintf(cl.c, "Subject: %s\r\n\r\nx\r\n.\r\n", subject)
-		cl.expect(want)
-		cl.cmd("QUIT", "221")
+		d.send(t, u.Name+"@example.org", subject, want)
 	}
 	count := func(dir string) int {
 		ents, _ := os.ReadDir(dir)
