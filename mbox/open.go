@@ -31,7 +31,7 @@ var errNotExist = errors.New("mbox: mailbox does not exist")
 type mailbox struct {
 	name    string   // as given, for messages
 	base    string   // last component
-	dir     *os.File // the caller's directory, kept alive while dirfd is its
+	dir     *os.File // the caller's directory, when dirfd is its own (not closed here)
 	dirfd   int      // the directory holding base
 	fd      int      // the mailbox, -1 if not open
 	created bool     // we created it in this call

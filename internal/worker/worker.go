@@ -317,8 +317,10 @@ func messageReader(t *task) io.Reader {
 	if rcpt == "" {
 		rcpt = j.User
 	}
-	hdr := "Return-Path: <" + j.Sender + ">\nDelivered-To: " + rcpt + "\n"
-	if j.Received != "" {
+	var hdr string // one concatenation: this is on every job
+	if j.Received == "" {
+		hdr = "Return-Path: <" + j.Sender + ">\nDelivered-To: " + rcpt + "\n"
+	} else {
 		hdr = "Return-Path: <" + j.Sender + ">\nDelivered-To: " + rcpt + "\nReceived: " + j.Received + "\n"
 	}
 	return io.MultiReader(strings.NewReader(hdr), body)
