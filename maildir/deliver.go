@@ -138,7 +138,7 @@ func Deliver(dir *os.File, name, folder string, msg io.Reader, opt Options) (Res
 	var tmpfd, dstfd int
 	reused := false
 	if reusable {
-		_, tmpfd, dstfd, reused = opt.Dirs.reuse(dir, name, owner)
+		tmpfd, dstfd, reused = opt.Dirs.reuse(dir, name, owner)
 	}
 	prefix := ""
 	if !reused {

@@ -53,20 +53,21 @@ func (d *Dirs) Close() {
 	*d = Dirs{}
 }
 
-// reuse returns the descriptors held for name beneath dir, if the checks in
-// the type's comment pass; otherwise it closes them and returns false.
-func (d *Dirs) reuse(dir *os.File, name string, owner int) (box, tmp, new int, ok bool) {
+// reuse returns the tmp/ and new/ descriptors held for name beneath dir,
+// if the checks in the type's comment pass; otherwise it closes them and
+// returns false.
+func (d *Dirs) reuse(dir *os.File, name string, owner int) (tmp, new int, ok bool) {
 	if !d.held {
-		return -1, -1, -1, false
+		return -1, -1, false
 	}
 	if d.dir != dir || d.name != name ||
 		!d.box.still(int(dir.Fd()), name, owner) ||
 		!d.tmp.still(d.box.fd, "tmp", owner) ||
 		!d.new.still(d.box.fd, "new", owner) {
 		d.Close()
-		return -1, -1, -1, false
+		return -1, -1, false
 	}
-	return d.box.fd, d.tmp.fd, d.new.fd, true
+	return d.tmp.fd, d.new.fd, true
 }
 
 // still reports whether name beneath parent is, without following a
