@@ -12,6 +12,9 @@ import (
 type Policy struct {
 	Sys  *System
 	User *UserPolicy // may be nil
+	// X, if not nil, is Sys expanded for the user (System.Expand); it is
+	// used only if it was made for Sys and the user being checked.
+	X *Expansion
 }
 
 func refuse(format string, args ...any) Decision {
@@ -71,7 +74,7 @@ func (p *Policy) Check(u User, d Destination) Decision {
 		if d.Kind == Program {
 			return r.Pattern == d.Program
 		}
-		x := r.expand(u)
+		x := p.expand(r, u)
 		return x.match(pc)
 	}
 	// 2. The user's deny rules.
@@ -142,7 +145,7 @@ func (p *Policy) allow(u User, d Destination, r, m *rule) Decision {
 		dec.Program = sys.programs[d.Program].spec(u.Name)
 		return dec
 	}
-	x := m.expand(u)
+	x := p.expand(m, u)
 	rel, err := relBeneath(x.root, d.Path)
 	if err != nil {
 		// Cannot happen for a matching rule; fail closed all the same.

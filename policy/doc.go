@@ -9,7 +9,13 @@
 // A System is the administrator's file (/etc/lda/policy.yaml), a
 // UserPolicy a recipient's own file (~/.lda.yaml), parsed for that one
 // user. A Policy pairs them; Check and Default answer for one destination.
-// All three are immutable after parsing and safe for concurrent use.
+// All three are immutable after parsing and safe for concurrent use. A
+// caller that checks many destinations for one user (a warm worker) may
+// expand the system's rules for that user once, with System.Expand, and
+// give the Expansion as Policy.X; Check uses it only if it was made for
+// the very System and User being checked, and otherwise expands afresh,
+// so the answer never depends on it (FuzzCheck holds the two to each
+// other).
 //
 // # Security
 //

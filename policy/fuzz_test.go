@@ -2,6 +2,7 @@ package policy
 
 import (
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -21,6 +22,11 @@ allow:
   - {mbox: ~/archive/**/*.mbox}
 `
 
+// fuzzOther is another user, whose Expansion FuzzCheck offers for the
+// user it checks (should the fuzzer choose the same name, the Expansion is
+// the user's own, and the answer must be the same all the same).
+var fuzzOther = User{Name: "other", Home: "/home/other"}
+
 // FuzzCheck checks properties of every decision: Check never panics, and
 // anything allowed passes ValidPath, has no ".." component, lies beneath
 // the literal root of an administrator's allow or user_may_add rule (Root
@@ -30,6 +36,7 @@ allow:
 func FuzzCheck(f *testing.F) {
 	sys := mustSystem(f, testSystem)
 	def := Default()
+	other := mustSystem(f, testSystem) // the same text: a reload
 	f.Fuzz(func(t *testing.T, name, kind, p, folder string) {
 		u := User{Name: name, Home: "/home/" + name}
 		valid := validUser(u) == nil
@@ -52,6 +59,16 @@ func FuzzCheck(f *testing.F) {
 		for _, pol := range []*Policy{{Sys: sys}, {Sys: sys, User: up}, {Sys: def}} {
 			dec := pol.Check(u, d)
 			checkInvariants(t, u, d, dec)
+			// The same answer with the system expanded for u beforehand,
+			// and with an Expansion made for someone else or for another
+			// System, which must be ignored.
+			for i, x := range []*Expansion{pol.Sys.Expand(u), pol.Sys.Expand(fuzzOther), other.Expand(u)} {
+				px := *pol
+				px.X = x
+				if got := px.Check(u, d); !reflect.DeepEqual(got, dec) {
+					t.Fatalf("Check(%q, %v) with Expansion %d = %+v, without %+v", name, d, i, got, dec)
+				}
+			}
 			if !valid && (dec.Allowed || dec.Rule != nil) {
 				t.Fatalf("invalid user %q: %+v", name, dec)
 			}
@@ -90,6 +107,10 @@ func FuzzCheck(f *testing.F) {
 			dd, dec := (&Policy{Sys: sys, User: up}).Default(u)
 			if !dec.Allowed || dd != mbox(u.Home+"/inbox") {
 				t.Fatalf("Default(%q) = %v, %+v", name, dd, dec)
+			}
+			dx, decx := (&Policy{Sys: sys, User: up, X: sys.Expand(u)}).Default(u)
+			if dx != dd || !reflect.DeepEqual(decx, dec) {
+				t.Fatalf("Default(%q) with an Expansion = %v, %+v; without %v, %+v", name, dx, decx, dd, dec)
 			}
 		}
 	})

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -159,7 +160,7 @@ func execute(sys *policy.System, t *task) *job.Result {
 		res.Status = status.ConfigError.Wrap(err)
 		return res
 	}
-	p := &policy.Policy{Sys: sys, User: up}
+	p := &policy.Policy{Sys: sys, User: up, X: expansionFor(sys, u)}
 
 	var d policy.Destination
 	var dec policy.Decision
@@ -232,6 +233,24 @@ func loadSystemFrom(src string, fd uintptr) (*policy.System, error) {
 	}
 	defer f.Close()
 	return policy.ParseSystem(io.LimitReader(f, maxPolicy), src)
+}
+
+// expansion is the system policy expanded for the last user checked: a
+// warm worker serves one user, whose every job used to expand every rule
+// again (policy.Expansion, which is used only for the System and user it
+// was made for).
+var expansion struct {
+	mu sync.Mutex
+	x  *policy.Expansion
+}
+
+func expansionFor(sys *policy.System, u policy.User) *policy.Expansion {
+	expansion.mu.Lock()
+	defer expansion.mu.Unlock()
+	if !expansion.x.For(sys, u) {
+		expansion.x = sys.Expand(u)
+	}
+	return expansion.x
 }
 
 // refusal is the reply for a destination the policy did not allow: 550
