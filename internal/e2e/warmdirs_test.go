@@ -4,7 +4,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // TestServeWarmWorkerMaildirMoves attacks the Maildir a warm worker keeps
@@ -84,5 +86,73 @@ func TestServeWarmWorkerMaildirMoves(t *testing.T) {
 	// the directories it kept, not a fresh worker's.
 	if now := findProc(f.bin, "worker"); now != worker {
 		t.Fatalf("the worker changed from pid %d to %d", worker, now)
+	}
+}
+
+// TestServeWarmWorkerUserFilesAppear attacks the worker's memory that the
+// user's home holds none of the per-user files (a Sieve script, a policy
+// file of their own): once the same warm worker has stopped looking for
+// them, the user creates one, and the very next delivery must obey it, as
+// a fresh worker would.
+func TestServeWarmWorkerUserFilesAppear(t *testing.T) {
+	f := newFixture(t)
+	d := startDaemon(t, f, "")
+	u := f.u1
+	newDir := filepath.Join(u.Home, "Maildir", "new")
+	count := func() int {
+		ents, _ := os.ReadDir(newDir)
+		return len(ents)
+	}
+	// The worker remembers only what it found in a home it had seen
+	// unchanged for 100 ms (3 s where the file system's times have no
+	// sub-millisecond digits); let it, with deliveries between.
+	settled := func() {
+		t.Helper()
+		var st syscall.Stat_t
+		if err := syscall.Stat(u.Home, &st); err != nil {
+			t.Fatal(err)
+		}
+		wait := 300 * time.Millisecond
+		if st.Ctim.Nsec%1e6 == 0 || st.Mtim.Nsec%1e6 == 0 {
+			wait = 3500 * time.Millisecond
+		}
+		d.sendOne(t, u.Name+"@example.org", "seen")
+		time.Sleep(wait)
+		d.sendOne(t, u.Name+"@example.org", "remembered")
+		d.sendOne(t, u.Name+"@example.org", "not looked for")
+	}
+
+	d.sendOne(t, u.Name+"@example.org", "first") // makes ~/Maildir
+	worker := findProc(f.bin, "worker")
+	settled()
+	n := count()
+	if n != 4 {
+		t.Fatalf("%d messages, want 4", n)
+	}
+
+	// A script that discards everything: the next message is discarded.
+	script := filepath.Join(u.Home, ".lda.sieve")
+	testutilWrite(t, script, []byte("discard;\n"), u.UID, u.GID)
+	d.send(t, u.Name+"@example.org", "discarded", "250 2.0.0")
+	if count() != n {
+		t.Fatal("a Sieve script created after the worker stopped looking was not run")
+	}
+
+	// Gone again, and once the worker has stopped looking, a policy file
+	// that sends the user's mail to an mbox instead.
+	if err := os.Remove(script); err != nil {
+		t.Fatal(err)
+	}
+	settled()
+	if count() != n+3 {
+		t.Fatalf("%d messages after the script went, want %d", count(), n+3)
+	}
+	testutilWrite(t, filepath.Join(u.Home, ".lda.yaml"), []byte("version: 1\ndefault: {mbox: ~/inbox}\nallow:\n  - {mbox: ~/inbox}\n"), u.UID, u.GID)
+	d.send(t, u.Name+"@example.org", "elsewhere", "250 2.0.0")
+	if b, _ := os.ReadFile(filepath.Join(u.Home, "inbox")); count() != n+3 || !strings.Contains(string(b), "Subject: elsewhere\n") {
+		t.Fatal("a policy file created after the worker stopped looking was not obeyed")
+	}
+	if now := findProc(f.bin, "worker"); now != worker {
+		t.Fatalf("the worker changed from pid %d to %d: the test proved nothing of a warm worker", worker, now)
 	}
 }

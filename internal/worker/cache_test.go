@@ -128,7 +128,7 @@ func TestScriptCache(t *testing.T) {
 	j := &job.Job{Home: home}
 	load := func() *sieve.Script {
 		t.Helper()
-		scripts, userErr, st := loadScripts(j)
+		scripts, userErr, st := loadScripts(j, nil)
 		if userErr != nil || st != nil || len(scripts) != 1 {
 			t.Fatalf("loadScripts: %v %v %d scripts", userErr, st, len(scripts))
 		}
@@ -165,7 +165,7 @@ func TestUserPolicyCache(t *testing.T) {
 	u := policy.User{Name: "someone", Home: home}
 	load := func(sys *policy.System) *policy.UserPolicy {
 		t.Helper()
-		up, warn, err := loadUser(sys, u)
+		up, warn, err := loadUser(sys, u, nil)
 		if err != nil || warn != "" || up == nil {
 			t.Fatalf("loadUser: %v %q", err, warn)
 		}
@@ -193,7 +193,7 @@ func TestUserPolicyCache(t *testing.T) {
 	if err := os.Chmod(path, 0o620); err != nil {
 		t.Fatal(err)
 	}
-	if up, warn, err := loadUser(sys, u); up != nil || err != nil || !strings.Contains(warn, "writable by group or others") {
+	if up, warn, err := loadUser(sys, u, nil); up != nil || err != nil || !strings.Contains(warn, "writable by group or others") {
 		t.Fatalf("a group-writable policy file: %v %q %v, want it ignored with a warning", up, warn, err)
 	}
 }

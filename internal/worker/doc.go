@@ -38,9 +38,15 @@
 //  3. decodes the job strictly (package job);
 //  4. reads the system policy from fd 4 and the user's own policy file as
 //     the user, ignoring (with a warning) a file not owned by the user or
-//     writable by group or others;
+//     writable by group or others; a warm worker that found none of the
+//     user's files (policy, Sieve scripts) in a home it had seen unchanged
+//     for a while looks again only when a stat of the home shows it
+//     changed in any way (device, inode, size, times), since creating any
+//     name in it changes its change time (home.go);
 //  5. checks the destination with policy.Check, which refuses bad paths
-//     lexically before any file system call;
+//     lexically before any file system call; a warm worker gives it the
+//     system's rules already expanded for its user (policy.Expansion,
+//     used only for that System and user);
 //  6. opens the decision's trusted Root and lets mbox.Append or
 //     maildir.Deliver open Rel beneath it without following any symlink;
 //     a warm worker keeps its last two Roots and its Maildir INBOX's

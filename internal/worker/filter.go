@@ -38,7 +38,10 @@ var scriptCache fileCache[struct{}, *sieve.Script]
 // not load is the administrator's error: delivery waits (451 4.3.5). A
 // user script that does not load is the user's: it is skipped (so the
 // implicit keep applies) and reported in userErr.
-func loadScripts(j *job.Job) (scripts []*sieve.Script, userErr error, st *status.Status) {
+//
+// hp, if not nil, may say that no user script exists (see homeProbe), and
+// is told when this job's lookups found no entry of either name.
+func loadScripts(j *job.Job, hp *homeProbe) (scripts []*sieve.Script, userErr error, st *status.Status) {
 	load := func(path string) (*sieve.Script, error) {
 		f, err := os.Open(path)
 		if err != nil {
@@ -79,17 +82,26 @@ func loadScripts(j *job.Job) (scripts []*sieve.Script, userErr error, st *status
 	if st := system("before.sieve"); st != nil {
 		return nil, nil, st
 	}
+	none := true // no entry of any of the names
 	for _, name := range UserScripts {
+		if hp.skip() {
+			break
+		}
 		s, err := load(filepath.Join(j.Home, name))
 		if errors.Is(err, os.ErrNotExist) {
+			none = none && hp.recording() && noEntry(j.Home, name, err)
 			continue
 		}
+		none = false
 		if err != nil {
 			userErr = err
 		} else {
 			scripts = append(scripts, s)
 		}
 		break
+	}
+	if hp != nil {
+		hp.scriptsLooked, hp.noScripts = true, none
 	}
 	if st := system("after.sieve"); st != nil {
 		return nil, nil, st
@@ -168,7 +180,7 @@ func rejection(actions []sieve.Action) *status.Status {
 // applies.
 func filter(p *policy.Policy, u policy.User, t *task, res *job.Result) (handled bool) {
 	j := t.Job
-	scripts, userErr, st := loadScripts(j)
+	scripts, userErr, st := loadScripts(j, t.home)
 	if st != nil {
 		res.Status = st
 		return true

@@ -95,6 +95,8 @@ type task struct {
 	// after its answer, so that a script cannot pile up runaway runs in
 	// its user's worker.
 	retire bool
+	// home is what the job knows of the user's per-user files (homeProbe).
+	home *homeProbe
 }
 
 // retiring reports whether a warm worker must serve no other job after
@@ -154,7 +156,9 @@ func execute(sys *policy.System, t *task) *job.Result {
 	status.QuotaTempfail = sys.QuotaTempfail
 	u := policy.User{Name: j.User, Home: j.Home}
 	res := &job.Result{}
-	up, warn, err := loadUser(sys, u)
+	t.home = probeHome(u.Home, sys.UserFile)
+	defer t.home.record()
+	up, warn, err := loadUser(sys, u, t.home)
 	res.Warning = warn
 	if err != nil {
 		res.Status = status.ConfigError.Wrap(err)
@@ -268,13 +272,26 @@ func refusal(dec policy.Decision) *status.Status {
 // with a warning; one that cannot be read (EACCES, EIO, no descriptors
 // left) or does not parse defers delivery (the user's stated wishes are
 // unknown).
-func loadUser(sys *policy.System, u policy.User) (*policy.UserPolicy, string, error) {
-	if sys.UserFile == "" {
+//
+// hp, if not nil, may say that the file is known not to exist (see
+// homeProbe), and is told what this lookup found.
+func loadUser(sys *policy.System, u policy.User, hp *homeProbe) (*policy.UserPolicy, string, error) {
+	if hp != nil {
+		hp.policyLooked = true
+	}
+	if sys.UserFile == "" || hp.skip() {
+		if hp != nil {
+			hp.noPolicy = true
+		}
 		return nil, "", nil
 	}
 	name := filepath.Join(u.Home, sys.UserFile)
 	fd, err := unix.Open(name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+		// O_NOFOLLOW: ENOENT is no entry (a symlink is ELOOP).
+		if hp != nil && errors.Is(err, unix.ENOENT) {
+			hp.noPolicy = true
+		}
 		return nil, "", nil
 	}
 	if errors.Is(err, unix.ELOOP) {
