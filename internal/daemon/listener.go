@@ -713,68 +713,76 @@ func (b *backend) Data(msg *os.File, size int64, rcpts []lmtp.Recipient) []lmtp.
 	delivered := deliveredTo(msg, size)
 	logs := make([]logLine, len(b.rcpts))
 	b.lines = logs
-	sem := make(chan struct{}, b.l.cfg.Parallel)
-	var wg sync.WaitGroup
-	for i, rc := range b.rcpts {
-		if delivered[strings.ToLower(rc.req.Recipient)] {
-			replies[i] = lmtp.Reply{Status: loopDetected}
-			logs[i] = logLine{slog.LevelWarn, []slog.Attr{slog.String("session", b.session), slog.String("peer", b.peer),
-				slog.String("sender", rc.req.Sender), slog.String("recipient", rc.req.Recipient), slog.String("user", rc.req.User),
-				slog.String("status", "554 5.4.6"), slog.String("reason", "Delivered-To names the recipient")}}
-			continue
+	one := func(i int, req job.Request, u *userdb.User, filter bool) {
+		req.Size = size
+		start := time.Now()
+		rep, outcome := b.l.deliverQuiet(u, &req, msg, true)
+		if req.Kind == job.KindDefault {
+			b.l.learnRcpt(req.User, rep, start)
 		}
-		one := func(i int, req job.Request, u *userdb.User, filter bool) {
-			req.Size = size
-			start := time.Now()
-			rep, outcome := b.l.deliverQuiet(u, &req, msg, true)
-			if req.Kind == job.KindDefault {
-				b.l.learnRcpt(req.User, rep, start)
+		st := rep.Status
+		var lines []string
+		if filter {
+			for _, a := range rep.Actions {
+				lines = append(lines, "ACTION "+a)
 			}
-			st := rep.Status
-			var lines []string
-			if filter {
-				for _, a := range rep.Actions {
-					lines = append(lines, "ACTION "+a)
-				}
-			} else if st.OK() {
-				if to := job.Redirects(rep.Actions); len(to) > 0 {
-					if err := b.l.redirect(msg, size, req.Sender, req.Recipient, to); err != nil {
-						b.l.log.Error("redirect", "session", b.session, "recipient", req.Recipient, "error", err.Error())
-						st = status.Unknown.Wrap(err)
-					}
+		} else if st.OK() {
+			if to := job.Redirects(rep.Actions); len(to) > 0 {
+				if err := b.l.redirect(msg, size, req.Sender, req.Recipient, to); err != nil {
+					b.l.log.Error("redirect", "session", b.session, "recipient", req.Recipient, "error", err.Error())
+					st = status.Unknown.Wrap(err)
 				}
 			}
-			replies[i] = lmtp.Reply{Status: st, Lines: lines}
-			// One line per recipient: with a direct worker, its outcome
-			// (where, rule, detail) is in it; through root, root logs it.
-			// slog.Attr values, not ...any: a string or number costs no
-			// allocation of its own to pass.
-			attrs := append(make([]slog.Attr, 0, 11+len(outcome)), slog.String("session", b.session), slog.String("peer", b.peer),
-				slog.String("sender", req.Sender), slog.String("recipient", req.Recipient), slog.String("user", req.User),
-				slog.String("dest", req.Kind+":"+req.Path+req.Program),
-				slog.String("status", strconv.Itoa(st.Code)+" "+st.Enhanced), slog.Int64("size", size),
-				slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
-				slog.String("actions", strings.Join(rep.Actions, "; ")))
-			attrs = append(attrs, outcome...)
-			level := slog.LevelInfo
-			if !st.OK() {
-				level = slog.LevelWarn // as the delivery line of a worker says a failure
-			}
-			logs[i] = logLine{level, attrs} // written by Reset, after the reply
 		}
-		if len(b.rcpts) == 1 {
-			// Nothing to overlap with: no goroutine to start and wake.
-			one(i, *rc.req, rc.user, rc.filter)
-			continue
+		replies[i] = lmtp.Reply{Status: st, Lines: lines}
+		// One line per recipient: with a direct worker, its outcome
+		// (where, rule, detail) is in it; through root, root logs it.
+		// slog.Attr values, not ...any: a string or number costs no
+		// allocation of its own to pass.
+		attrs := append(make([]slog.Attr, 0, 11+len(outcome)), slog.String("session", b.session), slog.String("peer", b.peer),
+			slog.String("sender", req.Sender), slog.String("recipient", req.Recipient), slog.String("user", req.User),
+			slog.String("dest", req.Kind+":"+req.Path+req.Program),
+			slog.String("status", strconv.Itoa(st.Code)+" "+st.Enhanced), slog.Int64("size", size),
+			slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
+			slog.String("actions", strings.Join(rep.Actions, "; ")))
+		attrs = append(attrs, outcome...)
+		level := slog.LevelInfo
+		if !st.OK() {
+			level = slog.LevelWarn // as the delivery line of a worker says a failure
 		}
-		wg.Add(1)
-		sem <- struct{}{}
-		go func(i int, req job.Request, u *userdb.User, filter bool) {
-			defer wg.Done()
-			defer func() { <-sem }()
-			one(i, req, u, filter)
-		}(i, *rc.req, rc.user, rc.filter)
+		logs[i] = logLine{level, attrs} // written by Reset, after the reply
 	}
+	// At most cfg.Parallel deliveries at once: that many runners, this
+	// goroutine one of them, each taking the next recipient in RCPT order
+	// until none is left. A runner per recipient cost a goroutine, its
+	// stack's growth and a semaphore round per recipient.
+	var next atomic.Int64
+	run := func() {
+		for {
+			i := int(next.Add(1) - 1)
+			if i >= len(b.rcpts) {
+				return
+			}
+			rc := b.rcpts[i]
+			if delivered[strings.ToLower(rc.req.Recipient)] {
+				replies[i] = lmtp.Reply{Status: loopDetected}
+				logs[i] = logLine{slog.LevelWarn, []slog.Attr{slog.String("session", b.session), slog.String("peer", b.peer),
+					slog.String("sender", rc.req.Sender), slog.String("recipient", rc.req.Recipient), slog.String("user", rc.req.User),
+					slog.String("status", "554 5.4.6"), slog.String("reason", "Delivered-To names the recipient")}}
+				continue
+			}
+			one(i, *rc.req, rc.user, rc.filter)
+		}
+	}
+	var wg sync.WaitGroup
+	for k := 1; k < min(b.l.cfg.Parallel, len(b.rcpts)); k++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			run()
+		}()
+	}
+	run() // with one recipient, no goroutine is started or woken
 	wg.Wait()
 	return replies
 }

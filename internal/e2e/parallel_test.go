@@ -59,3 +59,57 @@ exit 0
 	}
 	cl.cmd("QUIT", "221")
 }
+
+// TestParallelLimit: no more than parallel recipients of a message are
+// delivered at once, and that many are. Each recipient's program counts
+// the programs running when it starts, then takes 0.3 s.
+func TestParallelLimit(t *testing.T) {
+	f := newFixture(t)
+	u := f.u1
+	dir := filepath.Join(f.base, "running")
+	testutil.Must(t, os.MkdirAll(filepath.Join(dir, "now"), 0o755))
+	testutil.Must(t, os.Chown(dir, u.UID, u.GID))
+	testutil.Must(t, os.Chown(filepath.Join(dir, "now"), u.UID, u.GID))
+	prog := filepath.Join(f.base, "progs", "count")
+	testutil.Must(t, os.MkdirAll(filepath.Dir(prog), 0o755))
+	script := fmt.Sprintf(`#!/bin/sh
+cat >/dev/null
+touch %[1]s/now/"$RECIPIENT"
+ls %[1]s/now | wc -l >>%[1]s/seen
+sleep 0.3
+rm %[1]s/now/"$RECIPIENT"
+exit 0
+`, dir)
+	testutil.WriteFile(t, prog, []byte(script), 0o755, 0, 0)
+	p := strings.Replace(defaultPolicy, "  - {program: probe}\n", "  - {program: probe}\n  - {program: count}\n", 1)
+	f.writePolicy(strings.Replace(p, "programs:\n", "programs:\n  count: {argv: ["+prog+"], timeout: 60s}\n", 1))
+	d := startDaemon(t, f, "parallel: 2\n")
+	cl := dialLMTP(t, d.socket)
+	cl.cmd("LHLO mta.test", "250")
+	cl.cmd("MAIL FROM:<s@example.org>", "250")
+	const n = 5
+	for i := 1; i <= n; i++ {
+		cl.cmd(fmt.Sprintf("RCPT TO:<r%d@example.org> XLDA-USER=%s XLDA-DEST=program:count", i, u.Name), "250")
+	}
+	cl.cmd("DATA", "354")
+	fmt.Fprintf(cl.c, "Subject: limit\r\n\r\nbody\r\n.\r\n")
+	for i := 1; i <= n; i++ {
+		if got := cl.reply(); !strings.HasPrefix(got, "250 2.0.0") {
+			t.Fatalf("reply %d = %q\n%s", i, got, d.stderr)
+		}
+	}
+	cl.cmd("QUIT", "221")
+	seen, err := os.ReadFile(filepath.Join(dir, "seen"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	most, runs := 0, 0
+	for _, l := range strings.Fields(string(seen)) {
+		var k int
+		fmt.Sscan(l, &k)
+		most, runs = max(most, k), runs+1
+	}
+	if runs != n || most != 2 {
+		t.Fatalf("%d runs, at most %d at once; want %d runs, 2 at once (parallel: 2)", runs, most, n)
+	}
+}
