@@ -379,4 +379,18 @@ func BenchmarkCheck(b *testing.B) {
 			p.Check(alice, dests[i%len(dests)])
 		}
 	})
+	// The same two with the system's rules expanded once (System.Expand),
+	// as a warm worker now checks.
+	b.Run("system-expanded", func(b *testing.B) {
+		p := &Policy{Sys: sys, X: sys.Expand(alice)}
+		for i := 0; b.Loop(); i++ {
+			p.Check(alice, dests[i%len(dests)])
+		}
+	})
+	b.Run("with-user-expanded", func(b *testing.B) {
+		p := &Policy{Sys: tsys, User: up, X: tsys.Expand(alice)}
+		for i := 0; b.Loop(); i++ {
+			p.Check(alice, dests[i%len(dests)])
+		}
+	})
 }
