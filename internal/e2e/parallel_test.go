@@ -10,6 +10,35 @@ import (
 	"lda/internal/testutil"
 )
 
+// startWithProgram installs script as the program name (owned by root,
+// run with argv and a 60 s timeout), allows it in the test policy, and
+// starts the daemon with extra in its configuration.
+func startWithProgram(t *testing.T, f *fixture, name, script, extra string) *daemon {
+	t.Helper()
+	prog := filepath.Join(f.base, "progs", name)
+	testutil.Must(t, os.MkdirAll(filepath.Dir(prog), 0o755))
+	testutil.WriteFile(t, prog, []byte(script), 0o755, 0, 0)
+	p := strings.Replace(defaultPolicy, "  - {program: probe}\n", "  - {program: probe}\n  - {program: "+name+"}\n", 1)
+	f.writePolicy(strings.Replace(p, "programs:\n", "programs:\n  "+name+": {argv: ["+prog+"], timeout: 60s}\n", 1))
+	return startDaemon(t, f, extra)
+}
+
+// sendToProgram sends one message to n recipients r1..rn, each the user's
+// delivery to the program name, and returns the client with the
+// per-recipient replies still to be read.
+func sendToProgram(t *testing.T, d *daemon, name, user string, n int) *lmtpClient {
+	t.Helper()
+	cl := dialLMTP(t, d.socket)
+	cl.cmd("LHLO mta.test", "250")
+	cl.cmd("MAIL FROM:<s@example.org>", "250")
+	for i := 1; i <= n; i++ {
+		cl.cmd(fmt.Sprintf("RCPT TO:<r%d@example.org> XLDA-USER=%s XLDA-DEST=program:%s", i, user, name), "250")
+	}
+	cl.cmd("DATA", "354")
+	fmt.Fprintf(cl.c, "Subject: %s\r\n\r\nbody\r\n.\r\n", name)
+	return cl
+}
+
 // TestParallelRecipients: the recipients of one message are delivered at
 // the same time, and their replies still come in RCPT order. Each
 // recipient's program waits at a barrier until all four have started, so
@@ -23,8 +52,6 @@ func TestParallelRecipients(t *testing.T) {
 	barrier := filepath.Join(f.base, "barrier")
 	testutil.Must(t, os.Mkdir(barrier, 0o755))
 	testutil.Must(t, os.Chown(barrier, u.UID, u.GID))
-	prog := filepath.Join(f.base, "progs", "barrier")
-	testutil.Must(t, os.MkdirAll(filepath.Dir(prog), 0o755))
 	script := fmt.Sprintf(`#!/bin/sh
 cat >/dev/null
 touch %[1]s/"$RECIPIENT"
@@ -39,18 +66,8 @@ r3@*) exit 67 ;;
 esac
 exit 0
 `, barrier)
-	testutil.WriteFile(t, prog, []byte(script), 0o755, 0, 0)
-	p := strings.Replace(defaultPolicy, "  - {program: probe}\n", "  - {program: probe}\n  - {program: barrier}\n", 1)
-	f.writePolicy(strings.Replace(p, "programs:\n", "programs:\n  barrier: {argv: ["+prog+"], timeout: 60s}\n", 1))
-	d := startDaemon(t, f, "parallel: 4\n")
-	cl := dialLMTP(t, d.socket)
-	cl.cmd("LHLO mta.test", "250")
-	cl.cmd("MAIL FROM:<s@example.org>", "250")
-	for i := 1; i <= 4; i++ {
-		cl.cmd(fmt.Sprintf("RCPT TO:<r%d@example.org> XLDA-USER=%s XLDA-DEST=program:barrier", i, u.Name), "250")
-	}
-	cl.cmd("DATA", "354")
-	fmt.Fprintf(cl.c, "Subject: parallel\r\n\r\nbody\r\n.\r\n")
+	d := startWithProgram(t, f, "barrier", script, "parallel: 4\n")
+	cl := sendToProgram(t, d, "barrier", u.Name, 4)
 	want := []string{"250 2.0.0", "250 2.0.0", "550 5.1.1", "250 2.0.0"}
 	for i, w := range want {
 		if got := cl.reply(); !strings.HasPrefix(got, w) {
@@ -70,8 +87,6 @@ func TestParallelLimit(t *testing.T) {
 	testutil.Must(t, os.MkdirAll(filepath.Join(dir, "now"), 0o755))
 	testutil.Must(t, os.Chown(dir, u.UID, u.GID))
 	testutil.Must(t, os.Chown(filepath.Join(dir, "now"), u.UID, u.GID))
-	prog := filepath.Join(f.base, "progs", "count")
-	testutil.Must(t, os.MkdirAll(filepath.Dir(prog), 0o755))
 	script := fmt.Sprintf(`#!/bin/sh
 cat >/dev/null
 touch %[1]s/now/"$RECIPIENT"
@@ -80,19 +95,9 @@ sleep 0.3
 rm %[1]s/now/"$RECIPIENT"
 exit 0
 `, dir)
-	testutil.WriteFile(t, prog, []byte(script), 0o755, 0, 0)
-	p := strings.Replace(defaultPolicy, "  - {program: probe}\n", "  - {program: probe}\n  - {program: count}\n", 1)
-	f.writePolicy(strings.Replace(p, "programs:\n", "programs:\n  count: {argv: ["+prog+"], timeout: 60s}\n", 1))
-	d := startDaemon(t, f, "parallel: 2\n")
-	cl := dialLMTP(t, d.socket)
-	cl.cmd("LHLO mta.test", "250")
-	cl.cmd("MAIL FROM:<s@example.org>", "250")
+	d := startWithProgram(t, f, "count", script, "parallel: 2\n")
 	const n = 5
-	for i := 1; i <= n; i++ {
-		cl.cmd(fmt.Sprintf("RCPT TO:<r%d@example.org> XLDA-USER=%s XLDA-DEST=program:count", i, u.Name), "250")
-	}
-	cl.cmd("DATA", "354")
-	fmt.Fprintf(cl.c, "Subject: limit\r\n\r\nbody\r\n.\r\n")
+	cl := sendToProgram(t, d, "count", u.Name, n)
 	for i := 1; i <= n; i++ {
 		if got := cl.reply(); !strings.HasPrefix(got, "250 2.0.0") {
 			t.Fatalf("reply %d = %q\n%s", i, got, d.stderr)

@@ -11,25 +11,6 @@ import (
 	"lda/sieve"
 )
 
-// laterTick waits, touching only other, until the file system stamps a
-// change after home's last one: what a user who edits their home some
-// time after the worker last looked would get.
-func laterTick(t *testing.T, home, other string) {
-	t.Helper()
-	old := statPath(t, home).Ctim
-	probe := filepath.Join(other, ".tick")
-	defer os.Remove(probe)
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		if err := os.WriteFile(probe, nil, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if c := statPath(t, probe).Ctim; c.Sec > old.Sec || c.Sec == old.Sec && c.Nsec > old.Nsec {
-			return
-		}
-	}
-	t.Skip("the file system's timestamps did not move in 5 s")
-}
-
 // TestHomeCache: the per-user files are looked for until a job has found
 // none of them in a home seen unchanged for homeSettle; then jobs skip the
 // lookups until the home changes, and whatever the user creates in it is
@@ -78,7 +59,7 @@ func TestHomeCache(t *testing.T) {
 			if hp := jobs(false, false); !hp.absent {
 				t.Fatal("the next job looked again in an unchanged home")
 			}
-			laterTick(t, home, other)
+			tickIn(t, home, other) // as a user who edits their home a while after the worker looked
 			tc.change(t, home)
 			if hp := jobs(tc.policy, tc.scripts); hp.absent {
 				t.Fatal("a job skipped the lookups after the change")
