@@ -3,7 +3,6 @@ package policy
 import (
 	"fmt"
 	"path/filepath"
-	"strconv"
 	"strings"
 )
 
@@ -81,14 +80,14 @@ func (p *Policy) Check(u User, d Destination) Decision {
 	if up != nil {
 		for _, r := range up.deny {
 			if match(r) {
-				return Decision{Rule: r.public(), Reason: "denied by " + r.String()}
+				return Decision{Rule: r.public(), Reason: r.deniedText()}
 			}
 		}
 	}
 	// 3. The system's deny rules.
 	for _, r := range sys.deny {
 		if match(r) {
-			return Decision{Rule: r.public(), Reason: "denied by " + r.String()}
+			return Decision{Rule: r.public(), Reason: r.deniedText()}
 		}
 	}
 	// 4. The system's allow rules.
@@ -137,7 +136,7 @@ func (p *Policy) Check(u User, d Destination) Decision {
 // rule for a user's rule).
 func (p *Policy) allow(u User, d Destination, r, m *rule) Decision {
 	sys := p.Sys
-	dec := Decision{Allowed: true, Rule: r.public(), Reason: "allowed by " + r.String()}
+	dec := Decision{Allowed: true, Rule: r.public(), Reason: r.allowedText()}
 	if r != m {
 		dec.Reason += " (within " + m.String() + ")"
 	}
@@ -172,7 +171,9 @@ func relBeneath(root, p string) (string, error) {
 	if !ok || rel == "" || rel == "." || strings.HasPrefix(rel, "/") {
 		return "", fmt.Errorf("%s is not beneath %s", quote(p), quote(root))
 	}
-	for _, c := range strings.Split(rel, "/") {
+	for rest, more := rel, true; more; {
+		var c string
+		c, rest, more = strings.Cut(rest, "/")
 		if c == "" || c == "." || c == ".." {
 			return "", fmt.Errorf("%s is not beneath %s", quote(p), quote(root))
 		}
@@ -201,8 +202,11 @@ func (p *Policy) Default(u User) (Destination, Decision) {
 			r = up.def
 		}
 	}
-	d := r.destination(u)
+	d, ok := p.X.defaultFor(p.Sys, u, r)
+	if !ok {
+		d = r.destination(u)
+	}
 	dec := p.Check(u, d)
-	dec.Reason = "default from " + r.File + ":" + strconv.Itoa(r.Line) + "; " + dec.Reason
+	dec.Reason = r.defaultText() + dec.Reason
 	return d, dec
 }

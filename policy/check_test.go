@@ -3,6 +3,7 @@ package policy
 import (
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -347,6 +348,87 @@ func TestStrings(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.got != tc.want {
 				t.Errorf("got %q, want %q", tc.got, tc.want)
+			}
+		})
+	}
+}
+
+// TestDecisionTexts: the texts a rule's decisions quote, made once when
+// the rule is read, are what building them afresh gives, for every rule
+// of a system file and of a user's file; and a decision quotes them.
+func TestDecisionTexts(t *testing.T) {
+	sys := mustSystem(t, testSystem)
+	up := mustUser(t, sys, userFileGood, alice)
+	var rules []*rule
+	for _, list := range [][]*rule{{sys.def}, sys.allow, sys.deny, sys.mayAdd, {up.def}, up.allow, up.deny} {
+		rules = append(rules, list...)
+	}
+	for _, r := range rules {
+		t.Run(r.String(), func(t *testing.T) {
+			fresh := &rule{Rule: r.Rule} // not read through made
+			if fresh.allowedBy != "" || fresh.deniedBy != "" || fresh.defaultFrom != "" {
+				t.Fatal("a rule literal has texts")
+			}
+			for _, c := range []struct{ name, made, fresh, want string }{
+				{"allowed", r.allowedText(), fresh.allowedText(), "allowed by " + r.String()},
+				{"denied", r.deniedText(), fresh.deniedText(), "denied by " + r.String()},
+				{"default", r.defaultText(), fresh.defaultText(), "default from " + r.File + ":" + strconv.Itoa(r.Line) + "; "},
+			} {
+				if c.made != c.want || c.fresh != c.want {
+					t.Errorf("%s: made %q, fresh %q, want %q", c.name, c.made, c.fresh, c.want)
+				}
+			}
+			if r.allowedBy == "" {
+				t.Error("the rule was not read through made")
+			}
+		})
+	}
+	ps := &Policy{Sys: sys}
+	if dec := ps.Check(alice, maildir("/home/alice/Maildir")); !dec.Allowed || dec.Reason != "allowed by "+dec.Rule.String() {
+		t.Errorf("allowed by the system: %+v", dec)
+	}
+	if d, dec := ps.Default(alice); !dec.Allowed || dec.Reason != "default from "+sys.def.File+":"+strconv.Itoa(sys.def.Line)+"; allowed by "+dec.Rule.String() {
+		t.Errorf("the system's default: %v %+v", d, dec)
+	}
+	p := &Policy{Sys: sys, User: up}
+	within := "allowed by " + up.allow[0].String() + " (within "
+	if dec := p.Check(alice, mbox("/home/alice/inbox")); !dec.Allowed || !strings.HasPrefix(dec.Reason, within) {
+		t.Errorf("allowed by the user: %+v", dec)
+	}
+	if dec := p.Check(alice, mbox("/var/mail/alice")); dec.Allowed || dec.Reason != "denied by "+up.deny[1].String() {
+		t.Errorf("denied: %+v", dec)
+	}
+	if d, dec := p.Default(alice); !dec.Allowed || d.Path != "/home/alice/inbox" || !strings.HasPrefix(dec.Reason, "default from u.yaml:2; "+within) {
+		t.Errorf("the user's default: %v %+v", d, dec)
+	}
+}
+
+// TestRelBeneath: relBeneath keeps every promise of Decision.Rel, whatever
+// the path it is given (Check gives it only valid ones).
+func TestRelBeneath(t *testing.T) {
+	for _, c := range []struct{ root, p, rel string }{
+		{"/home/a", "/home/a/Maildir", "Maildir"},
+		{"/home/a", "/home/a/mail/x.mbox", "mail/x.mbox"},
+		{"/var/mail", "/var/mail/a", "a"},
+		{"/home/a", "/home/a", ""},
+		{"/home/a", "/home/a/", ""},
+		{"/home/a", "/home/ab/x", ""},
+		{"/home/a", "/home/a//x", ""},
+		{"/home/a", "/home/a/x//y", ""},
+		{"/home/a", "/home/a/x/", ""},
+		{"/home/a", "/home/a/./x", ""},
+		{"/home/a", "/home/a/x/.", ""},
+		{"/home/a", "/home/a/../b", ""},
+		{"/home/a", "/home/a/x/..", ""},
+		{"/home/a", "/home/a/..", ""},
+		{"/", "/x", ""},
+		{"home/a", "home/a/x", ""},
+		{"/home/a/", "/home/a//x", ""},
+	} {
+		t.Run(c.root+" "+c.p, func(t *testing.T) {
+			rel, err := relBeneath(c.root, c.p)
+			if rel != c.rel || (err == nil) != (c.rel != "") {
+				t.Errorf("relBeneath(%q, %q) = %q, %v; want %q", c.root, c.p, rel, err, c.rel)
 			}
 		})
 	}

@@ -12,10 +12,11 @@
 // All three are immutable after parsing and safe for concurrent use. A
 // caller that checks many destinations for one user (a warm worker) may
 // expand the system's rules for that user once, with System.Expand, and
-// give the Expansion as Policy.X; Check uses it only if it was made for
-// the very System and User being checked, and otherwise expands afresh,
-// so the answer never depends on it (FuzzCheck holds the two to each
-// other).
+// give the Expansion as Policy.X; Check (and Default, for the system's
+// default destination) uses it only if it was made for the very System
+// and User being checked, and otherwise expands afresh, so the answer
+// never depends on it (FuzzCheck holds the two to each other). The texts
+// a decision quotes are made once per rule, when the file is read.
 //
 // # Security
 //

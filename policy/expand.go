@@ -14,6 +14,7 @@ type Expansion struct {
 	sys  *System
 	user User
 	x    map[*rule]*xpat
+	def  Destination // the system's default for user, if a path
 }
 
 // Expand expands every Mbox and Maildir rule of s for u. It returns nil
@@ -36,7 +37,19 @@ func (s *System) Expand(u User) *Expansion {
 	add(s.allow...)
 	add(s.deny...)
 	add(s.mayAdd...)
+	if x := e.x[s.def]; x != nil {
+		e.def = Destination{Kind: s.def.Kind, Path: x.path()}
+	}
 	return e
+}
+
+// defaultFor is r's destination for u, from e, if e was made for s and u
+// and r is s's default; ok is false otherwise (the caller expands afresh).
+func (e *Expansion) defaultFor(s *System, u User, r *rule) (d Destination, ok bool) {
+	if !e.For(s, u) || r != s.def || e.def.Kind == 0 {
+		return Destination{}, false
+	}
+	return e.def, true
 }
 
 // For reports whether e was made for s and u.

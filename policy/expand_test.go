@@ -72,9 +72,10 @@ func TestExpansion(t *testing.T) {
 	})
 }
 
-// TestExpansionUsed: Check takes the expanded rules from the Expansion
-// (one doctored here to send a's Maildir elsewhere), so the tests above
-// compare two different paths through the code, not one path twice.
+// TestExpansionUsed: Check takes the expanded rules, and Default the
+// default destination, from the Expansion (one doctored here to send a's
+// Maildir elsewhere), so the tests above compare two different paths
+// through the code, not one path twice.
 func TestExpansionUsed(t *testing.T) {
 	sys := mustSystem(t, testSystem)
 	a := User{Name: "a", Home: "/home/a"}
@@ -93,5 +94,16 @@ func TestExpansionUsed(t *testing.T) {
 	}
 	if dec := (&Policy{Sys: sys, X: x}).Check(a, d); !dec.Allowed {
 		t.Fatalf("the doctored Expansion was not used: %+v", dec)
+	}
+	// And Default takes the default destination from it.
+	if x.def.Path != "/home/a/Maildir" {
+		t.Fatalf("the Expansion's default is %v", x.def)
+	}
+	x.def.Path = d.Path
+	if got, _ := (&Policy{Sys: sys}).Default(a); got.Path != "/home/a/Maildir" {
+		t.Fatalf("Default without the doctored Expansion: %v", got)
+	}
+	if got, dec := (&Policy{Sys: sys, X: x}).Default(a); got != d || !dec.Allowed {
+		t.Fatalf("Default did not take the doctored Expansion's default: %v %+v", got, dec)
 	}
 }

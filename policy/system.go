@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -56,6 +57,40 @@ type rule struct {
 	pat     *pattern // Mbox and Maildir
 	folders bool     // Maildir: the rule admits Maildir++ folders
 	x       *xpat    // user rules: pattern already expanded for the user
+	// The texts a decision quotes, made once when the rule is read
+	// (made): a warm worker's every job used to build them again.
+	allowedBy, deniedBy, defaultFrom string
+}
+
+// made completes r once it is read: the texts its decisions quote.
+func (r *rule) made() *rule {
+	s := r.Rule.String()
+	r.allowedBy, r.deniedBy = "allowed by "+s, "denied by "+s
+	r.defaultFrom = "default from " + r.File + ":" + strconv.Itoa(r.Line) + "; "
+	return r
+}
+
+// allowedText, deniedText and defaultText are those texts, made afresh
+// for a rule that was not read through made.
+func (r *rule) allowedText() string {
+	if r.allowedBy == "" {
+		return "allowed by " + r.String()
+	}
+	return r.allowedBy
+}
+
+func (r *rule) deniedText() string {
+	if r.deniedBy == "" {
+		return "denied by " + r.String()
+	}
+	return r.deniedBy
+}
+
+func (r *rule) defaultText() string {
+	if r.defaultFrom == "" {
+		return "default from " + r.File + ":" + strconv.Itoa(r.Line) + "; "
+	}
+	return r.defaultFrom
 }
 
 func (r *rule) expand(u User) xpat {
@@ -536,7 +571,7 @@ func (w *walker) rule(n *yaml.Node, source, action string, progs map[string]*pro
 		if progs[r.Pattern] == nil {
 			return nil, w.errf(val, "%s: program %s is not defined under programs", what, quote(r.Pattern))
 		}
-		return r, nil
+		return r.made(), nil
 	}
 	if r.pat, err = parsePattern(r.Pattern); err != nil {
 		return nil, w.errf(val, "%s: %v", what, err)
@@ -551,7 +586,7 @@ func (w *walker) rule(n *yaml.Node, source, action string, progs map[string]*pro
 		x := r.pat.expand(w.user.Name, w.user.Home)
 		r.x = &x
 	}
-	return r, nil
+	return r.made(), nil
 }
 
 // checkDefault proves, for every user at once, that the default
