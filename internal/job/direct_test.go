@@ -156,6 +156,51 @@ func TestRecoveryRecord(t *testing.T) {
 	}
 }
 
+// TestRecoveryReused: a Recovery writes each record through the same
+// buffer, and a shorter record after a longer one reads back as itself
+// (the length comes first, not the end of the longer record); a refused
+// record leaves the last one in place.
+func TestRecoveryReused(t *testing.T) {
+	f, err := os.CreateTemp(t.TempDir(), "rec")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	w := &Recovery{F: f}
+	long := &Job{Mode: ModeRecover, User: "alice", UID: 1001, GID: 1001, Home: "/home/alice", Kind: KindMbox,
+		Path: "/var/mail/alice", Sender: strings.Repeat("s", 200) + "@example.org", Policy: "embedded",
+		Recover: &Progress{Offset: 4096, Dev: 2049, Ino: 77, FromLine: "From s@example.org Sun Dec  6 00:00:00 2026\n"}}
+	short := &Job{Mode: ModeRecover, User: "alice", UID: 1001, GID: 1001, Home: "/home/alice", Kind: KindDefault,
+		Policy: "embedded", RecoverTmp: "1700000000.M1P2Q3R0123456789abcdef.host"}
+	for i, j := range []*Job{long, short, long, nil, short} {
+		if err := w.Set(j); err != nil {
+			t.Fatalf("record %d: %v", i, err)
+		}
+		got, err := ReadRecovery(f)
+		if j == nil {
+			if got != nil || err != nil {
+				t.Fatalf("record %d, cleared: %+v, %v", i, got, err)
+			}
+			continue
+		}
+		want, _ := j.Encode()
+		if err != nil || got == nil {
+			t.Fatalf("record %d: %+v, %v", i, got, err)
+		}
+		if again, _ := got.Encode(); !bytes.Equal(again, want) {
+			t.Fatalf("record %d: read %q, wrote %q", i, again, want)
+		}
+	}
+	bad := *short
+	bad.Mode = ModeDeliver
+	if err := w.Set(&bad); err == nil {
+		t.Fatal("wrote a deliver job as a recovery record")
+	}
+	if got, err := ReadRecovery(f); err != nil || got == nil || got.RecoverTmp != short.RecoverTmp {
+		t.Fatalf("after a refused record: %+v, %v", got, err)
+	}
+}
+
 // TestRecoverTmp: a Maildir recover job names one tmp/ file, for a
 // Maildir or the default destination, and never goes with an mbox record
 // or outside ModeRecover.

@@ -106,12 +106,19 @@ type Job struct {
 // Encode returns the wire form of j. It validates j first, so that the
 // parent can never send what the worker would refuse.
 func (j *Job) Encode() ([]byte, error) {
+	// One buffer sized for a typical job: no fmt, and no copy for the
+	// values xtext leaves as they are.
+	return j.AppendEncode(make([]byte, 0, 512))
+}
+
+// AppendEncode appends j's record to b, as Encode returns it, for a
+// caller that reuses one buffer (a warm worker's recovery record). On
+// error it returns b unchanged.
+func (j *Job) AppendEncode(b []byte) ([]byte, error) {
 	if err := j.Validate(); err != nil {
-		return nil, err
+		return b, err
 	}
-	// Appended to one buffer sized for a typical job: no fmt, and no
-	// copy for the values xtext leaves as they are.
-	b := make([]byte, 0, 512)
+	start := len(b)
 	b = append(b, "lda-job "...)
 	b = strconv.AppendInt(b, Version, 10)
 	b = append(b, '\n')
@@ -150,8 +157,8 @@ func (j *Job) Encode() ([]byte, error) {
 		kv("recovertmp", j.RecoverTmp)
 	}
 	b = append(b, "end\n"...)
-	if len(b) > MaxRecord {
-		return nil, errors.New("job: record too large")
+	if len(b)-start > MaxRecord {
+		return b[:start], errors.New("job: record too large")
 	}
 	return b, nil
 }
@@ -528,7 +535,14 @@ var resultKeys = keySet{
 
 // ResultHeader is the first line of a result; a worker writes it, then
 // an optional progress line, then the rest of EncodeResult's output.
-func ResultHeader() []byte { return []byte(fmt.Sprintf("lda-result %d\n", Version)) }
+func ResultHeader() []byte { return AppendResultHeader(nil) }
+
+// AppendResultHeader appends the header line to b.
+func AppendResultHeader(b []byte) []byte {
+	b = append(b, "lda-result "...)
+	b = strconv.AppendInt(b, Version, 10)
+	return append(b, '\n')
+}
 
 // EncodeProgress is the progress line.
 func EncodeProgress(p Progress) []byte {
@@ -536,11 +550,20 @@ func EncodeProgress(p Progress) []byte {
 }
 
 // EncodeResultBody is everything after the header and progress lines.
-func EncodeResultBody(r *Result) []byte {
+func EncodeResultBody(r *Result) []byte { return AppendResultBody(make([]byte, 0, 256), r) }
+
+// AppendResultBody appends EncodeResultBody's output to b, for a caller
+// that reuses one buffer (a warm worker, one result after another).
+func AppendResultBody(b []byte, r *Result) []byte {
 	st := r.Status
-	b := make([]byte, 0, 256)
 	b = append(b, "status "...)
-	b = xtext.Append(b, strconv.Itoa(st.Code)+" "+st.Enhanced+" "+status.Sanitize(st.Text))
+	// The xtext of "code enhanced text", a piece at a time: xtext encodes
+	// byte by byte, and the code's digits are left as they are.
+	b = strconv.AppendInt(b, int64(st.Code), 10)
+	b = xtext.Append(b, " ")
+	b = xtext.Append(b, st.Enhanced)
+	b = xtext.Append(b, " ")
+	b = xtext.Append(b, status.Sanitize(st.Text))
 	b = append(b, '\n')
 	kv := func(k, v string) {
 		if v != "" {

@@ -1,6 +1,7 @@
 package job
 
 import (
+	"bytes"
 	"errors"
 	"reflect"
 	"runtime"
@@ -101,6 +102,51 @@ func TestDecodeRefuses(t *testing.T) {
 				t.Fatalf("Decode accepted %+v", j)
 			}
 		})
+	}
+}
+
+// TestAppend: the Append forms write what Encode, EncodeResultBody and
+// ResultHeader return, after whatever the buffer held; a job that cannot
+// be encoded leaves the buffer as it was.
+func TestAppend(t *testing.T) {
+	prefix := []byte("kept\n")
+	j := &Job{Mode: ModeDeliver, User: "alice", UID: 1001, GID: 1001, Home: "/home/alice", Kind: KindDefault,
+		Sender: "s@example.org", Recipient: "alice@example.org", Received: "from a by b; Sun, 6 Dec 2026 00:00:00 +0000",
+		Policy: "embedded", Size: 1024}
+	enc, err := j.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := j.AppendEncode(bytes.Clone(prefix))
+	if err != nil || !bytes.Equal(got, append(bytes.Clone(prefix), enc...)) {
+		t.Fatalf("AppendEncode: %q, %v", got, err)
+	}
+	bad := *j
+	bad.User = "a\nb"
+	if got, err := bad.AppendEncode(bytes.Clone(prefix)); err == nil || !bytes.Equal(got, prefix) {
+		t.Fatalf("AppendEncode of a bad job: %q, %v", got, err)
+	}
+	big := *j
+	big.Received = strings.Repeat("x", MaxRecord)
+	if got, err := big.AppendEncode(bytes.Clone(prefix)); err == nil || !bytes.Equal(got, prefix) {
+		t.Fatalf("AppendEncode of a job too large: %d bytes, %v", len(got), err)
+	}
+	for _, r := range []*Result{
+		{Status: status.Delivered},
+		{Status: status.NoSpace, Detail: "write: no space\r\n", Where: "/var/mail/x", Rule: "f:1: allow", Warning: "w", Actions: []string{"keep", "fileinto \"a b\""}, Decided: true, SkipRcpt: true},
+		{Status: status.New(554, "5.7.1", "refused: caf\u00e9 \x00 +x")},
+	} {
+		if got, want := AppendResultBody(bytes.Clone(prefix), r), append(bytes.Clone(prefix), EncodeResultBody(r)...); !bytes.Equal(got, want) {
+			t.Errorf("AppendResultBody: %q, want %q", got, want)
+		}
+		full := AppendResultBody(AppendResultHeader(nil), r)
+		back, err := DecodeResult(full)
+		if err != nil || back.Status.Code != r.Status.Code || back.Status.Enhanced != r.Status.Enhanced || back.Status.Text != status.Sanitize(r.Status.Text) {
+			t.Errorf("round trip of %+v: %+v, %v", r.Status, back, err)
+		}
+	}
+	if got := AppendResultHeader(bytes.Clone(prefix)); !bytes.Equal(got, append(bytes.Clone(prefix), ResultHeader()...)) || string(ResultHeader()) != "lda-result 1\n" {
+		t.Fatalf("AppendResultHeader: %q", got)
 	}
 }
 

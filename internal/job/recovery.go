@@ -14,22 +14,37 @@ import (
 // its record.
 
 // WriteRecovery sets the record in f to r, or clears it (r nil).
-func WriteRecovery(f io.WriterAt, r *Job) error {
+func WriteRecovery(f io.WriterAt, r *Job) error { return (&Recovery{F: f}).Set(r) }
+
+// Recovery writes the records of one file through one buffer, reused from
+// record to record: a warm worker sets one or two per job, for as long as
+// it lives, and a new buffer each time was most of what it allocated.
+type Recovery struct {
+	F   io.WriterAt
+	buf []byte
+}
+
+// Set sets the record in w.F to r, or clears it (r nil), as WriteRecovery.
+func (w *Recovery) Set(r *Job) error {
 	var n [8]byte
 	if r != nil {
 		if r.Mode != ModeRecover {
 			return errors.New("job: a recovery record must be a recover job")
 		}
-		b, err := r.Encode()
+		if w.buf == nil {
+			w.buf = make([]byte, 0, 512)
+		}
+		b, err := r.AppendEncode(w.buf[:0])
 		if err != nil {
 			return err
 		}
-		if _, err := f.WriteAt(b, 8); err != nil {
+		w.buf = b
+		if _, err := w.F.WriteAt(b, 8); err != nil {
 			return err
 		}
 		binary.LittleEndian.PutUint64(n[:], uint64(len(b)))
 	}
-	_, err := f.WriteAt(n[:], 0)
+	_, err := w.F.WriteAt(n[:], 0)
 	return err
 }
 

@@ -45,7 +45,7 @@ func MainDirect() int {
 		return 1
 	}
 	defer conn.Close()
-	rec := os.NewFile(directRecovery, "recovery")
+	rec := &job.Recovery{F: os.NewFile(directRecovery, "recovery")}
 	pkt, f, err := conn.Recv()
 	if err != nil || f != nil {
 		return 1
@@ -65,6 +65,7 @@ func MainDirect() int {
 		os.Stderr.WriteString("worker: " + err.Error() + "\n")
 		return 1
 	}
+	var out []byte // the result, one buffer for the worker's life
 	for {
 		pkt, f, err := conn.Recv()
 		if errors.Is(err, io.EOF) {
@@ -77,10 +78,11 @@ func MainDirect() int {
 		if f != nil {
 			f.Close()
 		}
-		if setRecovery(rec, nil) != nil {
+		if rec.Set(nil) != nil {
 			stop = true
 		}
-		if conn.Send(resultBody(res), nil) != nil || stop {
+		out = appendResult(out[:0], res)
+		if conn.Send(out, nil) != nil || stop {
 			return 1
 		}
 	}
@@ -88,7 +90,7 @@ func MainDirect() int {
 
 // directJob admits one job from the listener and runs it. stop is set
 // when the worker must not serve another (a record it cannot trust).
-func directJob(pkt []byte, f *os.File, bind *job.Job, sys *policy.System, rec *os.File) (res *job.Result, stop bool) {
+func directJob(pkt []byte, f *os.File, bind *job.Job, sys *policy.System, rec *job.Recovery) (res *job.Result, stop bool) {
 	j, err := job.Decode(pkt)
 	if err != nil {
 		return &job.Result{Status: status.Unknown.Wrap(err)}, true
@@ -104,13 +106,13 @@ func directJob(pkt []byte, f *os.File, bind *job.Job, sys *policy.System, rec *o
 	t := &task{Job: j, msg: f, progress: func(p job.Progress) {
 		r := *j
 		r.Mode, r.Recover = job.ModeRecover, &p
-		if err := setRecovery(rec, &r); err != nil {
+		if err := rec.Set(&r); err != nil {
 			progressLost(err)
 		}
 	}, creating: func(folder, tmp string) error {
 		r := *j
 		r.Mode, r.Folder, r.RecoverTmp = job.ModeRecover, folder, tmp
-		return setRecovery(rec, &r)
+		return rec.Set(&r)
 	}}
 	res = execute(sys, t)
 	return res, t.retiring()
@@ -159,6 +161,3 @@ func progressLost(err error) {
 	os.Stderr.WriteString("worker: cannot record the append's progress: " + err.Error() + "\n")
 	os.Exit(1)
 }
-
-// setRecovery writes r (nil: none) into the recovery record.
-func setRecovery(f *os.File, r *job.Job) error { return job.WriteRecovery(f, r) }

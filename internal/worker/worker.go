@@ -44,14 +44,17 @@ func report(r *job.Result) int {
 
 // resultBody completes r (no status is 451 4.3.0; the cause becomes the
 // detail, for the log) and encodes it, as every kind of worker answers.
-func resultBody(r *job.Result) []byte {
+func resultBody(r *job.Result) []byte { return appendResult(make([]byte, 0, 256), r) }
+
+// appendResult appends resultBody's output to b.
+func appendResult(b []byte, r *job.Result) []byte {
 	if r.Status == nil {
 		r.Status = status.Unknown
 	}
 	if r.Detail == "" && r.Status.Cause != nil {
 		r.Detail = r.Status.Cause.Error()
 	}
-	return job.EncodeResultBody(r)
+	return job.AppendResultBody(b, r)
 }
 
 // harden applies the process-wide restrictions listed in the package
