@@ -200,12 +200,13 @@ func (a *Agent) runWarm(ctx context.Context, j *job.Job, msg *os.File) (*job.Res
 		}
 		return w, nil
 	}
-	encode := func(warmKey) ([]byte, error) { return rec, nil }
+	encode := func(_ warmKey, buf []byte) ([]byte, error) { return append(buf, rec...), nil }
 	return onWarm(ctx, a.Pool, k, start, encode, msg, a.Timeout)
 }
 
 // onWarm has a warm worker for k perform the job encode builds for that
-// worker's key: an idle one from pool, or one start makes. An idle worker
+// worker's key (appended to buf, the worker's own buffer, kept for its
+// next job): an idle one from pool, or one start makes. An idle worker
 // that turns out to have died before it received the job is replaced
 // (each try uses up one idle worker, so this ends); a worker that dies,
 // times out or answers badly after it received the job is killed and the
@@ -213,7 +214,7 @@ func (a *Agent) runWarm(ctx context.Context, j *job.Job, msg *os.File) (*job.Res
 // the worker). A worker is never given another user's job: exchange
 // refuses any job whose key is not the worker's.
 func onWarm(ctx context.Context, pool *Pool, k warmKey, start func() (*warm, *status.Status),
-	encode func(warmKey) ([]byte, error), msg *os.File, timeout time.Duration) (*job.Result, *status.Status) {
+	encode func(k warmKey, buf []byte) ([]byte, error), msg *os.File, timeout time.Duration) (*job.Result, *status.Status) {
 	if timeout <= 0 {
 		timeout = 10 * time.Minute
 	}
@@ -230,11 +231,12 @@ func onWarm(ctx context.Context, pool *Pool, k warmKey, start func() (*warm, *st
 				return nil, st
 			}
 		}
-		rec, err := encode(w.key)
+		rec, err := encode(w.key, w.jobBuf[:0])
 		if err != nil {
 			pool.put(w)
 			return nil, status.Usage.Wrap(err)
 		}
+		w.jobBuf = rec[:0]
 		out, sent, err := w.exchange(w.key, rec, msg, deadline)
 		if !sent {
 			w.kill()

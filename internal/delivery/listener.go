@@ -99,14 +99,14 @@ func (d *Direct) deliver(ctx context.Context, r Request) (Outcome, bool) {
 	if mode == "" {
 		mode = job.ModeDeliver
 	}
-	encode := func(wk warmKey) ([]byte, error) {
+	encode := func(wk warmKey, buf []byte) ([]byte, error) {
 		j := &job.Job{
 			Mode: mode, User: wk.user, UID: wk.uid, GID: wk.gid, Home: wk.home,
 			Kind: r.Kind, Path: r.Path, Folder: r.Folder, Program: r.Program,
 			Sender: r.Sender, Recipient: r.Recipient, Headers: d.Headers, Received: r.Received,
 			Policy: wk.policy, SieveDir: d.SieveDir, Size: r.Size,
 		}
-		return j.Encode()
+		return j.AppendEncode(buf)
 	}
 	res, st := onWarm(ctx, d.Pool, k, start, encode, r.Message, d.Timeout)
 	if busy {

@@ -68,6 +68,9 @@ type warm struct {
 	uses   int
 	last   time.Time
 	stat   int // /proc/PID/stat, opened when the worker started; -1 if not
+	// The job sent and the answer read, one buffer each for the worker's
+	// life: the goroutine that took the worker from the pool owns them.
+	jobBuf, outBuf []byte
 }
 
 // openStat opens the worker's /proc/PID/stat once, so that the check
@@ -353,7 +356,8 @@ func (w *warm) exchange(k warmKey, rec []byte, msg *os.File, deadline time.Time)
 		return nil, false, err
 	}
 	w.conn.SetReadDeadline(deadline)
-	out = job.ResultHeader()
+	out = job.AppendResultHeader(w.outBuf[:0])
+	defer func() { w.outBuf = out[:0] }()
 	for first := true; ; first = false {
 		pkt, f, err := w.conn.Recv()
 		if f != nil {
