@@ -7,6 +7,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/foxcpp/go-sieve/interp"
@@ -192,8 +193,11 @@ var environment = interp.MapEnv{
 
 // flagAliases maps every spelling of the IMAP system flags to the canonical
 // one, so that removeflag "\\seen" removes "\\Seen" (flags are
-// case-insensitive, RFC 3501). go-sieve only reads it.
-var flagAliases = func() map[string]string {
+// case-insensitive, RFC 3501). go-sieve only reads it. Its 600 entries
+// are made on a process's first run, not at every start (of root, the
+// listener and every worker, most of which never run a script): they were
+// the largest package initialisation of the binary.
+var flagAliases = sync.OnceValue(func() map[string]string {
 	m := map[string]string{}
 	for _, sf := range systemFlags {
 		name := sf.canon[1:]
@@ -213,7 +217,7 @@ var flagAliases = func() map[string]string {
 		}
 	}
 	return m
-}()
+})
 
 func upper(c byte) byte {
 	if 'a' <= c && c <= 'z' {
@@ -370,7 +374,7 @@ func run(ctx context.Context, scripts []*Script, env Envelope, r *reads, newMsg 
 		sctx, cancel := context.WithTimeout(ctx, lim.Timeout)
 		d := interp.NewRuntimeData(sc.s, interp.DummyPolicy{}, envl, newMsg(sctx))
 		d.Env = environment
-		d.FlagAliases = flagAliases
+		d.FlagAliases = flagAliases()
 		d.Flags = flags
 		d.OnAction = q.onAction(sr)
 		p, err := execute(sctx, sc.s, d)
