@@ -17,7 +17,10 @@
 # 900 messages (450 with SIEVE, whose messages cost a worker two jobs)
 # go to that user over 1 connection (fewer jobs than a worker's
 # default max_deliveries, so the same worker serves them all): system
-# calls, sysmon's nanosleeps, futex calls, context switches and CPU ms.
+# calls, sysmon's nanosleeps, futex calls, context switches, page faults
+# (a young worker's heap grows by every byte a job allocates, and on this
+# guest each new page costs a fault of about 10 us: bench/hopcost) and CPU
+# ms.
 #
 # HOMES=tmpfs puts the users' homes (their Maildirs) on a tmpfs mounted
 # for the run, where fsync costs nothing: what is left is lda's own path
@@ -226,8 +229,8 @@ if [ "${PERF:-0}" = 1 ]; then
 	pn=900
 	[ -n "${SIEVE:-}" ] && pn=450
 	say "per delivery, $pn ${DEST:-maildir} deliveries to one user over 1 connection (perf stat)"
-	ev=raw_syscalls:sys_enter,syscalls:sys_enter_nanosleep,syscalls:sys_enter_futex,context-switches,task-clock
-	printf '%-4s %-9s %9s %10s %7s %9s %8s\n' rev process syscalls nanosleep futex switches cpu_ms
+	ev=raw_syscalls:sys_enter,syscalls:sys_enter_nanosleep,syscalls:sys_enter_futex,context-switches,page-faults,task-clock
+	printf '%-4s %-9s %9s %10s %7s %9s %7s %8s\n' rev process syscalls nanosleep futex switches faults cpu_ms
 	for i in $(seq 1 $n); do
 		empty
 		"$BASE/bin/lmtpload" -pipelining ${CLIENT[i]} -socket "$BASE/run-$i/lmtp.sock" -users "$pu" -n 20 -id "abw$i" >/dev/null
@@ -244,8 +247,8 @@ if [ "${PERF:-0}" = 1 ]; then
 		wait "$p1" "$p2" || true
 		for w in l w; do
 			awk -F, -v rev="$i" -v proc="$([ $w = l ] && echo listener || echo worker)" -v n="$pn" '/^[0-9]/ { v[$3] = $1 / n }
-				END { printf "%-4s %-9s %9.1f %10.2f %7.2f %9.2f %8.3f\n", rev, proc, v["raw_syscalls:sys_enter"],
-					v["syscalls:sys_enter_nanosleep"], v["syscalls:sys_enter_futex"], v["context-switches"], v["task-clock"] }' "$BASE/perf-$w$i"
+				END { printf "%-4s %-9s %9.1f %10.2f %7.2f %9.2f %7.2f %8.3f\n", rev, proc, v["raw_syscalls:sys_enter"],
+					v["syscalls:sys_enter_nanosleep"], v["syscalls:sys_enter_futex"], v["context-switches"], v["page-faults"], v["task-clock"] }' "$BASE/perf-$w$i"
 		done
 	done
 fi

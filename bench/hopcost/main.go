@@ -4,9 +4,14 @@
 // every pass wakes a process.
 //
 //	hopcost [-n N] [-idle 0,20us,100us,300us,1ms] [-syscalls N]
-//	        [-peer blocking,poller] [-child-slack 10ms]
+//	        [-peer blocking,poller] [-child-slack 10ms] [-pages N]
 //
-// It prints the cost of one system call (getppid, the cheapest), then the
+// It prints the cost of one system call (getppid, the cheapest), and of
+// the first write to a page of fresh anonymous memory (the page fault
+// that maps it), against a second write to the same page: a process pays
+// the first for every page its heap grows by, and a young lda worker's
+// heap grows with every job (-pages such pages, 16 MiB by default). Then
+// the
 // round trip of a small packet over a SOCK_SEQPACKET socket pair, the kind
 // lda's listener and workers speak over, to a child process that answers
 // at once: back to back, and after both sides have slept for each time in
@@ -72,20 +77,21 @@ func main() {
 	calls := flag.Int("syscalls", 200000, "system calls timed for the first row")
 	peer := flag.String("peer", peerBlocking+","+peerPoller, "comma-separated kinds of child: blocking, poller")
 	slack := flag.Duration("child-slack", spawn.DefaultTimerSlack, "the child's timer slack (0: the kernel's default)")
+	pages := flag.Int("pages", 4096, "pages of fresh memory written for the page-fault row")
 	flag.Parse()
 	idles, err := parseIdles(*idle)
 	var peers []string
 	if err == nil {
 		peers, err = parsePeers(*peer)
 	}
-	if err == nil && (*n < 1 || *calls < 1 || *slack < 0) {
-		err = errors.New("-n and -syscalls must be positive, -child-slack not negative")
+	if err == nil && (*n < 1 || *calls < 1 || *pages < 1 || *slack < 0) {
+		err = errors.New("-n, -syscalls and -pages must be positive, -child-slack not negative")
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "hopcost: %v\n", err)
 		os.Exit(64) // EX_USAGE
 	}
-	rep, err := measure(*calls, *n, idles, peers, *slack)
+	rep, err := measure(*calls, *pages, *n, idles, peers, *slack)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "hopcost:", err)
 		os.Exit(70) // EX_SOFTWARE
@@ -141,6 +147,8 @@ type row struct {
 type report struct {
 	cpus       int
 	syscall    time.Duration // per call
+	fresh      time.Duration // first write to a page of fresh memory, per page
+	again      time.Duration // a second write to each of those pages, per page
 	childSlack time.Duration
 	rows       []row
 }
@@ -148,6 +156,7 @@ type report struct {
 func (r *report) write(w io.Writer) {
 	fmt.Fprintf(w, "hopcost: %d CPUs, %s, child timer slack %v\n", r.cpus, runtime.Version(), r.childSlack)
 	fmt.Fprintf(w, "system call (getppid):            %7.2f µs\n", us(r.syscall))
+	fmt.Fprintf(w, "fresh page, first write:          %7.2f µs (written again: %.3f µs)\n", us(r.fresh), us(r.again))
 	peer := ""
 	for _, x := range r.rows {
 		if x.peer != peer {
@@ -169,16 +178,46 @@ func (r *report) write(w io.Writer) {
 
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 
-// measure times calls system calls, then n round trips per idle time to
-// a child of each kind in peers, started from this same binary with the
-// timer slack childSlack.
-func measure(calls, n int, idles []time.Duration, peers []string, childSlack time.Duration) (*report, error) {
+// pageCost writes one byte to each of pages pages of a fresh anonymous
+// mapping, then once more: the time per page of each pass. The first pass
+// takes a page fault per page (the kernel zeroes a page and maps it); the
+// second finds them mapped.
+func pageCost(pages int) (fresh, again time.Duration, err error) {
+	size := pages * os.Getpagesize()
+	mem, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return 0, 0, fmt.Errorf("mmap: %w", err)
+	}
+	defer unix.Munmap(mem)
+	var d [2]time.Duration
+	for pass := range d {
+		t0 := time.Now()
+		for i := 0; i < size; i += os.Getpagesize() {
+			mem[i]++
+		}
+		d[pass] = time.Since(t0) / time.Duration(pages)
+	}
+	if mem[0] != 2 {
+		return 0, 0, errors.New("a page lost a write")
+	}
+	return d[0], d[1], nil
+}
+
+// measure times calls system calls, the first and second writes to pages
+// of fresh memory, then n round trips per idle time to a child of each
+// kind in peers, started from this same binary with the timer slack
+// childSlack.
+func measure(calls, pages, n int, idles []time.Duration, peers []string, childSlack time.Duration) (*report, error) {
 	rep := &report{cpus: runtime.NumCPU(), childSlack: childSlack}
 	t0 := time.Now()
 	for range calls {
 		syscall.Getppid()
 	}
 	rep.syscall = time.Since(t0) / time.Duration(calls)
+	var err error
+	if rep.fresh, rep.again, err = pageCost(pages); err != nil {
+		return nil, err
+	}
 	// One OS thread for the whole measurement: the round trip is that of
 	// a blocking read, not of the Go scheduler handing work between
 	// threads.

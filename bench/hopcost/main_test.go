@@ -65,12 +65,17 @@ func TestParsePeers(t *testing.T) {
 func TestMeasure(t *testing.T) {
 	idles := []time.Duration{0, 200 * time.Microsecond}
 	peers := []string{peerBlocking, peerPoller}
-	rep, err := measure(1000, 100, idles, peers, 3*time.Millisecond)
+	rep, err := measure(1000, 256, 100, idles, peers, 3*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if rep.syscall <= 0 || rep.syscall > time.Millisecond {
 		t.Errorf("a system call took %v", rep.syscall)
+	}
+	// A first write maps and zeroes a page (a fault, a 4 KiB clear); a
+	// second one is a store to a mapped page.
+	if rep.fresh <= 0 || rep.again < 0 || rep.again >= rep.fresh {
+		t.Errorf("fresh page %v, written again %v", rep.fresh, rep.again)
 	}
 	if len(rep.rows) != len(idles)*len(peers) {
 		t.Fatalf("%d rows for %d idle times and %d peers", len(rep.rows), len(idles), len(peers))
