@@ -117,14 +117,14 @@ func TestRecoveryRecord(t *testing.T) {
 	rj := &Job{Mode: ModeRecover, User: "alice", UID: 1001, GID: 1001, Home: "/home/alice", Kind: KindMbox,
 		Path: "/var/mail/alice", Sender: "s@example.org", Policy: "embedded",
 		Recover: &Progress{Offset: 4096, Dev: 2049, Ino: 77, FromLine: "From s@example.org Sun Dec  6 00:00:00 2026\n"}}
-	if err := WriteRecovery(f, rj); err != nil {
+	if err := (&Recovery{F: f}).Set(rj); err != nil {
 		t.Fatal(err)
 	}
 	got, err := ReadRecovery(f)
 	if err != nil || got == nil || got.Recover == nil || *got.Recover != *rj.Recover || got.Path != rj.Path || got.User != rj.User {
 		t.Fatalf("round trip: %+v, %v", got, err)
 	}
-	if err := WriteRecovery(f, nil); err != nil {
+	if err := (&Recovery{F: f}).Set(nil); err != nil {
 		t.Fatal(err)
 	}
 	if j, err := ReadRecovery(f); j != nil || err != nil {
@@ -132,7 +132,7 @@ func TestRecoveryRecord(t *testing.T) {
 	}
 	d := *rj
 	d.Mode, d.Recover = ModeDeliver, nil
-	if err := WriteRecovery(f, &d); err == nil {
+	if err := (&Recovery{F: f}).Set(&d); err == nil {
 		t.Fatal("wrote a deliver job as a recovery record")
 	}
 	// What a lying worker could leave.

@@ -534,7 +534,7 @@ var resultKeys = keySet{
 }
 
 // ResultHeader is the first line of a result; a worker writes it, then
-// an optional progress line, then the rest of EncodeResult's output.
+// an optional progress line, then the rest (AppendResultBody).
 func ResultHeader() []byte { return AppendResultHeader(nil) }
 
 // AppendResultHeader appends the header line to b.
@@ -549,11 +549,8 @@ func EncodeProgress(p Progress) []byte {
 	return appendProgress(make([]byte, 0, 128), "progress", &p)
 }
 
-// EncodeResultBody is everything after the header and progress lines.
-func EncodeResultBody(r *Result) []byte { return AppendResultBody(make([]byte, 0, 256), r) }
-
-// AppendResultBody appends EncodeResultBody's output to b, for a caller
-// that reuses one buffer (a warm worker, one result after another).
+// AppendResultBody appends everything after the header and progress lines
+// to b, which a warm worker reuses from one result to the next.
 func AppendResultBody(b []byte, r *Result) []byte {
 	st := r.Status
 	b = append(b, "status "...)

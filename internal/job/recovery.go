@@ -13,9 +13,6 @@ import (
 // writes the job before the length, so a length is never read ahead of
 // its record.
 
-// WriteRecovery sets the record in f to r, or clears it (r nil).
-func WriteRecovery(f io.WriterAt, r *Job) error { return (&Recovery{F: f}).Set(r) }
-
 // Recovery writes the records of one file through one buffer, reused from
 // record to record: a warm worker sets one or two per job, for as long as
 // it lives, and a new buffer each time was most of what it allocated.
@@ -24,7 +21,7 @@ type Recovery struct {
 	buf []byte
 }
 
-// Set sets the record in w.F to r, or clears it (r nil), as WriteRecovery.
+// Set sets the record in w.F to r, or clears it (r nil).
 func (w *Recovery) Set(r *Job) error {
 	var n [8]byte
 	if r != nil {
