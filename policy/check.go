@@ -80,14 +80,14 @@ func (p *Policy) Check(u User, d Destination) Decision {
 	if up != nil {
 		for _, r := range up.deny {
 			if match(r) {
-				return Decision{Rule: r.public(), Reason: r.deniedText()}
+				return Decision{Rule: r.public(), Reason: r.text().deniedBy}
 			}
 		}
 	}
 	// 3. The system's deny rules.
 	for _, r := range sys.deny {
 		if match(r) {
-			return Decision{Rule: r.public(), Reason: r.deniedText()}
+			return Decision{Rule: r.public(), Reason: r.text().deniedBy}
 		}
 	}
 	// 4. The system's allow rules.
@@ -136,7 +136,7 @@ func (p *Policy) Check(u User, d Destination) Decision {
 // rule for a user's rule).
 func (p *Policy) allow(u User, d Destination, r, m *rule) Decision {
 	sys := p.Sys
-	dec := Decision{Allowed: true, Rule: r.public(), Reason: r.allowedText()}
+	dec := Decision{Allowed: true, Rule: r.public(), Reason: r.text().allowedBy}
 	if r != m {
 		dec.Reason += " (within " + m.String() + ")"
 	}
@@ -207,6 +207,6 @@ func (p *Policy) Default(u User) (Destination, Decision) {
 		d = r.destination(u)
 	}
 	dec := p.Check(u, d)
-	dec.Reason = r.defaultText() + dec.Reason
+	dec.Reason = r.text().defaultFrom + dec.Reason
 	return d, dec
 }

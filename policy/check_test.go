@@ -366,20 +366,21 @@ func TestDecisionTexts(t *testing.T) {
 	for _, r := range rules {
 		t.Run(r.String(), func(t *testing.T) {
 			fresh := &rule{Rule: r.Rule} // not read through made
-			if fresh.allowedBy != "" || fresh.deniedBy != "" || fresh.defaultFrom != "" {
+			if fresh.texts != nil {
 				t.Fatal("a rule literal has texts")
 			}
+			if r.texts == nil {
+				t.Fatal("the rule was not read through made")
+			}
+			made, again := r.text(), fresh.text()
 			for _, c := range []struct{ name, made, fresh, want string }{
-				{"allowed", r.allowedText(), fresh.allowedText(), "allowed by " + r.String()},
-				{"denied", r.deniedText(), fresh.deniedText(), "denied by " + r.String()},
-				{"default", r.defaultText(), fresh.defaultText(), "default from " + r.File + ":" + strconv.Itoa(r.Line) + "; "},
+				{"allowed", made.allowedBy, again.allowedBy, "allowed by " + r.String()},
+				{"denied", made.deniedBy, again.deniedBy, "denied by " + r.String()},
+				{"default", made.defaultFrom, again.defaultFrom, "default from " + r.File + ":" + strconv.Itoa(r.Line) + "; "},
 			} {
 				if c.made != c.want || c.fresh != c.want {
 					t.Errorf("%s: made %q, fresh %q, want %q", c.name, c.made, c.fresh, c.want)
 				}
-			}
-			if r.allowedBy == "" {
-				t.Error("the rule was not read through made")
 			}
 		})
 	}

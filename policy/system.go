@@ -54,43 +54,39 @@ type System struct {
 // rule is a parsed rule.
 type rule struct {
 	Rule
-	pat     *pattern // Mbox and Maildir
-	folders bool     // Maildir: the rule admits Maildir++ folders
-	x       *xpat    // user rules: pattern already expanded for the user
-	// The texts a decision quotes, made once when the rule is read
-	// (made): a warm worker's every job used to build them again.
+	pat     *pattern   // Mbox and Maildir
+	folders bool       // Maildir: the rule admits Maildir++ folders
+	x       *xpat      // user rules: pattern already expanded for the user
+	texts   *ruleTexts // made once the rule is read (made)
+}
+
+// ruleTexts are what a rule's decisions quote. A warm worker's every job
+// used to build them again.
+type ruleTexts struct {
 	allowedBy, deniedBy, defaultFrom string
+}
+
+func newRuleTexts(r *Rule) *ruleTexts {
+	s := r.String()
+	return &ruleTexts{
+		allowedBy:   "allowed by " + s,
+		deniedBy:    "denied by " + s,
+		defaultFrom: "default from " + r.File + ":" + strconv.Itoa(r.Line) + "; ",
+	}
 }
 
 // made completes r once it is read: the texts its decisions quote.
 func (r *rule) made() *rule {
-	s := r.Rule.String()
-	r.allowedBy, r.deniedBy = "allowed by "+s, "denied by "+s
-	r.defaultFrom = "default from " + r.File + ":" + strconv.Itoa(r.Line) + "; "
+	r.texts = newRuleTexts(&r.Rule)
 	return r
 }
 
-// allowedText, deniedText and defaultText are those texts, made afresh
-// for a rule that was not read through made.
-func (r *rule) allowedText() string {
-	if r.allowedBy == "" {
-		return "allowed by " + r.String()
+// text returns r's texts, made afresh for a rule not read through made.
+func (r *rule) text() *ruleTexts {
+	if r.texts == nil {
+		return newRuleTexts(&r.Rule)
 	}
-	return r.allowedBy
-}
-
-func (r *rule) deniedText() string {
-	if r.deniedBy == "" {
-		return "denied by " + r.String()
-	}
-	return r.deniedBy
-}
-
-func (r *rule) defaultText() string {
-	if r.defaultFrom == "" {
-		return "default from " + r.File + ":" + strconv.Itoa(r.Line) + "; "
-	}
-	return r.defaultFrom
+	return r.texts
 }
 
 func (r *rule) expand(u User) xpat {
