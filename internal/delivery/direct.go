@@ -46,13 +46,8 @@ func (a *Agent) StartDirect(u *userdb.User) (*DirectWorker, *os.File, error) {
 	if err != nil {
 		return nil, nil, status.Usage.Wrap(err)
 	}
-	mfd, err := unix.MemfdCreate("lda-recovery", unix.MFD_CLOEXEC)
+	mem, err := newRecoveryFile()
 	if err != nil {
-		return nil, nil, status.Unknown.Wrap(fmt.Errorf("memfd: %w", err))
-	}
-	mem := os.NewFile(uintptr(mfd), "lda-recovery")
-	if err := mem.Truncate(8); err != nil { // an empty record
-		mem.Close()
 		return nil, nil, status.Unknown.Wrap(err)
 	}
 	files := []*os.File{mem}
@@ -85,6 +80,26 @@ func (a *Agent) StartDirect(u *userdb.User) (*DirectWorker, *os.File, error) {
 	}
 	go a.watchDirect(w)
 	return w, proc.Conn, nil
+}
+
+// newRecoveryFile makes a direct worker's recovery file: a memfd of
+// job.RecoverySize bytes with no record, sealed so that no one can grow or
+// shrink it (the worker maps it; a shorter file would fault).
+func newRecoveryFile() (*os.File, error) {
+	mfd, err := unix.MemfdCreate("lda-recovery", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		return nil, fmt.Errorf("memfd: %w", err)
+	}
+	mem := os.NewFile(uintptr(mfd), "lda-recovery")
+	if err := mem.Truncate(job.RecoverySize); err != nil {
+		mem.Close()
+		return nil, err
+	}
+	if _, err := unix.FcntlInt(mem.Fd(), unix.F_ADD_SEALS, unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_SEAL); err != nil {
+		mem.Close()
+		return nil, fmt.Errorf("sealing the recovery file: %w", err)
+	}
+	return mem, nil
 }
 
 // Ended is closed once the worker has been reaped and any partial mbox

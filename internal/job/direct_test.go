@@ -3,6 +3,7 @@ package job
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -101,46 +102,70 @@ func TestWorkerReply(t *testing.T) {
 	}
 }
 
-// TestRecoveryRecord: what a worker writes is what root reads; a cleared
-// record reads as none; only a recover job can be written; a record that
-// is too long or not a recover job is refused on reading.
-func TestRecoveryRecord(t *testing.T) {
+// recoveryFile returns a recovery file with no record, as root makes it,
+// and its mapping.
+func recoveryFile(t *testing.T) (*os.File, *Recovery) {
+	t.Helper()
 	f, err := os.CreateTemp(t.TempDir(), "rec")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	f.Truncate(8)
+	t.Cleanup(func() { f.Close() })
+	if err := f.Truncate(RecoverySize); err != nil {
+		t.Fatal(err)
+	}
+	w, err := MapRecovery(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Unmap() })
+	return f, w
+}
+
+// header builds a recovery header: a record's length and slot.
+func header(size, slot uint64) []byte {
+	return binary.NativeEndian.AppendUint64(nil, size|slot<<32)
+}
+
+// TestRecoveryRecord: what a worker writes is what root reads; a cleared
+// record reads as none; only a recover job can be written; a record that
+// is too long, in no slot, or not a recover job is refused on reading; a
+// file of the wrong size is not mapped.
+func TestRecoveryRecord(t *testing.T) {
+	f, w := recoveryFile(t)
 	if j, err := ReadRecovery(f); j != nil || err != nil {
 		t.Fatalf("empty record: %+v, %v", j, err)
 	}
 	rj := &Job{Mode: ModeRecover, User: "alice", UID: 1001, GID: 1001, Home: "/home/alice", Kind: KindMbox,
 		Path: "/var/mail/alice", Sender: "s@example.org", Policy: "embedded",
 		Recover: &Progress{Offset: 4096, Dev: 2049, Ino: 77, FromLine: "From s@example.org Sun Dec  6 00:00:00 2026\n"}}
-	if err := (&Recovery{F: f}).Set(rj); err != nil {
+	if err := w.Set(rj); err != nil {
 		t.Fatal(err)
 	}
 	got, err := ReadRecovery(f)
 	if err != nil || got == nil || got.Recover == nil || *got.Recover != *rj.Recover || got.Path != rj.Path || got.User != rj.User {
 		t.Fatalf("round trip: %+v, %v", got, err)
 	}
-	if err := (&Recovery{F: f}).Set(nil); err != nil {
-		t.Fatal(err)
-	}
+	w.Clear()
 	if j, err := ReadRecovery(f); j != nil || err != nil {
 		t.Fatalf("cleared record: %+v, %v", j, err)
 	}
 	d := *rj
 	d.Mode, d.Recover = ModeDeliver, nil
-	if err := (&Recovery{F: f}).Set(&d); err == nil {
+	if err := w.Set(&d); err == nil {
 		t.Fatal("wrote a deliver job as a recovery record")
 	}
 	// What a lying worker could leave.
 	rec, _ := d.Encode()
+	good, _ := rj.Encode()
 	for name, data := range map[string][]byte{
-		"a deliver job": append(binary.LittleEndian.AppendUint64(nil, uint64(len(rec))), rec...),
-		"too long":      {0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0},
-		"garbage":       append([]byte{5, 0, 0, 0, 0, 0, 0, 0}, "hello"...),
+		"a deliver job":   append(header(uint64(len(rec)), 0), rec...),
+		"too long":        header(MaxRecord+1, 0),
+		"length 0":        header(0, 1),
+		"no such slot":    append(header(uint64(len(good)), 2), good...),
+		"garbage":         append(header(5, 0), "hello"...),
+		"a short header":  {1, 0, 0},
+		"slot 1 is empty": append(header(uint64(len(good)), 1), good...),
 	} {
 		t.Run(name, func(t *testing.T) {
 			g, _ := os.CreateTemp(t.TempDir(), "rec")
@@ -154,25 +179,28 @@ func TestRecoveryRecord(t *testing.T) {
 	if !bytes.HasPrefix(rec, []byte("lda-job 1\n")) {
 		t.Fatalf("job record %q", rec)
 	}
+	for _, size := range []int64{8, RecoverySize - 1, RecoverySize + 1} {
+		g, _ := os.CreateTemp(t.TempDir(), "rec")
+		g.Truncate(size)
+		if m, err := MapRecovery(g); err == nil {
+			m.Unmap()
+			t.Fatalf("mapped a recovery file of %d bytes", size)
+		}
+		g.Close()
+	}
 }
 
 // TestRecoveryReused: a Recovery writes each record through the same
-// buffer, and a shorter record after a longer one reads back as itself
-// (the length comes first, not the end of the longer record); a refused
-// record leaves the last one in place.
+// buffer, and a shorter record after a longer one reads back as itself;
+// a refused record leaves the last one in place.
 func TestRecoveryReused(t *testing.T) {
-	f, err := os.CreateTemp(t.TempDir(), "rec")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	w := &Recovery{F: f}
+	f, w := recoveryFile(t)
 	long := &Job{Mode: ModeRecover, User: "alice", UID: 1001, GID: 1001, Home: "/home/alice", Kind: KindMbox,
 		Path: "/var/mail/alice", Sender: strings.Repeat("s", 200) + "@example.org", Policy: "embedded",
 		Recover: &Progress{Offset: 4096, Dev: 2049, Ino: 77, FromLine: "From s@example.org Sun Dec  6 00:00:00 2026\n"}}
 	short := &Job{Mode: ModeRecover, User: "alice", UID: 1001, GID: 1001, Home: "/home/alice", Kind: KindDefault,
 		Policy: "embedded", RecoverTmp: "1700000000.M1P2Q3R0123456789abcdef.host"}
-	for i, j := range []*Job{long, short, long, nil, short} {
+	for i, j := range []*Job{long, short, long, nil, short, short} {
 		if err := w.Set(j); err != nil {
 			t.Fatalf("record %d: %v", i, err)
 		}
@@ -198,6 +226,65 @@ func TestRecoveryReused(t *testing.T) {
 	}
 	if got, err := ReadRecovery(f); err != nil || got == nil || got.RecoverTmp != short.RecoverTmp {
 		t.Fatalf("after a refused record: %+v, %v", got, err)
+	}
+}
+
+// TestRecoveryTorn: a worker killed while it writes a record leaves any
+// bytes at all in the slot the header does not name; root still reads
+// the last complete record, whole.
+func TestRecoveryTorn(t *testing.T) {
+	first := &Job{Mode: ModeRecover, User: "alice", UID: 1001, GID: 1001, Home: "/home/alice", Kind: KindMbox,
+		Path: "/var/mail/alice", Policy: "embedded",
+		Recover: &Progress{Offset: 4096, Dev: 2049, Ino: 77, FromLine: "From s@example.org Sun Dec  6 00:00:00 2026\n"}}
+	next := *first
+	next.Recover = &Progress{Offset: 8192, Dev: 2049, Ino: 77, FromLine: first.Recover.FromLine}
+	nextRec, _ := next.Encode()
+	for _, records := range []int{1, 2, 3} { // the last record in slot 1, 0, 1
+		for name, torn := range map[string][]byte{
+			"half the next record": nextRec[:len(nextRec)/2],
+			"all of it":            nextRec,
+			"zeros":                make([]byte, MaxRecord),
+			"garbage":              bytes.Repeat([]byte("\xff\n"), MaxRecord/2),
+		} {
+			t.Run(fmt.Sprintf("%d records, %s", records, name), func(t *testing.T) {
+				f, w := recoveryFile(t)
+				for range records {
+					if err := w.Set(first); err != nil {
+						t.Fatal(err)
+					}
+				}
+				var h [8]byte
+				f.ReadAt(h[:], 0)
+				other := 1 - binary.NativeEndian.Uint64(h[:])>>32
+				if _, err := f.WriteAt(torn, int64(8+other*MaxRecord)); err != nil {
+					t.Fatal(err)
+				}
+				got, err := ReadRecovery(f)
+				if err != nil || got == nil || got.Recover == nil || *got.Recover != *first.Recover {
+					t.Fatalf("read %+v, %v; want the first record", got, err)
+				}
+			})
+		}
+		// The writer's half: a new record never overwrites the slot the
+		// header names, so the old record is whole until the header moves.
+		t.Run(fmt.Sprintf("%d records, then the next", records), func(t *testing.T) {
+			f, w := recoveryFile(t)
+			for range records {
+				if err := w.Set(first); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var h [8]byte
+			f.ReadAt(h[:], 0)
+			if err := w.Set(&next); err != nil {
+				t.Fatal(err)
+			}
+			f.WriteAt(h[:], 0) // as if the header's store had not happened
+			got, err := ReadRecovery(f)
+			if err != nil || got == nil || got.Recover == nil || *got.Recover != *first.Recover {
+				t.Fatalf("read %+v, %v; the next record overwrote the first", got, err)
+			}
+		})
 	}
 }
 

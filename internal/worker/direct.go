@@ -45,7 +45,13 @@ func MainDirect() int {
 		return 1
 	}
 	defer conn.Close()
-	rec := &job.Recovery{F: os.NewFile(directRecovery, "recovery")}
+	recf := os.NewFile(directRecovery, "recovery")
+	rec, err := job.MapRecovery(recf)
+	if err != nil {
+		os.Stderr.WriteString("worker: " + err.Error() + "\n")
+		return 1
+	}
+	recf.Close() // the mapping keeps the file
 	pkt, f, err := conn.Recv()
 	if err != nil || f != nil {
 		return 1
@@ -78,9 +84,7 @@ func MainDirect() int {
 		if f != nil {
 			f.Close()
 		}
-		if rec.Set(nil) != nil {
-			stop = true
-		}
+		rec.Clear()
 		out = appendResult(out[:0], res)
 		if conn.Send(out, nil) != nil || stop {
 			return 1
