@@ -420,17 +420,21 @@ func writeTmp(tmpfd int, msg io.Reader, now func() time.Time, host string, creat
 		}
 		break
 	}
-	f, name := os.NewFile(uintptr(fd), uniq), uniq
+	// The raw descriptor, not an *os.File: a regular file needs no poller,
+	// and os.NewFile costs a system call and a finalizer per message.
+	name := uniq
 	defer func() {
 		if err != nil {
-			f.Close()
+			if fd >= 0 {
+				unix.Close(fd)
+			}
 			unix.Unlinkat(tmpfd, name, 0)
 		}
 	}()
 	if err = unix.Fchmod(fd, 0o600); err != nil {
 		return "", 0, fmt.Errorf("maildir: fchmod: %w", err)
 	}
-	size, err = copyMsg(f, msg)
+	size, err = copyMsg(fd, msg)
 	if err == nil {
 		err = fault("write", uniq)
 	}
@@ -443,23 +447,32 @@ func writeTmp(tmpfd int, msg io.Reader, now func() time.Time, host string, creat
 	if err != nil {
 		return "", 0, fmt.Errorf("maildir: fsync: %w", err)
 	}
-	if err = fault("close", uniq); err != nil {
-		f.Close()
-	} else {
-		err = f.Close()
+	err = fault("close", uniq)
+	if cerr := closeFd(fd); err == nil {
+		err = cerr
 	}
+	fd = -1
 	if err != nil {
 		return "", 0, fmt.Errorf("maildir: close: %w", err)
 	}
 	return uniq, size, nil
 }
 
-// copyMsg copies msg into f. An *os.File source lets the kernel copy
-// (copy_file_range, splice); anything else goes through a pooled 256 KiB
-// buffer.
-func copyMsg(f *os.File, msg io.Reader) (int64, error) {
+// copyMsg copies msg into the file fd. An *os.File source lets the
+// kernel copy (copy_file_range, splice) into a duplicate of fd; anything
+// else goes through a pooled 256 KiB buffer.
+func copyMsg(fd int, msg io.Reader) (int64, error) {
 	if src, ok := msg.(*os.File); ok {
-		return f.ReadFrom(src)
+		d, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return 0, err
+		}
+		f := os.NewFile(uintptr(d), "tmp")
+		n, err := f.ReadFrom(src)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		return n, err
 	}
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
@@ -480,7 +493,7 @@ func copyMsg(f *os.File, msg io.Reader) (int64, error) {
 			n += m
 		}
 		if n > 0 {
-			w, werr := f.Write(buf[:n])
+			w, werr := writeFd(fd, buf[:n])
 			size += int64(w)
 			if werr != nil {
 				return size, werr
@@ -493,6 +506,34 @@ func copyMsg(f *os.File, msg io.Reader) (int64, error) {
 			return size, rerr
 		}
 	}
+}
+
+// writeFd writes all of p to fd, through short writes and EINTR.
+func writeFd(fd int, p []byte) (int, error) {
+	done := 0
+	for done < len(p) {
+		n, err := unix.Write(fd, p[done:])
+		if n > 0 {
+			done += n
+		}
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return done, err
+		case n <= 0:
+			return done, io.ErrShortWrite
+		}
+	}
+	return done, nil
+}
+
+// closeFd closes fd; EINTR is not retried (Linux has closed it anyway).
+func closeFd(fd int) error {
+	if err := unix.Close(fd); err != nil && err != unix.EINTR {
+		return err
+	}
+	return nil
 }
 
 // moveIn gives the complete tmp file its final name in dst with linkat
