@@ -70,6 +70,16 @@ type homeProbe struct {
 	// user scripts, looked for and, if so, no entry.
 	policyLooked, noPolicy   bool
 	scriptsLooked, noScripts bool
+	dir                      bool // the stat at the job's start found the home a directory (id)
+}
+
+// seenDir returns what this job's probe found at path, a directory, if
+// path is the home it stat'ed; else nil.
+func (hp *homeProbe) seenDir(path string) *fileID {
+	if hp == nil || !hp.dir || hp.path != path {
+		return nil
+	}
+	return &hp.id
 }
 
 // probeHome stats home and consults the cache. A nil probe (the tests')
@@ -84,6 +94,7 @@ func probeHome(home, userFile string) *homeProbe {
 	if unix.Stat(home, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
 		return hp
 	}
+	hp.dir = true
 	now := cacheClock()
 	hp.id = idOf(&st)
 	homeCache.mu.Lock()

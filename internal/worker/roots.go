@@ -32,16 +32,24 @@ type rootEnt struct {
 }
 
 // open returns the directory at path, open, for the caller to use but not
-// to close.
-func (c *rootCache) open(path string) (*os.File, error) {
+// to close. seen is the directory that this job has already found at path
+// with a stat (following symlinks, as here), or nil: the home's, from the
+// job's probe (home.go), stands for a second stat of the same path.
+func (c *rootCache) open(path string, seen *fileID) (*os.File, error) {
 	for i := range c.ents {
 		e := &c.ents[i]
 		if e.f == nil || e.path != path {
 			continue
 		}
-		var st unix.Stat_t
-		if unix.Stat(path, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR && st.Dev == e.dev && st.Ino == e.ino {
-			return e.f, nil
+		if seen != nil {
+			if seen.dev == e.dev && seen.ino == e.ino {
+				return e.f, nil
+			}
+		} else {
+			var st unix.Stat_t
+			if unix.Stat(path, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR && st.Dev == e.dev && st.Ino == e.ino {
+				return e.f, nil
+			}
 		}
 		e.close()
 	}

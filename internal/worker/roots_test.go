@@ -41,7 +41,7 @@ func TestRootCache(t *testing.T) {
 	})
 	open := func(p string) *os.File {
 		t.Helper()
-		f, err := c1.open(p)
+		f, err := c1.open(p, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -91,8 +91,36 @@ func TestRootCache(t *testing.T) {
 		if err := os.Rename(c, c+".gone"); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := c1.open(c); err == nil {
+		if _, err := c1.open(c, nil); err == nil {
 			t.Fatal("a root whose path is gone was handed out")
+		}
+	})
+	t.Run("the job's own stat", func(t *testing.T) {
+		// A stat the job made of the path (the home's, by its probe)
+		// stands for the path at that instant: it decides, not a second
+		// stat. One naming another directory closes the entry.
+		f1 := open(a)
+		var st unix.Stat_t
+		if err := unix.Stat(a, &st); err != nil {
+			t.Fatal(err)
+		}
+		seen := idOf(&st)
+		if f2, err := c1.open(a, &seen); err != nil || f2 != f1 {
+			t.Fatalf("a root the job's stat still leads to was not reused: %v", err)
+		}
+		if err := unix.Stat(b, &st); err != nil {
+			t.Fatal(err)
+		}
+		seen = idOf(&st)
+		f3, err := c1.open(a, &seen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f3 == f1 || f1.Fd() != ^uintptr(0) {
+			t.Fatal("a root was reused though the job's stat named another directory")
+		}
+		if ino(f3) != pathIno(a) {
+			t.Fatal("the root opened afresh is not the path's")
 		}
 	})
 	t.Run("pushed out and closed", func(t *testing.T) {

@@ -116,6 +116,10 @@ func rootCredentials() bool {
 	return os.Getuid() == 0 || os.Geteuid() == 0 || os.Getgid() == 0 || os.Getegid() == 0
 }
 
+// myUID is the uid this process runs as, looked up once: a worker never
+// changes its credentials, and os.Getuid is a system call each time.
+var myUID = sync.OnceValue(os.Getuid)
+
 // mine checks that j is for the uid and gid this process runs as.
 func mine(j *job.Job) *status.Status {
 	if j.UID != os.Getuid() || j.GID != os.Getgid() {
@@ -312,7 +316,7 @@ func loadUser(sys *policy.System, u policy.User, hp *homeProbe) (*policy.UserPol
 	switch {
 	case st.Mode&unix.S_IFMT != unix.S_IFREG:
 		return nil, fmt.Sprintf("user policy %s ignored: not a regular file", name), nil
-	case int(st.Uid) != os.Getuid():
+	case int(st.Uid) != myUID():
 		return nil, fmt.Sprintf("user policy %s ignored: owned by uid %d, not the user", name, st.Uid), nil
 	case st.Mode&0o022 != 0:
 		return nil, fmt.Sprintf("user policy %s ignored: writable by group or others", name), nil
@@ -386,7 +390,7 @@ func mboxOptions(sys *policy.System, dec policy.Decision, j *job.Job) (mbox.Opti
 		return mbox.Options{}, err
 	}
 	return mbox.Options{
-		Owner:       os.Getuid(),
+		Owner:       myUID(),
 		Create:      dec.Create,
 		Locks:       locks,
 		LockTimeout: sys.Mbox.LockTimeout,
@@ -406,7 +410,7 @@ func deliverMbox(sys *policy.System, dec policy.Decision, t *task, msg io.Reader
 		// parent knows what to cut off if this process dies.
 		t.progress(job.Progress{Offset: p.Offset, Dev: p.Dev, Ino: p.Ino, FromLine: p.FromLine})
 	}
-	dir, err := roots.open(dec.Root)
+	dir, err := roots.open(dec.Root, t.home.seenDir(dec.Root))
 	if err != nil {
 		return status.From(fmt.Errorf("open mailbox root: %w", err))
 	}
@@ -463,11 +467,11 @@ func deliverMaildir(t *task, dec policy.Decision, folder string, msg io.Reader) 
 }
 
 func deliverMaildirFlags(t *task, dec policy.Decision, folder, flags string, msg io.Reader) (string, *status.Status) {
-	dir, err := roots.open(dec.Root)
+	dir, err := roots.open(dec.Root, t.home.seenDir(dec.Root))
 	if err != nil {
 		return "", status.From(fmt.Errorf("open maildir root: %w", err))
 	}
-	opt := maildir.Options{CheckOwner: true, Owner: os.Getuid(), Create: dec.Create, CreateFolders: dec.CreateFolders, Flags: flags,
+	opt := maildir.Options{CheckOwner: true, Owner: myUID(), Create: dec.Create, CreateFolders: dec.CreateFolders, Flags: flags,
 		Dirs: &inbox}
 	if t.creating != nil {
 		opt.Creating = func(tmp string) error { return t.creating(folder, tmp) }
