@@ -207,11 +207,11 @@ func (a *Agent) runWarm(ctx context.Context, j *job.Job, msg *os.File) (*job.Res
 // onWarm has a warm worker for k perform the job encode builds for that
 // worker's key (appended to buf, the worker's own buffer, kept for its
 // next job): an idle one from pool, or one start makes. An idle worker
-// that turns out to have died before it received the job is replaced
-// (each try uses up one idle worker, so this ends); a worker that dies,
-// times out or answers badly after it received the job is killed and the
-// job fails with a temporary error (and mbox recovery, by whoever reaps
-// the worker). A worker is never given another user's job: exchange
+// that turns out to have died, or to have been stopped by its user, before
+// it read the job is replaced (each try uses up one idle worker, so this
+// ends); a worker that dies, times out, is found stopped or answers badly
+// after it read the job is killed and the job fails with a temporary error
+// (and mbox recovery, by whoever reaps the worker). A worker is never given another user's job: exchange
 // refuses any job whose key is not the worker's.
 func onWarm(ctx context.Context, pool *Pool, k warmKey, start func() (*warm, *status.Status),
 	encode func(k warmKey, buf []byte) ([]byte, error), msg *os.File, timeout time.Duration) (*job.Result, *status.Status) {
@@ -238,6 +238,13 @@ func onWarm(ctx context.Context, pool *Pool, k warmKey, start func() (*warm, *st
 		}
 		w.jobBuf = rec[:0]
 		out, sent, err := w.exchange(w.key, rec, msg, deadline)
+		if errors.Is(err, errStopped) {
+			if w.endStopped() && !fresh {
+				continue // stopped while idle; the job never reached it
+			}
+			res, _ := job.DecodeResult(out)
+			return res, status.Timeout.Wrap(fmt.Errorf("%w, killed: %w", err, job.ErrIncomplete))
+		}
 		if !sent {
 			w.kill()
 			if !fresh && !errors.Is(err, errWrongWorker) {

@@ -277,6 +277,9 @@ func TestDirectWithoutReplySocket(t *testing.T) {
 // fails with 451 4.3.0 only after root has cut the partial message off, so
 // the mbox is exactly as it was; the next delivery works.
 func TestDirectRecovery(t *testing.T) {
+	// Stopped and killed at once: not a stopped worker for exchange to find.
+	defer func(d time.Duration) { stopLook = d }(stopLook)
+	stopLook = time.Hour
 	f := newDirectFixture(t, PoolConfig{MaxIdle: 4, IdleTime: time.Minute, MaxDeliveries: 100})
 	if out, ok := f.deliver(f.u1, job.KindMbox, f.msg, f.size); !ok || !out.Status.OK() {
 		t.Fatalf("first delivery: %v", out.Status)
@@ -320,6 +323,58 @@ func TestDirectRecovery(t *testing.T) {
 	}
 	if out, ok := f.deliver(f.u1, job.KindMbox, f.msg, f.size); !ok || !out.Status.OK() {
 		t.Fatalf("delivery after the recovery: %v", out.Status)
+	}
+}
+
+// TestDirectStoppedHolding: a direct worker its user stopped after it
+// read a job is ended when exchange looks (stopLook), and the job fails
+// with 451 4.4.7 only after root has cut its partial append off: the mbox
+// is as it was.
+func TestDirectStoppedHolding(t *testing.T) {
+	f := newDirectFixture(t, PoolConfig{MaxIdle: 4, IdleTime: time.Minute, MaxDeliveries: 100})
+	defer func(d time.Duration) { stopLook = d }(stopLook)
+	stopLook = 3 * time.Second // long enough to stop it first
+	mbox := filepath.Join(f.u1.Home, "mbox")
+	if out, ok := f.deliver(f.u1, job.KindMbox, f.msg, f.size); !ok || !out.Status.OK() {
+		t.Fatalf("first mbox delivery: %v", out.Status)
+	}
+	st0, err := os.Stat(mbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ro, size := bigMessage(t, f.dir)
+	dw := f.onlyWorker(t)
+	done := make(chan Outcome, 1)
+	start := time.Now()
+	go func() {
+		out, _ := f.deliver(f.u1, job.KindMbox, ro, size)
+		done <- out
+	}()
+	for !recorded(dw) {
+		if time.Since(start) > 2*time.Second {
+			t.Fatal("the worker never recorded its append")
+		}
+	}
+	syscall.Kill(dw.Pid, syscall.SIGSTOP)
+	if !recorded(dw) {
+		t.Skip("the append finished before the worker could be stopped")
+	}
+	out := <-done
+	if out.Status.Code != 451 || out.Status.Enhanced != "4.4.7" {
+		t.Fatalf("stopped mid-append: %v, want 451 4.4.7", out.Status)
+	}
+	if d := time.Since(start); d < stopLook || d > stopLook+5*time.Second {
+		t.Fatalf("answered after %v; the look was due after %v", d, stopLook)
+	}
+	st1, err := os.Stat(mbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st1.Size() != st0.Size() {
+		t.Fatalf("mbox is %d bytes after recovery, was %d", st1.Size(), st0.Size())
+	}
+	if alive(dw.Pid) {
+		t.Fatal("the stopped worker is still there")
 	}
 }
 
@@ -372,6 +427,9 @@ func recorded(w *DirectWorker) bool {
 // has had the tmp/ file removed, so nothing is left in tmp/ and nothing
 // appeared in new/.
 func TestDirectRecoveryMaildir(t *testing.T) {
+	// Stopped and killed at once: not a stopped worker for exchange to find.
+	defer func(d time.Duration) { stopLook = d }(stopLook)
+	stopLook = time.Hour
 	f := newDirectFixture(t, PoolConfig{MaxIdle: 4, IdleTime: time.Minute, MaxDeliveries: 100})
 	if out, ok := f.deliver(f.u1, job.KindDefault, f.msg, f.size); !ok || !out.Status.OK() {
 		t.Fatalf("first delivery: %v", out.Status)
@@ -419,8 +477,9 @@ func TestDirectRecoveryMaildir(t *testing.T) {
 func itoa(n int) string { return strconv.Itoa(n) }
 
 // TestDirectStoppedIdle: a direct worker its user stopped while idle is
-// never given a job: the listener leaves it to root, which kills it, and
-// the delivery goes to a fresh worker.
+// given the next job but never reads it: when the answer is stopLook late,
+// the listener finds it stopped, has root end it, sees the job unread, and
+// gives the job to a fresh worker; it is delivered once.
 func TestDirectStoppedIdle(t *testing.T) {
 	f := newDirectFixture(t, PoolConfig{MaxIdle: 4, IdleTime: time.Minute, MaxDeliveries: 100})
 	if out, ok := f.deliver(f.u1, job.KindDefault, f.msg, f.size); !ok || !out.Status.OK() {

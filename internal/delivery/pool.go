@@ -189,14 +189,7 @@ func (p *Pool) take(k warmKey) *warm {
 			continue
 		default:
 		}
-		if w.stopped() {
-			// Its user stopped it (SIGSTOP): a job given to it would wait
-			// for delivery_timeout, and with it every other recipient of
-			// the same message.
-			w.abandon()
-			continue
-		}
-		return w
+		return w // one its user has stopped is found by exchange
 	}
 	return nil
 }
@@ -343,6 +336,35 @@ func (w *warm) kill() {
 
 var errWrongWorker = errors.New("delivery: job does not belong to this worker's user")
 
+// errStopped: the worker's answer was slow, and the worker is stopped.
+var errStopped = errors.New("worker stopped (SIGSTOP or a tracer)")
+
+// stopLook is how long a job's answer may take before exchange looks at
+// the worker's state. A worker its user has stopped (SIGSTOP) would hold
+// the job, and with it the replies of every other recipient of the
+// message, until delivery_timeout. Looking only when an answer is this
+// slow keeps the read of /proc/PID/stat off the path of every delivery
+// (it was 4 % of the listener's CPU per delivery, looked at before each
+// job); a stopped idle worker now costs its next job this much delay.
+var stopLook = 20 * time.Millisecond
+
+// endStopped ends a worker that exchange found stopped while it held a
+// job, and reports whether the job was still unread: then the worker
+// never acted on it and another may take it. The worker is ended first
+// and the socket asked afterwards, so that a SIGCONT in between cannot
+// make a job read after the answer "unread".
+func (w *warm) endStopped() (unread bool) {
+	if w.remote != nil {
+		w.remote.end() // root kills and reaps it, and recovers what it left
+	} else {
+		w.proc.Kill()
+		<-w.proc.Done
+	}
+	unread = w.conn.Unread(io.EOF)
+	w.close()
+	return unread
+}
+
 // exchange sends one job to w and reads its answer: zero or more progress
 // packets and one result packet, which it returns behind a result header
 // so that job.DecodeResult reads it exactly as a one-shot worker's output.
@@ -355,11 +377,24 @@ func (w *warm) exchange(k warmKey, rec []byte, msg *os.File, deadline time.Time)
 	if err := w.conn.Send(rec, msg); err != nil {
 		return nil, false, err
 	}
-	w.conn.SetReadDeadline(deadline)
+	look := time.Now().Add(stopLook)
+	if !look.Before(deadline) {
+		look = deadline
+	}
+	w.conn.SetReadDeadline(look)
 	out = job.AppendResultHeader(w.outBuf[:0])
 	defer func() { w.outBuf = out[:0] }()
 	for first := true; ; first = false {
 		pkt, f, err := w.conn.Recv()
+		for errors.Is(err, os.ErrDeadlineExceeded) && look.Before(deadline) {
+			// Slow: see whether its user stopped it (stopLook).
+			if w.stopped() {
+				return out, true, errStopped
+			}
+			look = deadline
+			w.conn.SetReadDeadline(deadline)
+			pkt, f, err = w.conn.Recv()
+		}
 		if f != nil {
 			f.Close()
 			return out, true, errors.New("worker sent a descriptor")

@@ -5,9 +5,10 @@ import (
 	"testing"
 )
 
-// BenchmarkStopped is the check made before every job that a warm worker
-// is not stopped: reading /proc/PID/stat by name, as the pool did, and one
-// pread of the descriptor the pool now keeps per worker.
+// BenchmarkStopped is the check that a warm worker is not stopped, made
+// once a job's answer is stopLook late (before every job until the
+// seventeenth round): reading /proc/PID/stat by name, as the pool first
+// did, and one pread of the descriptor the pool keeps per worker.
 func BenchmarkStopped(b *testing.B) {
 	pid := os.Getpid()
 	b.Run("readfile", func(b *testing.B) {
