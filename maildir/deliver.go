@@ -64,9 +64,15 @@ func fault(stage, name string) error {
 	return nil
 }
 
-// useRename makes tests take the Renameat2(RENAME_NOREPLACE) path that is
-// otherwise only used where the file system refuses hard links.
-var useRename bool
+// useLink makes tests take the linkat and unlinkat path that is otherwise
+// only used where the file system has no RENAME_NOREPLACE.
+var useLink bool
+
+// renameNoReplace is renameat2(RENAME_NOREPLACE); tests replace it to play
+// a file system without the flag.
+var renameNoReplace = func(olddirfd int, oldpath string, newdirfd int, newpath string) error {
+	return unix.Renameat2(olddirfd, oldpath, newdirfd, newpath, unix.RENAME_NOREPLACE)
+}
 
 // bufPool holds copy buffers; a delivery from a pipe or socket moves data in
 // 256 KiB chunks without allocating.
@@ -536,25 +542,27 @@ func closeFd(fd int) error {
 	return nil
 }
 
-// moveIn gives the complete tmp file its final name in dst with linkat
-// (which, like RENAME_NOREPLACE, fails with EEXIST instead of replacing),
-// then removes the tmp name. A taken name is never replaced: a new unique
-// name is drawn, up to maxTries times. File systems without hard links
-// get renameat2(RENAME_NOREPLACE).
+// moveIn gives the complete tmp file its final name in dst with
+// renameat2(RENAME_NOREPLACE), which fails with EEXIST instead of
+// replacing a name, and leaves no second name behind. A taken name is
+// never replaced: a new unique name is drawn, up to maxTries times. A file
+// system without RENAME_NOREPLACE (EINVAL: NFS, say) gets linkat, which
+// never replaces either, then the tmp name is unlinked (the classic
+// Maildir way; one more system call, and the inode changed twice).
 func moveIn(tmpfd int, uniq string, dstfd int, size int64, flags string, cur bool, now func() time.Time, host string) (string, error) {
 	final := finalName(uniq, size, flags, cur)
-	rename := useRename
+	link := useLink
 	for i := 0; ; i++ {
 		err := fault("link", final)
 		if err == nil {
-			if rename {
-				err = unix.Renameat2(tmpfd, uniq, dstfd, final, unix.RENAME_NOREPLACE)
-			} else {
-				err = unix.Linkat(tmpfd, uniq, dstfd, final, 0)
-				if err == unix.EPERM || err == unix.EOPNOTSUPP || err == unix.ENOSYS {
-					rename = true
-					err = unix.Renameat2(tmpfd, uniq, dstfd, final, unix.RENAME_NOREPLACE)
+			if !link {
+				err = renameNoReplace(tmpfd, uniq, dstfd, final)
+				if err == unix.EINVAL || err == unix.ENOSYS {
+					link = true
 				}
+			}
+			if link {
+				err = unix.Linkat(tmpfd, uniq, dstfd, final, 0)
 			}
 		}
 		if err == unix.EEXIST && i+1 < maxTries {
@@ -566,7 +574,7 @@ func moveIn(tmpfd int, uniq string, dstfd int, size int64, flags string, cur boo
 		}
 		break
 	}
-	if !rename {
+	if link {
 		// The message is in place; a tmp name left by a failed unlink is
 		// harmless (readers remove tmp files older than 36 hours).
 		unix.Unlinkat(tmpfd, uniq, 0)

@@ -14,6 +14,7 @@ import (
 	"testing/iotest"
 
 	gomaildir "github.com/emersion/go-maildir"
+	"golang.org/x/sys/unix"
 
 	"lda/internal/status"
 )
@@ -193,6 +194,73 @@ func TestDeliver(t *testing.T) {
 }
 
 const fs0700 = os.ModeDir | 0o700
+
+// TestNoRenameNoReplace plays a file system without RENAME_NOREPLACE
+// (renameat2 says EINVAL): the message goes in with linkat, the tmp name
+// is removed, and a name taken in new/ is still never replaced.
+func TestNoRenameNoReplace(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		taken bool // the first final name already exists in new/
+	}{{"free name", false}, {"taken name", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, base, dir := setup(t)
+			box := filepath.Join(base, "Maildir")
+			mkMaildir(t, box)
+			tries := 0
+			renameNoReplace = func(int, string, int, string) error { tries++; return unix.EINVAL }
+			t.Cleanup(func() {
+				renameNoReplace = func(olddirfd int, oldpath string, newdirfd int, newpath string) error {
+					return unix.Renameat2(olddirfd, oldpath, newdirfd, newpath, unix.RENAME_NOREPLACE)
+				}
+			})
+			msg := []byte("Subject: x\n\nbody\n")
+			planted := []byte("planted\n")
+			if tc.taken {
+				// The name Deliver will draw first, at fixedNow with the
+				// process's next counter, cannot be known; plant on its
+				// first link instead.
+				plant := true
+				withHook(t, func(stage, name string) error {
+					if stage == "link" && plant {
+						plant = false
+						return os.WriteFile(filepath.Join(box, "new", name), planted, 0o600)
+					}
+					return nil
+				})
+			}
+			res, err := Deliver(dir, "Maildir", "", bytes.NewReader(msg), Options{Now: fixedNow})
+			if err != nil {
+				t.Fatalf("Deliver: %v", err)
+			}
+			if tries == 0 {
+				t.Fatal("renameat2 was not tried first")
+			}
+			if !tc.taken {
+				checkDelivered(t, box, res, "", "new", "", msg)
+			} else if b, err := os.ReadFile(filepath.Join(box, res.Path)); err != nil || !bytes.Equal(b, msg) {
+				t.Fatalf("the message reads %q (%v)", b, err)
+			}
+			if n := names(t, filepath.Join(box, "tmp")); len(n) != 0 {
+				t.Fatalf("tmp/ holds %q", n)
+			}
+			if tc.taken {
+				news := names(t, filepath.Join(box, "new"))
+				if len(news) != 2 {
+					t.Fatalf("new/ holds %q, want the planted name and the message", news)
+				}
+				for _, n := range news {
+					if n == filepath.Base(res.Path) {
+						continue
+					}
+					if b, _ := os.ReadFile(filepath.Join(box, "new", n)); !bytes.Equal(b, planted) {
+						t.Fatalf("the planted file now reads %q", b)
+					}
+				}
+			}
+		})
+	}
+}
 
 func TestSources(t *testing.T) {
 	for sname, src := range sources {

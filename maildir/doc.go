@@ -36,10 +36,10 @@
 //     buffer), fsync the file and close it, checking the close error.
 //  5. Link it into new/ (or cur/) as "<unix seconds>.M<microseconds>P<pid>
 //     Q<counter>R<16 hex random>.<host>,S=<size>" (plus ":2,<sorted flags>"
-//     in cur/) with linkat, which never replaces an existing name (EEXIST:
-//     a new unique name, up to 8 tries), then unlink the tmp name. Where
-//     hard links are not supported (EPERM, EOPNOTSUPP) renameat2 with
-//     RENAME_NOREPLACE is used instead.
+//     in cur/) with renameat2(RENAME_NOREPLACE), which never replaces an
+//     existing name (EEXIST: a new unique name, up to 8 tries). Where the
+//     file system has no RENAME_NOREPLACE (EINVAL) linkat is used, which
+//     never replaces either, and the tmp name is then unlinked.
 //  6. fsync new/ (or cur/). If that fails, the new entry is unlinked, the
 //     directory fsync'ed again and the error returned: success is never
 //     reported for a message that may not survive a crash.
@@ -68,7 +68,7 @@
 // (and, with Options.CheckOwner, below, the recipient's); (4) the message
 // file is created O_EXCL|O_NOFOLLOW, so a planted name in tmp/ (file,
 // symlink, FIFO) is never opened, and is 0600 whatever the umask;
-// (5) the final name is made with linkat or RENAME_NOREPLACE, never with a
+// (5) the final name is made with RENAME_NOREPLACE or linkat, never with a
 // rename that could replace a planted name in new/ or cur/; (6) nothing is
 // visible in new/ or cur/ before the file is fsync'ed, and success is
 // returned only after new/ or cur/ is fsync'ed (the order of qmail-local,

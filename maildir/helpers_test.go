@@ -156,17 +156,17 @@ func withHook(t testing.TB, h func(stage, name string) error) {
 	t.Cleanup(func() { faultHook = nil })
 }
 
-// modes runs f in each implementation mode: openat2 + linkat (the normal
-// path), renameat2(RENAME_NOREPLACE) instead of linkat, and the O_NOFOLLOW
-// walk instead of openat2.
+// modes runs f in each implementation mode: openat2 +
+// renameat2(RENAME_NOREPLACE) (the normal path), linkat and unlinkat
+// instead of renameat2, and the O_NOFOLLOW walk instead of openat2.
 func modes(t *testing.T, f func(t *testing.T)) {
 	for _, m := range []struct {
-		name           string
-		rename, noOat2 bool
-	}{{"link", false, false}, {"rename", true, false}, {"walk", false, true}} {
+		name         string
+		link, noOat2 bool
+	}{{"rename", false, false}, {"link", true, false}, {"walk", false, true}} {
 		t.Run(m.name, func(t *testing.T) {
-			useRename, noOpenat2 = m.rename, m.noOat2
-			t.Cleanup(func() { useRename, noOpenat2 = false, false })
+			useLink, noOpenat2 = m.link, m.noOat2
+			t.Cleanup(func() { useLink, noOpenat2 = false, false })
 			f(t)
 		})
 	}
