@@ -211,8 +211,9 @@ func (a *Agent) runWarm(ctx context.Context, j *job.Job, msg *os.File) (*job.Res
 // it read the job is replaced (each try uses up one idle worker, so this
 // ends); a worker that dies, times out, is found stopped or answers badly
 // after it read the job is killed and the job fails with a temporary error
-// (and mbox recovery, by whoever reaps the worker). A worker is never given another user's job: exchange
-// refuses any job whose key is not the worker's.
+// (and mbox recovery, by whoever reaps the worker). A worker is never
+// given another user's job: exchange refuses any job whose key is not the
+// worker's.
 func onWarm(ctx context.Context, pool *Pool, k warmKey, start func() (*warm, *status.Status),
 	encode func(k warmKey, buf []byte) ([]byte, error), msg *os.File, timeout time.Duration) (*job.Result, *status.Status) {
 	if timeout <= 0 {
