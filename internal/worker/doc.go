@@ -24,8 +24,9 @@
 // message descriptor is a read-only regular file, and before an mbox
 // append (or before creating a Maildir file in tmp/) writes the recover job
 // that would undo it into the memfd on fd 4, which root reads after the
-// worker's death (job.Recovery, through one buffer for the worker's
-// life); it clears the record before it answers.
+// worker's death (job.Recovery: the memfd mapped shared, two slots and a
+// header stored last, so a death at any instruction leaves a whole
+// record); it clears the record before it answers.
 //
 // # Security
 //
