@@ -173,6 +173,64 @@ func TestKernelLockContention(t *testing.T) {
 	}
 }
 
+// TestLocksReleased: once Append or Recover returns, with any set of
+// locks, after a delivery or after a failure, another open file
+// description takes an exclusive OFD lock and a flock at once, and no
+// dot-lock is left.
+func TestLocksReleased(t *testing.T) {
+	for _, locks := range []Locking{FcntlLock, Flock, FcntlLock | Flock, DotLock | FcntlLock, DotLock | FcntlLock | Flock} {
+		for _, fail := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%v, failing %v", locks, fail), func(t *testing.T) {
+				p, d := testDir(t)
+				mb := filepath.Join(p, "inbox")
+				writeFile(t, mb, testFrom+"original\n\n")
+				opt := testOptions()
+				opt.Locks = locks
+				if fail {
+					setHook(t, func(stage string) error {
+						if stage == "sync" {
+							return errors.New("injected")
+						}
+						return nil
+					})
+				}
+				_, err := Append(d, "inbox", strings.NewReader("new\n"), opt)
+				if (err != nil) != fail {
+					t.Fatalf("Append: %v", err)
+				}
+				if fail {
+					setHook(t, nil)
+				}
+				// A record that does not match the file: Recover locks,
+				// looks, changes nothing.
+				var st unix.Stat_t
+				if err := unix.Stat(mb, &st); err != nil {
+					t.Fatal(err)
+				}
+				rp := Progress{Offset: 0, Dev: st.Dev, Ino: st.Ino, FromLine: "From nobody@example.org Thu Jan  1 00:00:00 2026\n"}
+				if cut, err := Recover(d, "inbox", rp, opt); cut || !errors.Is(err, ErrRecoverMismatch) {
+					t.Fatalf("Recover: %v, %v; want a mismatch", cut, err)
+				}
+				f, err := os.OpenFile(mb, os.O_RDWR, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer f.Close()
+				lk := unix.Flock_t{Type: unix.F_WRLCK}
+				if err := unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, &lk); err != nil {
+					t.Fatalf("OFD lock still held: %v", err)
+				}
+				if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+					t.Fatalf("flock still held: %v", err)
+				}
+				if _, err := os.Lstat(mb + ".lock"); !errors.Is(err, os.ErrNotExist) {
+					t.Fatal("dot-lock left behind")
+				}
+			})
+		}
+	}
+}
+
 // TestLockWaits checks that a lock released within the timeout is waited
 // for rather than failed.
 func TestLockWaits(t *testing.T) {
