@@ -229,6 +229,11 @@ func TestPostfixPolicyService(t *testing.T) {
 	// logged both decisions; LMTP saw u2 only.
 	pfUser, err := userdb.Lookup("passwd", "postfix")
 	testutil.Must(t, err)
+	// lda writes a recipient's line after its reply, which is what Postfix
+	// logged: wait for the line before reading the log.
+	if !waitUntil(time.Now().Add(10*time.Second), func() bool { return strings.Contains(d.stderr.String(), "msg=recipient") }) {
+		t.Errorf("lda logged no recipient line within 10s of Postfix's delivery")
+	}
 	ldaLog := d.stderr.String()
 	if got := linesWith(ldaLog, "msg=connect", "session=p", "peer=\"uid="+strconv.Itoa(pfUser.UID)+" "); len(got) == 0 {
 		t.Errorf("lda logged no policy connection from uid %d (postfix)", pfUser.UID)

@@ -497,7 +497,9 @@ func TestPostfixToLDA(t *testing.T) {
 		}
 	}
 
-	// lda logged one line per recipient and attempt.
+	// lda logged one line per recipient and attempt, each after its reply
+	// (which is what Postfix logged): wait for the four.
+	waitUntil(time.Now().Add(10*time.Second), func() bool { return strings.Count(d.stderr.String(), "msg=recipient") >= 4 })
 	for _, c := range []struct {
 		addr, status string
 		n            int
