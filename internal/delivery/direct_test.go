@@ -281,43 +281,13 @@ func TestDirectRecovery(t *testing.T) {
 	defer func(d time.Duration) { stopLook = d }(stopLook)
 	stopLook = time.Hour
 	f := newDirectFixture(t, PoolConfig{MaxIdle: 4, IdleTime: time.Minute, MaxDeliveries: 100})
-	if out, ok := f.deliver(f.u1, job.KindMbox, f.msg, f.size); !ok || !out.Status.OK() {
-		t.Fatalf("first delivery: %v", out.Status)
-	}
-	mbox := filepath.Join(f.u1.Home, "mbox")
-	st0, err := os.Stat(mbox)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ro, size := bigMessage(t, f.dir)
-	dw := f.onlyWorker(t)
-	done := make(chan Outcome, 1)
-	go func() {
-		out, _ := f.deliver(f.u1, job.KindMbox, ro, size)
-		done <- out
-	}()
-	deadline := time.Now().Add(20 * time.Second)
-	for !recorded(dw) {
-		if time.Now().After(deadline) {
-			t.Fatal("the worker never recorded its append")
-		}
-	}
-	syscall.Kill(dw.Pid, syscall.SIGSTOP)
-	if !recorded(dw) {
-		t.Skip("the append finished before the worker could be stopped")
-	}
-	syscall.Kill(dw.Pid, syscall.SIGKILL)
-	out := <-done
+	ap := startBigAppend(t, f, 20*time.Second)
+	syscall.Kill(ap.dw.Pid, syscall.SIGKILL)
+	out := <-ap.done
 	if out.Status.Code != 451 || out.Status.Enhanced != "4.3.0" {
 		t.Fatalf("killed mid-append: %v, want 451 4.3.0", out.Status)
 	}
-	st1, err := os.Stat(mbox)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st1.Size() != st0.Size() {
-		t.Fatalf("mbox is %d bytes after recovery, was %d", st1.Size(), st0.Size())
-	}
+	ap.unchanged(t)
 	if !strings.Contains(f.log.String(), `msg="mbox recovery"`) {
 		t.Fatalf("no recovery line:\n%s", f.log)
 	}
@@ -334,47 +304,73 @@ func TestDirectStoppedHolding(t *testing.T) {
 	f := newDirectFixture(t, PoolConfig{MaxIdle: 4, IdleTime: time.Minute, MaxDeliveries: 100})
 	defer func(d time.Duration) { stopLook = d }(stopLook)
 	stopLook = 3 * time.Second // long enough to stop it first
-	mbox := filepath.Join(f.u1.Home, "mbox")
-	if out, ok := f.deliver(f.u1, job.KindMbox, f.msg, f.size); !ok || !out.Status.OK() {
-		t.Fatalf("first mbox delivery: %v", out.Status)
-	}
-	st0, err := os.Stat(mbox)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ro, size := bigMessage(t, f.dir)
-	dw := f.onlyWorker(t)
-	done := make(chan Outcome, 1)
-	start := time.Now()
-	go func() {
-		out, _ := f.deliver(f.u1, job.KindMbox, ro, size)
-		done <- out
-	}()
-	for !recorded(dw) {
-		if time.Since(start) > 2*time.Second {
-			t.Fatal("the worker never recorded its append")
-		}
-	}
-	syscall.Kill(dw.Pid, syscall.SIGSTOP)
-	if !recorded(dw) {
-		t.Skip("the append finished before the worker could be stopped")
-	}
-	out := <-done
+	ap := startBigAppend(t, f, 2*time.Second)
+	out := <-ap.done
 	if out.Status.Code != 451 || out.Status.Enhanced != "4.4.7" {
 		t.Fatalf("stopped mid-append: %v, want 451 4.4.7", out.Status)
 	}
-	if d := time.Since(start); d < stopLook || d > stopLook+5*time.Second {
+	if d := time.Since(ap.start); d < stopLook || d > stopLook+5*time.Second {
 		t.Fatalf("answered after %v; the look was due after %v", d, stopLook)
 	}
-	st1, err := os.Stat(mbox)
+	ap.unchanged(t)
+	if alive(ap.dw.Pid) {
+		t.Fatal("the stopped worker is still there")
+	}
+}
+
+// bigAppend is a 64 MiB mbox delivery that startBigAppend caught and
+// stopped once its worker had recorded where the append starts.
+type bigAppend struct {
+	mbox  string
+	size0 int64 // the mbox's size before
+	dw    *DirectWorker
+	done  chan Outcome
+	start time.Time
+}
+
+// startBigAppend delivers one message to f.u1's mbox, then starts a 64 MiB
+// one and stops (SIGSTOP) its worker once the worker has recorded the
+// append, waiting at most wait for that; it skips the test if the append
+// finished first.
+func startBigAppend(t *testing.T, f *directFixture, wait time.Duration) *bigAppend {
+	t.Helper()
+	if out, ok := f.deliver(f.u1, job.KindMbox, f.msg, f.size); !ok || !out.Status.OK() {
+		t.Fatalf("first mbox delivery: %v", out.Status)
+	}
+	ap := &bigAppend{mbox: filepath.Join(f.u1.Home, "mbox"), done: make(chan Outcome, 1)}
+	st0, err := os.Stat(ap.mbox)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st1.Size() != st0.Size() {
-		t.Fatalf("mbox is %d bytes after recovery, was %d", st1.Size(), st0.Size())
+	ap.size0 = st0.Size()
+	ro, size := bigMessage(t, f.dir)
+	ap.dw = f.onlyWorker(t)
+	ap.start = time.Now()
+	go func() {
+		out, _ := f.deliver(f.u1, job.KindMbox, ro, size)
+		ap.done <- out
+	}()
+	for !recorded(ap.dw) {
+		if time.Since(ap.start) > wait {
+			t.Fatal("the worker never recorded its append")
+		}
 	}
-	if alive(dw.Pid) {
-		t.Fatal("the stopped worker is still there")
+	syscall.Kill(ap.dw.Pid, syscall.SIGSTOP)
+	if !recorded(ap.dw) {
+		t.Skip("the append finished before the worker could be stopped")
+	}
+	return ap
+}
+
+// unchanged fails unless the mbox is as it was before the big append.
+func (ap *bigAppend) unchanged(t *testing.T) {
+	t.Helper()
+	st1, err := os.Stat(ap.mbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st1.Size() != ap.size0 {
+		t.Fatalf("mbox is %d bytes after recovery, was %d", st1.Size(), ap.size0)
 	}
 }
 

@@ -229,6 +229,23 @@ func TestRecoveryReused(t *testing.T) {
 	}
 }
 
+// setRecords sets r n times in a new recovery file, and returns the file,
+// its Recovery and the header it holds then.
+func setRecords(t *testing.T, r *Job, n int) (*os.File, *Recovery, [8]byte) {
+	t.Helper()
+	f, w := recoveryFile(t)
+	for range n {
+		if err := w.Set(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var h [8]byte
+	if _, err := f.ReadAt(h[:], 0); err != nil {
+		t.Fatal(err)
+	}
+	return f, w, h
+}
+
 // TestRecoveryTorn: a worker killed while it writes a record leaves any
 // bytes at all in the slot the header does not name; root still reads
 // the last complete record, whole.
@@ -247,14 +264,7 @@ func TestRecoveryTorn(t *testing.T) {
 			"garbage":              bytes.Repeat([]byte("\xff\n"), MaxRecord/2),
 		} {
 			t.Run(fmt.Sprintf("%d records, %s", records, name), func(t *testing.T) {
-				f, w := recoveryFile(t)
-				for range records {
-					if err := w.Set(first); err != nil {
-						t.Fatal(err)
-					}
-				}
-				var h [8]byte
-				f.ReadAt(h[:], 0)
+				f, _, h := setRecords(t, first, records)
 				other := 1 - binary.NativeEndian.Uint64(h[:])>>32
 				if _, err := f.WriteAt(torn, int64(8+other*MaxRecord)); err != nil {
 					t.Fatal(err)
@@ -268,14 +278,7 @@ func TestRecoveryTorn(t *testing.T) {
 		// The writer's half: a new record never overwrites the slot the
 		// header names, so the old record is whole until the header moves.
 		t.Run(fmt.Sprintf("%d records, then the next", records), func(t *testing.T) {
-			f, w := recoveryFile(t)
-			for range records {
-				if err := w.Set(first); err != nil {
-					t.Fatal(err)
-				}
-			}
-			var h [8]byte
-			f.ReadAt(h[:], 0)
+			f, w, h := setRecords(t, first, records)
 			if err := w.Set(&next); err != nil {
 				t.Fatal(err)
 			}
