@@ -165,7 +165,16 @@ func TestHostileListener(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for name, f := range map[string]*os.File{"O_RDWR": rw, "O_PATH": opath} {
+		mfd, err := unix.MemfdCreate("msg", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Sealed against changes of size, not of content.
+		if _, err := unix.FcntlInt(uintptr(mfd), unix.F_ADD_SEALS, unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_SEAL); err != nil {
+			t.Fatal(err)
+		}
+		memfd := os.NewFile(uintptr(mfd), "msg")
+		for name, f := range map[string]*os.File{"O_RDWR": rw, "O_PATH": opath, "memfd not sealed against writes": memfd} {
 			t.Run(name, func(t *testing.T) {
 				if st := handle(&job.Request{ID: 5, Op: job.ModeDeliver, User: "root", Kind: job.KindDefault}, f).Status; !st.Temporary() || st.Enhanced != status.Unknown.Enhanced {
 					t.Errorf("%s descriptor: %v, want 451 4.3.0", name, st)

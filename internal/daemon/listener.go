@@ -558,10 +558,9 @@ type backend struct {
 	sender  string
 	rcpts   []rcpt // accepted recipients, in order
 
-	// After DATA: the recipients' log lines and the read-only spool,
-	// written and closed by Reset, after the replies (see lmtp.Backend).
+	// After DATA: the recipients' log lines, written by Reset, after the
+	// replies (see lmtp.Backend).
 	lines []logLine
-	spool *os.File
 }
 
 // logLine is one log record kept for Reset.
@@ -587,17 +586,14 @@ func (b *backend) Mail(from string, _ lmtp.MailParams) *status.Status {
 }
 
 // Reset ends the transaction: after DATA it writes the recipients' log
-// lines and closes the spool, once the client has its replies.
+// lines, once the client has its replies.
 func (b *backend) Reset() {
 	for _, l := range b.lines {
 		if l.attrs != nil {
 			b.l.log.LogAttrs(context.Background(), l.level, "recipient", l.attrs...)
 		}
 	}
-	if b.spool != nil {
-		b.spool.Close()
-	}
-	b.sender, b.rcpts, b.lines, b.spool = "", nil, nil, nil
+	b.sender, b.rcpts, b.lines = "", nil, nil
 }
 
 var (
@@ -695,21 +691,9 @@ func (b *backend) Data(msg *os.File, size int64, rcpts []lmtp.Recipient) []lmtp.
 		}
 		return replies
 	}
-	// The workers read the spool through a read-only descriptor of their
-	// own (root refuses any other), so none can change what the others
-	// deliver.
-	// unix.Open, not os.Open: a plain file needs no poller registration.
-	fd, err := unix.Open("/proc/self/fd/"+strconv.Itoa(int(msg.Fd())), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		b.l.log.Error("spool", "session", b.session, "error", err.Error())
-		for i := range replies {
-			replies[i] = lmtp.Reply{Status: status.Unknown}
-		}
-		return replies
-	}
-	ro := os.NewFile(uintptr(fd), "spool")
-	b.spool = ro // closed by Reset
-	msg = ro
+	// msg is frozen (package lmtp seals or reopens it read-only), and
+	// root and the workers refuse any other (job.CheckMessage), so none
+	// of the workers can change what the others deliver.
 	delivered := deliveredTo(msg, size)
 	logs := make([]logLine, len(b.rcpts))
 	b.lines = logs

@@ -491,16 +491,10 @@ func (p *Parent) handle(agent *delivery.Agent, cfg *Config, ds *directSet, req *
 		if req.Op == job.OpWorker || req.Op == job.OpEnd {
 			return fail(status.Unknown.Wrapf("request %d: a %s request carries no descriptor", req.ID, req.Op))
 		}
-		var st unix.Stat_t
-		if err := unix.Fstat(int(f.Fd()), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
-			return fail(status.Unknown.Wrapf("request %d: message descriptor is not a regular file", req.ID))
-		}
 		// Workers of different users share this descriptor: it must not
-		// let one of them change what the others read. An O_PATH
-		// descriptor would let the listener name a file it cannot read.
-		fl, err := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0)
-		if err != nil || fl&unix.O_ACCMODE != unix.O_RDONLY || fl&unix.O_PATH != 0 {
-			return fail(status.Unknown.Wrapf("request %d: message descriptor is not read-only", req.ID))
+		// let one of them change what the others read.
+		if err := job.CheckMessage(int(f.Fd())); err != nil {
+			return fail(status.Unknown.Wrapf("request %d: %v", req.ID, err))
 		}
 	} else if req.Op != job.ModeEnvelope && req.Op != job.OpWorker && req.Op != job.OpEnd {
 		return fail(status.Unknown.Wrapf("request %d without a message descriptor", req.ID))

@@ -171,8 +171,9 @@ func TestDirectReuse(t *testing.T) {
 // TestDirectRefuses plays a hostile listener against a direct worker it
 // holds: a job for another user (another uid, or a virtual user sharing
 // the uid), a recover job (only root may ask for one), a second bind
-// record and a writable message descriptor are each refused with 451, and
-// the worker exits rather than serve anything after.
+// record, a writable message descriptor and a memfd that is not sealed
+// against writing (or growing) are each refused with 451, and the worker
+// exits rather than serve anything after.
 func TestDirectRefuses(t *testing.T) {
 	f := newDirectFixture(t, PoolConfig{MaxIdle: 8, IdleTime: time.Minute, MaxDeliveries: 100})
 	rw, err := os.OpenFile(f.msg.Name(), os.O_RDWR, 0)
@@ -180,6 +181,25 @@ func TestDirectRefuses(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rw.Close()
+	memfd := func(seals int) *os.File {
+		fd, err := unix.MemfdCreate("msg", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := os.NewFile(uintptr(fd), "msg")
+		t.Cleanup(func() { m.Close() })
+		body, err := os.ReadFile(f.msg.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.Write(body); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := unix.FcntlInt(m.Fd(), unix.F_ADD_SEALS, seals); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
 	pol := f.agent.PolicyPath
 	mk := func(mode string, u *userdb.User, kind string) *job.Job {
 		j := &job.Job{Mode: mode, User: u.Name, UID: u.UID, GID: u.GID, Home: u.Home, Kind: kind,
@@ -204,6 +224,8 @@ func TestDirectRefuses(t *testing.T) {
 		{"a second bind", &job.Job{Mode: job.ModeBind, User: f.u1.Name, UID: f.u1.UID, GID: f.u1.GID, Home: f.u1.Home,
 			Kind: job.KindDefault, Policy: pol}, nil, "may not ask for a bind job"},
 		{"a writable message", mk(job.ModeDeliver, f.u1, job.KindDefault), rw, "not read-only"},
+		{"a memfd sealed against growth only", mk(job.ModeDeliver, f.u1, job.KindDefault), memfd(unix.F_SEAL_GROW | unix.F_SEAL_SHRINK), "not read-only"},
+		{"a memfd that can grow", mk(job.ModeDeliver, f.u1, job.KindDefault), memfd(unix.F_SEAL_WRITE | unix.F_SEAL_SHRINK | unix.F_SEAL_SEAL), "not read-only"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			if out, ok := f.deliver(f.u1, job.KindDefault, f.msg, f.size); !ok || !out.Status.OK() {

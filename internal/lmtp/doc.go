@@ -141,7 +141,10 @@
 //     read.
 //  9. DATA and BDAT: the body goes to the spool: a memfd up to
 //     SpoolMemory bytes, beyond that the spool function's file (the
-//     memfd's content is copied there once), never to the heap. Only
+//     memfd's content is copied there once), never to the heap. The
+//     Backend gets it frozen: the memfd sealed against writing,
+//     shrinking and growing (F_ADD_SEALS), the file (or a memfd that
+//     cannot be sealed) reopened read-only. Only
 //     CRLF "." CRLF ends DATA: LF.LF, LF.CRLF, CRLF.LF and CR.CR are data or
 //     bare-LF errors (SMTP smuggling, CVE-2023-51764, CVE-2023-51765,
 //     CVE-2023-51766). Dot-unstuffing follows RFC 5321 section 4.5.2 and is

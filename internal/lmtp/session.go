@@ -93,7 +93,10 @@ type Backend interface {
 	// recipient; anything else refuses it.
 	Rcpt(r Recipient) *status.Status
 	// Data is called once per transaction with the spooled, dot-unstuffed
-	// message (LF line endings, positioned at offset 0, size bytes) and the
+	// message (LF line endings, size bytes, frozen: a sealed memfd or a
+	// read-only descriptor, which no one can change through; read it at
+	// offsets, ReadAt or io.SectionReader, its file offset is not
+	// specified) and the
 	// accepted recipients in order, duplicates included. It must return
 	// exactly one Reply per accepted recipient, in order; a missing Reply
 	// or one without a Status becomes 451 4.3.0, extra ones are dropped.

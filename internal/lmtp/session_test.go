@@ -418,8 +418,7 @@ type recordingBackend struct {
 }
 
 func (b *recordingBackend) Data(msg *os.File, size int64, rcpts []Recipient) []Reply {
-	b.msg, _ = io.ReadAll(msg)
-	msg.Seek(0, io.SeekStart)
+	b.msg, _ = io.ReadAll(io.NewSectionReader(msg, 0, size+1))
 	return b.fakeBackend.Data(msg, size, rcpts)
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 
 	"golang.org/x/sys/unix"
 )
@@ -16,8 +17,13 @@ import (
 // and freed per message (on ext4 an allocation scans past every inode
 // freed in the last minutes, which made the disk spool the listener's
 // largest cost), and nothing is written back.
+//
+// What the backend gets is frozen (file): the memfd sealed, or the disk
+// spool reopened read-only, so that whoever the backend hands it to
+// cannot change what the others read.
 type spill struct {
 	f     *os.File
+	ro    *os.File // the read-only reopening that file handed out, if any
 	mem   bool
 	n     int64
 	limit int64
@@ -27,6 +33,16 @@ type spill struct {
 // memfdCreate is unix.MemfdCreate; tests replace it to see the fallback.
 var memfdCreate = unix.MemfdCreate
 
+// frozenSeals fix a memfd's content and size for good: no write, no
+// truncation, no growth, and no change to the seals themselves.
+const frozenSeals = unix.F_SEAL_WRITE | unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_SEAL
+
+// addSeals seals a memfd; tests replace it to see the fallback.
+var addSeals = func(fd uintptr) error {
+	_, err := unix.FcntlInt(fd, unix.F_ADD_SEALS, frozenSeals)
+	return err
+}
+
 // newSpill starts a spool: in memory if limit > 0 and a memfd can be
 // made, else straight on disk.
 func newSpill(limit int64, disk func() (*os.File, error)) (*spill, error) {
@@ -35,7 +51,7 @@ func newSpill(limit int64, disk func() (*os.File, error)) (*spill, error) {
 	}
 	s := &spill{limit: limit, disk: disk}
 	if limit > 0 {
-		if fd, err := memfdCreate("lda-spool", unix.MFD_CLOEXEC); err == nil {
+		if fd, err := memfdCreate("lda-spool", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING); err == nil {
 			s.f, s.mem = os.NewFile(uintptr(fd), "spool"), true
 			return s, nil
 		}
@@ -80,10 +96,27 @@ func (s *spill) toDisk() error {
 	return nil
 }
 
-// file returns the spool, rewound, for reading.
+// file returns the spool frozen, for reading at offsets: the memfd
+// itself once sealed, else (the disk spool, or a memfd that could not be
+// sealed) a read-only descriptor of it, opened afresh through /proc. Its
+// file offset is not specified. Sealing costs one fcntl, where the
+// reopening costs a lookup in /proc, an open and a close.
 func (s *spill) file() (*os.File, error) {
-	_, err := s.f.Seek(0, io.SeekStart)
-	return s.f, err
+	if s.mem && addSeals(s.f.Fd()) == nil {
+		return s.f, nil
+	}
+	// unix.Open, not os.Open: a plain file needs no poller registration.
+	fd, err := unix.Open("/proc/self/fd/"+strconv.Itoa(int(s.f.Fd())), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("lmtp: spool: reopening read-only: %w", err)
+	}
+	s.ro = os.NewFile(uintptr(fd), "spool")
+	return s.ro, nil
 }
 
-func (s *spill) Close() error { return s.f.Close() }
+func (s *spill) Close() error {
+	if s.ro != nil {
+		s.ro.Close()
+	}
+	return s.f.Close()
+}

@@ -13,22 +13,37 @@ import (
 	"time"
 )
 
-// memBackend records the spooled message and whether it was a memfd.
+// memBackend records the spooled message, whether it was a memfd, and
+// what a write, a truncation and a growth through it did.
 type memBackend struct {
 	fakeBackend
-	mu    sync.Mutex
-	body  []byte
-	memfd bool
+	mu      sync.Mutex
+	body    []byte
+	memfd   bool
+	changed []string // what changed the message or did not fail
 }
 
 func (b *memBackend) Data(msg *os.File, size int64, rcpts []Recipient) []Reply {
 	link, _ := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", msg.Fd()))
-	body, _ := io.ReadAll(msg)
+	body, _ := io.ReadAll(io.NewSectionReader(msg, 0, size+1))
+	replies := b.fakeBackend.Data(msg, size, rcpts)
+	var changed []string
+	if _, err := msg.WriteAt([]byte("!"), 0); err == nil {
+		changed = append(changed, "write")
+	}
+	if err := msg.Truncate(0); err == nil {
+		changed = append(changed, "truncate")
+	}
+	if err := msg.Truncate(size + 10); err == nil {
+		changed = append(changed, "grow")
+	}
+	if after, _ := io.ReadAll(io.NewSectionReader(msg, 0, size+11)); string(after) != string(body) {
+		changed = append(changed, "content")
+	}
 	b.mu.Lock()
-	b.body, b.memfd = body, strings.HasPrefix(link, "/memfd:")
+	b.body, b.memfd, b.changed = body, strings.HasPrefix(link, "/memfd:"), changed
 	b.mu.Unlock()
-	msg.Seek(0, io.SeekStart)
-	return b.fakeBackend.Data(msg, size, rcpts)
+	return replies
 }
 
 // countingSpooler counts the disk spools made.
@@ -48,6 +63,9 @@ func (s *countingSpooler) spool() (*os.File, error) {
 // memfd and never reaches the disk spool; a larger one moves to the disk
 // spool once, intact; a disk spool that fails at that point gets its
 // status; without SpoolMemory, or without memfd, the disk spool is used.
+// Whichever it is, the backend gets it frozen: a write, a truncation or a
+// growth through its descriptor fails, also when the memfd cannot be
+// sealed (then it is reopened read-only).
 func TestSpoolMemory(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
@@ -55,23 +73,30 @@ func TestSpoolMemory(t *testing.T) {
 		body     int
 		disk     string // spooler mode
 		noMemfd  bool
+		noSeal   bool
 		wantDisk int
 		wantMem  bool
 		reply    string
 	}{
-		{"small, in memory", 4096, 100, "", false, 0, true, "250"},
-		{"exactly the limit, in memory", 4096, 4096, "", false, 0, true, "250"},
-		{"large, moved to disk", 4096, 200000, "", false, 1, false, "250"},
-		{"large, disk full", 4096, 200000, "full", false, 1, false, "452 4.3.1"},
-		{"large, disk refuses", 4096, 200000, "fail", false, 1, false, "451 4.3.0"},
-		{"no memory spool", 0, 100, "", false, 1, false, "250"},
-		{"no memfd", 4096, 100, "", true, 1, false, "250"},
+		{"small, in memory", 4096, 100, "", false, false, 0, true, "250"},
+		{"exactly the limit, in memory", 4096, 4096, "", false, false, 0, true, "250"},
+		{"in memory, sealing refused", 4096, 100, "", false, true, 0, true, "250"},
+		{"large, moved to disk", 4096, 200000, "", false, false, 1, false, "250"},
+		{"large, disk full", 4096, 200000, "full", false, false, 1, false, "452 4.3.1"},
+		{"large, disk refuses", 4096, 200000, "fail", false, false, 1, false, "451 4.3.0"},
+		{"no memory spool", 0, 100, "", false, false, 1, false, "250"},
+		{"no memfd", 4096, 100, "", true, false, 1, false, "250"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.noMemfd {
 				old := memfdCreate
 				memfdCreate = func(string, int) (int, error) { return -1, errors.New("memfd: test") }
 				defer func() { memfdCreate = old }()
+			}
+			if tc.noSeal {
+				old := addSeals
+				addSeals = func(uintptr) error { return errors.New("seal: test") }
+				defer func() { addSeals = old }()
 			}
 			client, server := net.Pipe()
 			defer client.Close()
@@ -122,6 +147,9 @@ func TestSpoolMemory(t *testing.T) {
 			}
 			if b.memfd != tc.wantMem {
 				t.Fatalf("memfd = %v, want %v", b.memfd, tc.wantMem)
+			}
+			if len(b.changed) > 0 {
+				t.Fatalf("the backend's descriptor let through: %q", b.changed)
 			}
 		})
 	}

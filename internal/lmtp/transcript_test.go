@@ -84,7 +84,7 @@ func (b *fakeBackend) Rcpt(r Recipient) *status.Status {
 }
 
 func (b *fakeBackend) Data(msg *os.File, size int64, rcpts []Recipient) []Reply {
-	body, err := io.ReadAll(msg)
+	body, err := io.ReadAll(io.NewSectionReader(msg, 0, size+1))
 	if err != nil || int64(len(body)) != size {
 		b.log("data: read %d of %d bytes: %v", len(body), size, err)
 		return nil

@@ -5,8 +5,6 @@ import (
 	"io"
 	"os"
 
-	"golang.org/x/sys/unix"
-
 	"lda/internal/job"
 	"lda/internal/seqpacket"
 	"lda/internal/status"
@@ -138,21 +136,15 @@ func admitDirect(j, bind *job.Job) *status.Status {
 	return nil
 }
 
-// readOnlyMessage checks the message descriptor: a regular file opened
-// read-only, so that this worker cannot change what the workers of the
-// message's other recipients read (and not O_PATH, which would let the
-// listener name a file it cannot read).
+// readOnlyMessage checks the message descriptor (job.CheckMessage): one
+// that no one can change through, so that this worker cannot change what
+// the workers of the message's other recipients read.
 func readOnlyMessage(f *os.File) *status.Status {
 	if f == nil {
 		return status.Unknown.Wrapf("worker: job without a message descriptor")
 	}
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return status.Unknown.Wrapf("worker: message descriptor is not a regular file")
-	}
-	fl, err := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0)
-	if err != nil || fl&unix.O_ACCMODE != unix.O_RDONLY || fl&unix.O_PATH != 0 {
-		return status.Unknown.Wrapf("worker: message descriptor is not read-only")
+	if err := job.CheckMessage(int(f.Fd())); err != nil {
+		return status.Unknown.Wrapf("worker: %v", err)
 	}
 	return nil
 }

@@ -1,0 +1,45 @@
+package job
+
+import (
+	"errors"
+
+	"golang.org/x/sys/unix"
+)
+
+// FrozenSeals are the seals that make a memfd's content and size fixed
+// for good, through every descriptor of it, the writable ones included
+// (memfd_create(2), fcntl(2) F_ADD_SEALS).
+const FrozenSeals = unix.F_SEAL_WRITE | unix.F_SEAL_SHRINK | unix.F_SEAL_GROW
+
+// Errors of CheckMessage.
+var (
+	ErrMessageNotFile    = errors.New("message descriptor is not a regular file")
+	ErrMessageChangeable = errors.New("message descriptor is not read-only")
+)
+
+// CheckMessage checks a message descriptor before a worker reads it or
+// root passes it on. The workers of a message's recipients, each running
+// as its own user, share it, so none of them may be able to change what
+// the others read through it. It must be a regular file and either a
+// memfd sealed with FrozenSeals (the listener's spool of a small
+// message: no one can write, shrink or grow it, whatever the descriptor's
+// mode) or opened read-only (the disk spool, reopened). O_PATH is refused
+// either way: such a descriptor would let the listener name a file it
+// cannot read. A sealed memfd is looked for first, since that is the
+// common case and one fcntl settles it.
+func CheckMessage(fd int) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return ErrMessageNotFile
+	}
+	// An O_PATH descriptor has no seals to read: EBADF or EINVAL, like a
+	// file that is not a memfd, and it goes on to the mode check.
+	if seals, err := unix.FcntlInt(uintptr(fd), unix.F_GET_SEALS, 0); err == nil && seals&FrozenSeals == FrozenSeals {
+		return nil
+	}
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err != nil || fl&unix.O_ACCMODE != unix.O_RDONLY || fl&unix.O_PATH != 0 {
+		return ErrMessageChangeable
+	}
+	return nil
+}

@@ -1,0 +1,92 @@
+package job
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestCheckMessage: a message descriptor passes only if no one can change
+// the message through it: a memfd sealed against writing, shrinking and
+// growing (whatever its mode), or a read-only regular file. Each seal
+// missing, a writable file, O_PATH, a directory and a pipe are refused.
+func TestCheckMessage(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "msg")
+	if err := os.WriteFile(file, []byte("Subject: x\n\nbody\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	open := func(path string, flags int) func(t *testing.T) int {
+		return func(t *testing.T) int {
+			fd, err := unix.Open(path, flags|unix.O_CLOEXEC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return fd
+		}
+	}
+	memfd := func(seals int, reopen int) func(t *testing.T) int {
+		return func(t *testing.T) int {
+			fd, err := unix.MemfdCreate("msg", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := unix.Write(fd, []byte("Subject: x\n\nbody\n")); err != nil {
+				t.Fatal(err)
+			}
+			if seals != 0 {
+				if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, seals); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if reopen < 0 {
+				return fd
+			}
+			defer unix.Close(fd)
+			return open("/proc/self/fd/"+strconv.Itoa(fd), reopen)(t)
+		}
+	}
+	pipe := func(t *testing.T) int {
+		var p [2]int
+		if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+			t.Fatal(err)
+		}
+		unix.Close(p[1])
+		return p[0]
+	}
+	all := unix.F_SEAL_WRITE | unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_SEAL
+	for _, tc := range []struct {
+		name string
+		fd   func(t *testing.T) int
+		want error
+	}{
+		{"sealed memfd", memfd(all, -1), nil},
+		{"sealed memfd, the seals left open", memfd(FrozenSeals, -1), nil},
+		{"sealed memfd reopened read-only", memfd(all, unix.O_RDONLY), nil},
+		{"sealed memfd reopened O_PATH", memfd(all, unix.O_PATH), ErrMessageChangeable},
+		{"memfd without seals", memfd(0, -1), ErrMessageChangeable},
+		{"memfd that can grow", memfd(unix.F_SEAL_WRITE|unix.F_SEAL_SHRINK|unix.F_SEAL_SEAL, -1), ErrMessageChangeable},
+		{"memfd that can shrink", memfd(unix.F_SEAL_WRITE|unix.F_SEAL_GROW|unix.F_SEAL_SEAL, -1), ErrMessageChangeable},
+		{"memfd that can be written", memfd(unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_SEAL, -1), ErrMessageChangeable},
+		{"memfd without seals, reopened read-only", memfd(0, unix.O_RDONLY), nil},
+		{"file read-only", open(file, unix.O_RDONLY), nil},
+		{"file read-write", open(file, unix.O_RDWR), ErrMessageChangeable},
+		{"file write-only", open(file, unix.O_WRONLY), ErrMessageChangeable},
+		{"file O_PATH", open(file, unix.O_PATH), ErrMessageChangeable},
+		{"directory", open(dir, unix.O_RDONLY|unix.O_DIRECTORY), ErrMessageNotFile},
+		{"pipe", pipe, ErrMessageNotFile},
+		{"no descriptor", func(*testing.T) int { return -1 }, ErrMessageNotFile},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fd := tc.fd(t)
+			defer unix.Close(fd)
+			if err := CheckMessage(fd); !errors.Is(err, tc.want) {
+				t.Fatalf("CheckMessage = %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
