@@ -25,7 +25,7 @@
 // -serve puts the same file operations behind the least a delivery agent
 // of lda's shape has to do around them, and nothing more: it answers LMTP
 // on SOCKET (driven by lmtpload like any other agent), spools each
-// message, dot-unstuffed, into a memfd, reopens it read-only and hands
+// message, dot-unstuffed, into a memfd, seals it against changes and hands
 // that descriptor over a split SOCK_SEQPACKET channel (lda's own package
 // seqpacket) to a warm process of the recipient's own ("rawceiling
 // -worker"), which writes the message exactly as above and answers; then

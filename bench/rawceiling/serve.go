@@ -12,7 +12,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"strconv"
 	"sync"
 	"syscall"
 
@@ -155,20 +154,21 @@ func session(c net.Conn, known map[string]bool, p *pool) {
 	}
 }
 
-// readBody spools a DATA body, dot-unstuffed, into a memfd and returns a
-// read-only descriptor of it (a delivery process must not be able to
-// change what the next recipient's reads).
+// readBody spools a DATA body, dot-unstuffed, into a memfd and returns it
+// sealed against writing, shrinking and growing (a delivery process must
+// not be able to change what the next recipient's reads), as lda's
+// listener hands over a message that fits in memory.
 func readBody(r *bufio.Reader) (*os.File, error) {
-	fd, err := unix.MemfdCreate("rawceiling-spool", unix.MFD_CLOEXEC)
+	fd, err := unix.MemfdCreate("rawceiling-spool", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 	if err != nil {
 		return nil, err
 	}
-	rw := os.NewFile(uintptr(fd), "spool")
-	defer rw.Close()
-	bw := bufio.NewWriterSize(rw, 64<<10)
+	f := os.NewFile(uintptr(fd), "spool")
+	bw := bufio.NewWriterSize(f, 64<<10)
 	for {
 		line, err := r.ReadSlice('\n')
 		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			f.Close()
 			return nil, err
 		}
 		if string(line) == ".\r\n" {
@@ -178,13 +178,20 @@ func readBody(r *bufio.Reader) (*os.File, error) {
 			line = line[1:]
 		}
 		if _, err := bw.Write(line); err != nil {
+			f.Close()
 			return nil, err
 		}
 	}
 	if err := bw.Flush(); err != nil {
+		f.Close()
 		return nil, err
 	}
-	return os.OpenFile("/proc/self/fd/"+strconv.Itoa(fd), os.O_RDONLY, 0)
+	seals := unix.F_SEAL_WRITE | unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_SEAL
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, seals); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }
 
 // deliverAll delivers to every recipient, at most parallel at a time (a
