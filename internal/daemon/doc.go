@@ -12,8 +12,9 @@
 //   - the listener (ListenerMain), running as an unprivileged service user
 //     (never root): it authenticates every peer by SO_PEERCRED, speaks LMTP
 //     (package lmtp), spools each message (a memfd up to
-//     limits.spool_memory, else an unlinked file in spool_dir) and has it
-//     delivered recipient by recipient, by a direct worker or the parent.
+//     limits.spool_memory, sealed once the body is in; else an unlinked
+//     file in spool_dir, reopened read-only) and has it delivered
+//     recipient by recipient, by a direct worker or the parent.
 //   - the workers (package worker), as the recipient: one per delivery,
 //     or warm ones serving one user's jobs in turn. A direct worker is a
 //     warm worker root started and bound to its user and whose socket it
@@ -24,7 +25,9 @@
 // The parent trusts the listener no more than an MTA. A request names a
 // user, never a uid or a home: the parent looks the user up itself, refuses
 // uid 0 and uids below the policy's min_uid, checks that the passed
-// descriptor is a regular file, and leaves the authoritative policy check
+// descriptor is a regular file that no one can change through (a memfd
+// sealed against writing, shrinking and growing, or a read-only
+// descriptor: job.CheckMessage), and leaves the authoritative policy check
 // to the worker running as the user. So a compromised listener can deliver
 // only to a user's allowed destinations. For a direct worker root writes
 // the bind record (user, uid, gid, home, policy) before the listener holds

@@ -7,8 +7,10 @@
 //
 // A warm worker (`lda worker warm`, started by the daemon's pool) has the
 // same credentials and restrictions but gets a SOCK_SEQPACKET socket as
-// descriptor 3: each job arrives as one packet carrying a read-only message
-// descriptor (close-on-exec), and the answer goes back as progress packets
+// descriptor 3: each job arrives as one packet carrying a message
+// descriptor (close-on-exec) that no one can change through: a memfd
+// sealed against writing, shrinking and growing, or a read-only one
+// (job.CheckMessage), and the answer goes back as progress packets
 // and one result packet, on the reply socket that the first packet
 // carries (seqpacket.AcceptReply: it must be a connected Unix
 // SOCK_SEQPACKET socket; a worker never writes on descriptor 3). It binds
@@ -20,8 +22,8 @@
 // the first record it reads is root's, and it takes its user, uid, gid,
 // home, policy (fd 5) and Sieve directory from it. The second, the
 // listener's, carries the reply socket. It serves deliver, filter and
-// envelope jobs of that identity only, checks that every
-// message descriptor is a read-only regular file, and before an mbox
+// envelope jobs of that identity only, checks every message descriptor as
+// above, and before an mbox
 // append (or before creating a Maildir file in tmp/) writes the recover job
 // that would undo it into the memfd on fd 4, which root reads after the
 // worker's death (job.Recovery: the memfd mapped shared, two slots and a
