@@ -25,17 +25,21 @@ var (
 // message: no one can write, shrink or grow it, whatever the descriptor's
 // mode) or opened read-only (the disk spool, reopened). O_PATH is refused
 // either way: such a descriptor would let the listener name a file it
-// cannot read. A sealed memfd is looked for first, since that is the
-// common case and one fcntl settles it.
+// cannot read.
+//
+// The seals are looked at first, since that is the common case, and they
+// settle it alone: only a memfd can carry them, and a memfd is a regular
+// file. Every other file of shmem or hugetlbfs is born with F_SEAL_SEAL
+// and can never gain a seal, every other file system has no seals
+// (EINVAL), and an O_PATH descriptor has none to read (EBADF). Anything
+// else is looked at with fstat and F_GETFL.
 func CheckMessage(fd int) error {
+	if seals, err := unix.FcntlInt(uintptr(fd), unix.F_GET_SEALS, 0); err == nil && seals&FrozenSeals == FrozenSeals {
+		return nil
+	}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return ErrMessageNotFile
-	}
-	// An O_PATH descriptor has no seals to read: EBADF or EINVAL, like a
-	// file that is not a memfd, and it goes on to the mode check.
-	if seals, err := unix.FcntlInt(uintptr(fd), unix.F_GET_SEALS, 0); err == nil && seals&FrozenSeals == FrozenSeals {
-		return nil
 	}
 	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
 	if err != nil || fl&unix.O_ACCMODE != unix.O_RDONLY || fl&unix.O_PATH != 0 {

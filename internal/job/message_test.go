@@ -13,15 +13,29 @@ import (
 // TestCheckMessage: a message descriptor passes only if no one can change
 // the message through it: a memfd sealed against writing, shrinking and
 // growing (whatever its mode), or a read-only regular file. Each seal
-// missing, a writable file, O_PATH, a directory and a pipe are refused.
+// missing, a writable file (on a tmpfs too, whose files are of shmem like
+// a memfd's), O_PATH, a directory and a pipe are refused.
 func TestCheckMessage(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "msg")
 	if err := os.WriteFile(file, []byte("Subject: x\n\nbody\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// A file of shmem that is not a memfd: born with F_SEAL_SEAL, it can
+	// never carry the seals that would let CheckMessage skip its mode.
+	shmDir, shmErr := os.MkdirTemp("/dev/shm", "checkmessage")
+	if shmErr == nil {
+		defer os.RemoveAll(shmDir)
+	}
+	shm := filepath.Join(shmDir, "msg")
+	if shmErr == nil {
+		shmErr = os.WriteFile(shm, []byte("Subject: x\n\nbody\n"), 0o600)
+	}
 	open := func(path string, flags int) func(t *testing.T) int {
 		return func(t *testing.T) int {
+			if (path == shm || path == filepath.Dir(shm)) && shmErr != nil {
+				t.Skipf("no tmpfs at /dev/shm: %v", shmErr)
+			}
 			fd, err := unix.Open(path, flags|unix.O_CLOEXEC, 0)
 			if err != nil {
 				t.Fatal(err)
@@ -78,6 +92,9 @@ func TestCheckMessage(t *testing.T) {
 		{"file write-only", open(file, unix.O_WRONLY), ErrMessageChangeable},
 		{"file O_PATH", open(file, unix.O_PATH), ErrMessageChangeable},
 		{"directory", open(dir, unix.O_RDONLY|unix.O_DIRECTORY), ErrMessageNotFile},
+		{"tmpfs file read-write", open(shm, unix.O_RDWR), ErrMessageChangeable},
+		{"tmpfs file read-only", open(shm, unix.O_RDONLY), nil},
+		{"tmpfs directory", open(filepath.Dir(shm), unix.O_RDONLY|unix.O_DIRECTORY), ErrMessageNotFile},
 		{"pipe", pipe, ErrMessageNotFile},
 		{"no descriptor", func(*testing.T) int { return -1 }, ErrMessageNotFile},
 	} {
