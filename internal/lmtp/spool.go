@@ -43,6 +43,13 @@ var addSeals = func(fd uintptr) error {
 	return err
 }
 
+// reopen opens a descriptor afresh, read-only; tests replace it to see
+// it fail.
+var reopen = func(fd uintptr) (int, error) {
+	// unix.Open, not os.Open: a plain file needs no poller registration.
+	return unix.Open("/proc/self/fd/"+strconv.Itoa(int(fd)), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+}
+
 // newSpill starts a spool: in memory if limit > 0 and a memfd can be
 // made, else straight on disk.
 func newSpill(limit int64, disk func() (*os.File, error)) (*spill, error) {
@@ -105,8 +112,7 @@ func (s *spill) file() (*os.File, error) {
 	if s.mem && addSeals(s.f.Fd()) == nil {
 		return s.f, nil
 	}
-	// unix.Open, not os.Open: a plain file needs no poller registration.
-	fd, err := unix.Open("/proc/self/fd/"+strconv.Itoa(int(s.f.Fd())), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	fd, err := reopen(s.f.Fd())
 	if err != nil {
 		return nil, fmt.Errorf("lmtp: spool: reopening read-only: %w", err)
 	}

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // memBackend records the spooled message, whether it was a memfd, and
@@ -65,7 +67,8 @@ func (s *countingSpooler) spool() (*os.File, error) {
 // status; without SpoolMemory, or without memfd, the disk spool is used.
 // Whichever it is, the backend gets it frozen: a write, a truncation or a
 // growth through its descriptor fails, also when the memfd cannot be
-// sealed (then it is reopened read-only).
+// sealed (then it is reopened read-only); if that reopening fails too,
+// every recipient gets 451 4.3.0.
 func TestSpoolMemory(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
@@ -74,24 +77,32 @@ func TestSpoolMemory(t *testing.T) {
 		disk     string // spooler mode
 		noMemfd  bool
 		noSeal   bool
+		noReopen bool
 		wantDisk int
 		wantMem  bool
 		reply    string
 	}{
-		{"small, in memory", 4096, 100, "", false, false, 0, true, "250"},
-		{"exactly the limit, in memory", 4096, 4096, "", false, false, 0, true, "250"},
-		{"in memory, sealing refused", 4096, 100, "", false, true, 0, true, "250"},
-		{"large, moved to disk", 4096, 200000, "", false, false, 1, false, "250"},
-		{"large, disk full", 4096, 200000, "full", false, false, 1, false, "452 4.3.1"},
-		{"large, disk refuses", 4096, 200000, "fail", false, false, 1, false, "451 4.3.0"},
-		{"no memory spool", 0, 100, "", false, false, 1, false, "250"},
-		{"no memfd", 4096, 100, "", true, false, 1, false, "250"},
+		{"small, in memory", 4096, 100, "", false, false, false, 0, true, "250"},
+		{"exactly the limit, in memory", 4096, 4096, "", false, false, false, 0, true, "250"},
+		{"in memory, sealing refused", 4096, 100, "", false, true, false, 0, true, "250"},
+		{"in memory, sealing and reopening refused", 4096, 100, "", false, true, true, 0, false, "451 4.3.0"},
+		{"on disk, reopening refused", 0, 100, "", false, false, true, 1, false, "451 4.3.0"},
+		{"large, moved to disk", 4096, 200000, "", false, false, false, 1, false, "250"},
+		{"large, disk full", 4096, 200000, "full", false, false, false, 1, false, "452 4.3.1"},
+		{"large, disk refuses", 4096, 200000, "fail", false, false, false, 1, false, "451 4.3.0"},
+		{"no memory spool", 0, 100, "", false, false, false, 1, false, "250"},
+		{"no memfd", 4096, 100, "", true, false, false, 1, false, "250"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.noMemfd {
 				old := memfdCreate
 				memfdCreate = func(string, int) (int, error) { return -1, errors.New("memfd: test") }
 				defer func() { memfdCreate = old }()
+			}
+			if tc.noReopen {
+				old := reopen
+				reopen = func(uintptr) (int, error) { return -1, unix.EMFILE }
+				defer func() { reopen = old }()
 			}
 			if tc.noSeal {
 				old := addSeals
