@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -174,7 +175,14 @@ func TestHostileListener(t *testing.T) {
 			t.Fatal(err)
 		}
 		memfd := os.NewFile(uintptr(mfd), "msg")
-		for name, f := range map[string]*os.File{"O_RDWR": rw, "O_PATH": opath, "memfd not sealed against writes": memfd} {
+		// Read-only, but a memfd is 0777: a worker could reopen it for
+		// writing through /proc.
+		memfdRO, err := os.Open("/proc/self/fd/" + strconv.Itoa(mfd))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, f := range map[string]*os.File{"O_RDWR": rw, "O_PATH": opath, "memfd not sealed against writes": memfd,
+			"memfd without seals, reopened read-only": memfdRO} {
 			t.Run(name, func(t *testing.T) {
 				if st := handle(&job.Request{ID: 5, Op: job.ModeDeliver, User: "root", Kind: job.KindDefault}, f).Status; !st.Temporary() || st.Enhanced != status.Unknown.Enhanced {
 					t.Errorf("%s descriptor: %v, want 451 4.3.0", name, st)

@@ -693,14 +693,31 @@ func (b *backend) Data(msg *os.File, size int64, rcpts []lmtp.Recipient) []lmtp.
 	}
 	// msg is frozen (package lmtp seals or reopens it read-only), and
 	// root and the workers refuse any other (job.CheckMessage), so none
-	// of the workers can change what the others deliver.
+	// of the workers can change what the others deliver. A sealed memfd
+	// is handed to all of them; a disk spool's read-only description is
+	// not shared between recipients (lmtp.ReopenReadOnly).
+	shared := len(b.rcpts) == 1 || lmtp.Sealed(msg)
 	delivered := deliveredTo(msg, size)
 	logs := make([]logLine, len(b.rcpts))
 	b.lines = logs
 	one := func(i int, req job.Request, u *userdb.User, filter bool) {
 		req.Size = size
 		start := time.Now()
-		rep, outcome := b.l.deliverQuiet(u, &req, msg, true)
+		own := msg
+		if !shared {
+			var err error
+			if own, err = lmtp.ReopenReadOnly(msg); err != nil {
+				// One line, the recipient's, written by Reset as the others.
+				replies[i] = lmtp.Reply{Status: status.Unknown}
+				logs[i] = logLine{slog.LevelWarn, []slog.Attr{slog.String("session", b.session), slog.String("peer", b.peer),
+					slog.String("sender", req.Sender), slog.String("recipient", req.Recipient), slog.String("user", req.User),
+					slog.String("status", strconv.Itoa(status.Unknown.Code)+" "+status.Unknown.Enhanced), slog.Int64("size", size),
+					slog.String("detail", err.Error())}}
+				return
+			}
+			defer own.Close()
+		}
+		rep, outcome := b.l.deliverQuiet(u, &req, own, true)
 		if req.Kind == job.KindDefault {
 			b.l.learnRcpt(req.User, rep, start)
 		}

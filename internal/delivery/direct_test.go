@@ -171,9 +171,10 @@ func TestDirectReuse(t *testing.T) {
 // TestDirectRefuses plays a hostile listener against a direct worker it
 // holds: a job for another user (another uid, or a virtual user sharing
 // the uid), a recover job (only root may ask for one), a second bind
-// record, a writable message descriptor and a memfd that is not sealed
-// against writing (or growing) are each refused with 451, and the worker
-// exits rather than serve anything after.
+// record, a writable message descriptor, a memfd that is not sealed
+// against writing (or growing) and an unsealed memfd reopened read-only
+// are each refused with 451, and the worker exits rather than serve
+// anything after.
 func TestDirectRefuses(t *testing.T) {
 	f := newDirectFixture(t, PoolConfig{MaxIdle: 8, IdleTime: time.Minute, MaxDeliveries: 100})
 	rw, err := os.OpenFile(f.msg.Name(), os.O_RDWR, 0)
@@ -200,6 +201,17 @@ func TestDirectRefuses(t *testing.T) {
 		}
 		return m
 	}
+	// reopened is m opened again, read-only, through /proc: for a memfd
+	// (mode 0777) no protection, since the worker could reopen it for
+	// writing the same way.
+	reopened := func(m *os.File) *os.File {
+		ro, err := os.Open(fmt.Sprintf("/proc/self/fd/%d", m.Fd()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ro.Close() })
+		return ro
+	}
 	pol := f.agent.PolicyPath
 	mk := func(mode string, u *userdb.User, kind string) *job.Job {
 		j := &job.Job{Mode: mode, User: u.Name, UID: u.UID, GID: u.GID, Home: u.Home, Kind: kind,
@@ -223,9 +235,10 @@ func TestDirectRefuses(t *testing.T) {
 		{"a recover job", recover, f.msg, "may not ask for a recover job"},
 		{"a second bind", &job.Job{Mode: job.ModeBind, User: f.u1.Name, UID: f.u1.UID, GID: f.u1.GID, Home: f.u1.Home,
 			Kind: job.KindDefault, Policy: pol}, nil, "may not ask for a bind job"},
-		{"a writable message", mk(job.ModeDeliver, f.u1, job.KindDefault), rw, "not read-only"},
-		{"a memfd sealed against growth only", mk(job.ModeDeliver, f.u1, job.KindDefault), memfd(unix.F_SEAL_GROW | unix.F_SEAL_SHRINK), "not read-only"},
-		{"a memfd that can grow", mk(job.ModeDeliver, f.u1, job.KindDefault), memfd(unix.F_SEAL_WRITE | unix.F_SEAL_SHRINK | unix.F_SEAL_SEAL), "not read-only"},
+		{"a writable message", mk(job.ModeDeliver, f.u1, job.KindDefault), rw, "lets the message be changed"},
+		{"a memfd sealed against size changes only", mk(job.ModeDeliver, f.u1, job.KindDefault), memfd(unix.F_SEAL_GROW | unix.F_SEAL_SHRINK), "lets the message be changed"},
+		{"a memfd that can grow", mk(job.ModeDeliver, f.u1, job.KindDefault), memfd(unix.F_SEAL_WRITE | unix.F_SEAL_SHRINK | unix.F_SEAL_SEAL), "lets the message be changed"},
+		{"a memfd without seals, reopened read-only", mk(job.ModeDeliver, f.u1, job.KindDefault), reopened(memfd(0)), "lets the message be changed"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			if out, ok := f.deliver(f.u1, job.KindDefault, f.msg, f.size); !ok || !out.Status.OK() {

@@ -14,7 +14,7 @@ const FrozenSeals = unix.F_SEAL_WRITE | unix.F_SEAL_SHRINK | unix.F_SEAL_GROW
 // Errors of CheckMessage.
 var (
 	ErrMessageNotFile    = errors.New("message descriptor is not a regular file")
-	ErrMessageChangeable = errors.New("message descriptor is not read-only")
+	ErrMessageChangeable = errors.New("message descriptor lets the message be changed")
 )
 
 // CheckMessage checks a message descriptor before a worker reads it or
@@ -23,9 +23,15 @@ var (
 // the others read through it. It must be a regular file and either a
 // memfd sealed with FrozenSeals (the listener's spool of a small
 // message: no one can write, shrink or grow it, whatever the descriptor's
-// mode) or opened read-only (the disk spool, reopened). O_PATH is refused
-// either way: such a descriptor would let the listener name a file it
-// cannot read.
+// mode) or opened read-only on a file that neither its group nor others
+// may write (the disk spool, a 0600 file of the listener's, reopened).
+// The mode matters because a worker holding any descriptor of a file can
+// reopen it through /proc with whatever access the file's mode grants
+// its user: an unsealed memfd, whose mode is 0777, reopened read-only
+// protects nothing. O_PATH is refused either way: such a descriptor would
+// let the listener name a file it cannot read. (A sealed memfd opened
+// write-only passes; reading it fails, so a listener that sends one only
+// fails its own delivery.)
 //
 // The seals are looked at first, since that is the common case, and they
 // settle it alone: only a memfd can carry them, and a memfd is a regular
@@ -40,6 +46,9 @@ func CheckMessage(fd int) error {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return ErrMessageNotFile
+	}
+	if st.Mode&0o022 != 0 {
+		return ErrMessageChangeable
 	}
 	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
 	if err != nil || fl&unix.O_ACCMODE != unix.O_RDONLY || fl&unix.O_PATH != 0 {

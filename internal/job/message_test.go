@@ -10,11 +10,31 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// chmodded is a copy of file with the given mode, in a directory of its
+// own.
+func chmodded(t *testing.T, file string, mode os.FileMode) string {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "msg")
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(p, mode); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // TestCheckMessage: a message descriptor passes only if no one can change
 // the message through it: a memfd sealed against writing, shrinking and
-// growing (whatever its mode), or a read-only regular file. Each seal
-// missing, a writable file (on a tmpfs too, whose files are of shmem like
-// a memfd's), O_PATH, a directory and a pipe are refused.
+// growing (whatever its mode), or a read-only descriptor of a regular
+// file that neither group nor others may write (a worker could reopen it
+// for writing through /proc otherwise: an unsealed memfd is 0777). Each
+// seal missing, a writable descriptor (on a tmpfs too, whose files are of
+// shmem like a memfd's), such a mode, O_PATH, a directory and a pipe are
+// refused.
 func TestCheckMessage(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "msg")
@@ -64,6 +84,20 @@ func TestCheckMessage(t *testing.T) {
 			return open("/proc/self/fd/"+strconv.Itoa(fd), reopen)(t)
 		}
 	}
+	// memfdMode is an unsealed memfd, its mode changed, reopened read-only.
+	memfdMode := func(mode uint32) func(t *testing.T) int {
+		return func(t *testing.T) int {
+			fd, err := unix.MemfdCreate("msg", unix.MFD_CLOEXEC)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer unix.Close(fd)
+			if err := unix.Fchmod(fd, mode); err != nil {
+				t.Fatal(err)
+			}
+			return open("/proc/self/fd/"+strconv.Itoa(fd), unix.O_RDONLY)(t)
+		}
+	}
 	pipe := func(t *testing.T) int {
 		var p [2]int
 		if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
@@ -86,8 +120,12 @@ func TestCheckMessage(t *testing.T) {
 		{"memfd that can grow", memfd(unix.F_SEAL_WRITE|unix.F_SEAL_SHRINK|unix.F_SEAL_SEAL, -1), ErrMessageChangeable},
 		{"memfd that can shrink", memfd(unix.F_SEAL_WRITE|unix.F_SEAL_GROW|unix.F_SEAL_SEAL, -1), ErrMessageChangeable},
 		{"memfd that can be written", memfd(unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_SEAL, -1), ErrMessageChangeable},
-		{"memfd without seals, reopened read-only", memfd(0, unix.O_RDONLY), nil},
+		{"memfd without seals, reopened read-only", memfd(0, unix.O_RDONLY), ErrMessageChangeable},
+		{"memfd without seals, mode 0600, reopened read-only", memfdMode(0o600), nil},
 		{"file read-only", open(file, unix.O_RDONLY), nil},
+		{"file read-only, mode 0644", open(chmodded(t, file, 0o644), unix.O_RDONLY), nil},
+		{"file read-only, group may write", open(chmodded(t, file, 0o660), unix.O_RDONLY), ErrMessageChangeable},
+		{"file read-only, others may write", open(chmodded(t, file, 0o602), unix.O_RDONLY), ErrMessageChangeable},
 		{"file read-write", open(file, unix.O_RDWR), ErrMessageChangeable},
 		{"file write-only", open(file, unix.O_WRONLY), ErrMessageChangeable},
 		{"file O_PATH", open(file, unix.O_PATH), ErrMessageChangeable},

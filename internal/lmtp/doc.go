@@ -143,8 +143,10 @@
 //     SpoolMemory bytes, beyond that the spool function's file (the
 //     memfd's content is copied there once), never to the heap. The
 //     Backend gets it frozen: the memfd sealed against writing,
-//     shrinking and growing (F_ADD_SEALS), the file (or a memfd that
-//     cannot be sealed) reopened read-only. Only
+//     shrinking and growing (F_ADD_SEALS), the file reopened read-only.
+//     A memfd that cannot be sealed moves to the file: its inode is
+//     0777, so a read-only descriptor of it could be reopened for
+//     writing through /proc by anyone who holds one. Only
 //     CRLF "." CRLF ends DATA: LF.LF, LF.CRLF, CRLF.LF and CR.CR are data or
 //     bare-LF errors (SMTP smuggling, CVE-2023-51764, CVE-2023-51765,
 //     CVE-2023-51766). Dot-unstuffing follows RFC 5321 section 4.5.2 and is

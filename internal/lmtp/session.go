@@ -93,11 +93,12 @@ type Backend interface {
 	// recipient; anything else refuses it.
 	Rcpt(r Recipient) *status.Status
 	// Data is called once per transaction with the spooled, dot-unstuffed
-	// message (LF line endings, size bytes, frozen: a sealed memfd or a
-	// read-only descriptor, which no one can change through; read it at
-	// offsets, ReadAt or io.SectionReader, its file offset is not
-	// specified) and the
-	// accepted recipients in order, duplicates included. It must return
+	// message (LF line endings, size bytes, frozen: a sealed memfd
+	// (Sealed), or a read-only descriptor of the spool function's file,
+	// which should be one only its owner may write; read it at offsets,
+	// ReadAt or io.SectionReader, its file offset is not specified; give
+	// each reader of a file that is not Sealed a descriptor of its own,
+	// ReopenReadOnly) and the accepted recipients in order, duplicates included. It must return
 	// exactly one Reply per accepted recipient, in order; a missing Reply
 	// or one without a Status becomes 451 4.3.0, extra ones are dropped.
 	// msg is closed by the session when Data returns.

@@ -19,8 +19,8 @@ import (
 // largest cost), and nothing is written back.
 //
 // What the backend gets is frozen (file): the memfd sealed, or the disk
-// spool reopened read-only, so that whoever the backend hands it to
-// cannot change what the others read.
+// spool, a 0600 file of the listener's, reopened read-only, so that
+// whoever the backend hands it to cannot change what the others read.
 type spill struct {
 	f     *os.File
 	ro    *os.File // the read-only reopening that file handed out, if any
@@ -104,20 +104,52 @@ func (s *spill) toDisk() error {
 }
 
 // file returns the spool frozen, for reading at offsets: the memfd
-// itself once sealed, else (the disk spool, or a memfd that could not be
-// sealed) a read-only descriptor of it, opened afresh through /proc. Its
-// file offset is not specified. Sealing costs one fcntl, where the
-// reopening costs a lookup in /proc, an open and a close.
+// itself once sealed, else a read-only descriptor of the disk spool,
+// opened afresh through /proc. Its file offset is not specified. Sealing
+// costs one fcntl, where the reopening costs a lookup in /proc, an open
+// and a close.
+//
+// A memfd that cannot be sealed is moved to the disk spool first, never
+// handed out reopened read-only: a memfd's inode has mode 0777, so
+// whoever holds any descriptor of it, a worker of another user included,
+// could reopen it for writing through /proc. The disk spool's file is
+// 0600 and the listener's own.
 func (s *spill) file() (*os.File, error) {
-	if s.mem && addSeals(s.f.Fd()) == nil {
-		return s.f, nil
+	if s.mem {
+		if addSeals(s.f.Fd()) == nil {
+			return s.f, nil
+		}
+		if err := s.toDisk(); err != nil {
+			return nil, err
+		}
 	}
-	fd, err := reopen(s.f.Fd())
+	ro, err := ReopenReadOnly(s.f)
+	if err != nil {
+		return nil, err
+	}
+	s.ro = ro
+	return s.ro, nil
+}
+
+// Sealed reports whether msg, a message Backend.Data got, is the sealed
+// memfd: one open file description that every reader may share, since
+// none can change anything about it that the others' reads depend on.
+func Sealed(msg *os.File) bool {
+	seals, err := unix.FcntlInt(msg.Fd(), unix.F_GET_SEALS, 0)
+	return err == nil && seals&frozenSeals == frozenSeals
+}
+
+// ReopenReadOnly opens msg, a disk spool Backend.Data got, afresh,
+// read-only: a description of its own for one reader. The readers of one
+// read-only description share its status flags, so one of them could set
+// O_DIRECT on it and make the others' reads fail; a sealed memfd does not
+// need this.
+func ReopenReadOnly(msg *os.File) (*os.File, error) {
+	fd, err := reopen(msg.Fd())
 	if err != nil {
 		return nil, fmt.Errorf("lmtp: spool: reopening read-only: %w", err)
 	}
-	s.ro = os.NewFile(uintptr(fd), "spool")
-	return s.ro, nil
+	return os.NewFile(uintptr(fd), "spool"), nil
 }
 
 func (s *spill) Close() error {

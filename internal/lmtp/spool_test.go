@@ -23,10 +23,30 @@ type memBackend struct {
 	body    []byte
 	memfd   bool
 	changed []string // what changed the message or did not fail
+	frozen  string   // why the descriptor is frozen, or "" if it is not
+}
+
+// frozenBy says what keeps anyone from changing the message through f, or
+// "" if nothing does: the seals of a memfd, or, for any other file, a
+// read-only descriptor of a file that only its owner may write (then a
+// worker, running as another user, cannot reopen it for writing through
+// /proc, as it could a memfd: those are 0777).
+func frozenBy(f *os.File) string {
+	seals, err := unix.FcntlInt(f.Fd(), unix.F_GET_SEALS, 0)
+	if err == nil && seals&frozenSeals == frozenSeals {
+		return "sealed"
+	}
+	fl, err := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0)
+	var st unix.Stat_t
+	if err != nil || fl&unix.O_ACCMODE != unix.O_RDONLY || unix.Fstat(int(f.Fd()), &st) != nil || st.Mode&0o077 != 0 {
+		return ""
+	}
+	return "read-only, mode 0600"
 }
 
 func (b *memBackend) Data(msg *os.File, size int64, rcpts []Recipient) []Reply {
 	link, _ := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", msg.Fd()))
+	frozen := frozenBy(msg)
 	body, _ := io.ReadAll(io.NewSectionReader(msg, 0, size+1))
 	replies := b.fakeBackend.Data(msg, size, rcpts)
 	var changed []string
@@ -43,7 +63,7 @@ func (b *memBackend) Data(msg *os.File, size int64, rcpts []Recipient) []Reply {
 		changed = append(changed, "content")
 	}
 	b.mu.Lock()
-	b.body, b.memfd, b.changed = body, strings.HasPrefix(link, "/memfd:"), changed
+	b.body, b.memfd, b.changed, b.frozen = body, strings.HasPrefix(link, "/memfd:"), changed, frozen
 	b.mu.Unlock()
 	return replies
 }
@@ -66,9 +86,9 @@ func (s *countingSpooler) spool() (*os.File, error) {
 // spool once, intact; a disk spool that fails at that point gets its
 // status; without SpoolMemory, or without memfd, the disk spool is used.
 // Whichever it is, the backend gets it frozen: a write, a truncation or a
-// growth through its descriptor fails, also when the memfd cannot be
-// sealed (then it is reopened read-only); if that reopening fails too,
-// every recipient gets 451 4.3.0.
+// growth through its descriptor fails. A memfd is sealed; one that
+// cannot be sealed moves to the disk spool, which is reopened read-only
+// (if that fails, every recipient gets 451 4.3.0), never reopened itself.
 func TestSpoolMemory(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
@@ -84,8 +104,9 @@ func TestSpoolMemory(t *testing.T) {
 	}{
 		{"small, in memory", 4096, 100, "", false, false, false, 0, true, "250"},
 		{"exactly the limit, in memory", 4096, 4096, "", false, false, false, 0, true, "250"},
-		{"in memory, sealing refused", 4096, 100, "", false, true, false, 0, true, "250"},
-		{"in memory, sealing and reopening refused", 4096, 100, "", false, true, true, 0, false, "451 4.3.0"},
+		{"in memory, sealing refused", 4096, 100, "", false, true, false, 1, false, "250"},
+		{"in memory, sealing and reopening refused", 4096, 100, "", false, true, true, 1, false, "451 4.3.0"},
+		{"in memory, sealing refused, disk refuses", 4096, 100, "fail", false, true, false, 1, false, "451 4.3.0"},
 		{"on disk, reopening refused", 0, 100, "", false, false, true, 1, false, "451 4.3.0"},
 		{"large, moved to disk", 4096, 200000, "", false, false, false, 1, false, "250"},
 		{"large, disk full", 4096, 200000, "full", false, false, false, 1, false, "452 4.3.1"},
@@ -162,6 +183,76 @@ func TestSpoolMemory(t *testing.T) {
 			if len(b.changed) > 0 {
 				t.Fatalf("the backend's descriptor let through: %q", b.changed)
 			}
+			// A memfd is sealed: reopened read-only, its mode (0777) would
+			// let another user reopen it for writing.
+			if want := map[bool]string{true: "sealed", false: "read-only, mode 0600"}[tc.wantMem]; b.frozen != want {
+				t.Fatalf("the backend's descriptor is frozen by %q, want %q", b.frozen, want)
+			}
 		})
+	}
+}
+
+// TestReopenReadOnly: Sealed tells the sealed memfd from anything else,
+// and ReopenReadOnly gives a read-only description of its own, so that a
+// status flag one reader sets (O_DIRECT, which makes unaligned reads
+// fail where the file system honours it) never reaches another reader.
+func TestReopenReadOnly(t *testing.T) {
+	body := []byte(strings.Repeat("x", 1000))
+	disk, err := os.CreateTemp(t.TempDir(), "spool")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer disk.Close()
+	if _, err := disk.Write(body); err != nil {
+		t.Fatal(err)
+	}
+	sp, err := newSpill(1<<20, func() (*os.File, error) { return nil, errors.New("no disk spool") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	sp.Write(body)
+	sealed, err := sp.file()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		f    *os.File
+		want bool
+	}{{"sealed memfd", sealed, true}, {"disk spool", disk, false}} {
+		if got := Sealed(tc.f); got != tc.want {
+			t.Errorf("Sealed(%s) = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+
+	shared, err := ReopenReadOnly(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer shared.Close()
+	own, err := ReopenReadOnly(shared)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer own.Close()
+	for _, f := range []*os.File{shared, own} {
+		if fl, err := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0); err != nil || fl&unix.O_ACCMODE != unix.O_RDONLY {
+			t.Fatalf("reopened descriptor's flags %#x (%v), want read-only", fl, err)
+		}
+	}
+	// A hostile reader sets a flag on the description it was given.
+	fl, _ := unix.FcntlInt(shared.Fd(), unix.F_GETFL, 0)
+	if _, err := unix.FcntlInt(shared.Fd(), unix.F_SETFL, fl|unix.O_NONBLOCK|unix.O_DIRECT); err != nil {
+		if _, err := unix.FcntlInt(shared.Fd(), unix.F_SETFL, fl|unix.O_NONBLOCK); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, _ := unix.FcntlInt(own.Fd(), unix.F_GETFL, 0); got&(unix.O_NONBLOCK|unix.O_DIRECT) != 0 {
+		t.Fatalf("a flag set on one reader's description reached another's: %#x", got)
+	}
+	buf := make([]byte, 7)
+	if n, err := own.ReadAt(buf, 3); n != len(buf) || err != nil {
+		t.Fatalf("the other reader's read: %d bytes, %v", n, err)
 	}
 }

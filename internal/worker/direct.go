@@ -101,7 +101,7 @@ func directJob(pkt []byte, f *os.File, bind *job.Job, sys *policy.System, rec *j
 		return &job.Result{Status: st}, true
 	}
 	if j.Mode != job.ModeEnvelope || f != nil {
-		if st := readOnlyMessage(f); st != nil {
+		if st := checkMessage(f); st != nil {
 			return &job.Result{Status: st}, true
 		}
 	}
@@ -136,10 +136,10 @@ func admitDirect(j, bind *job.Job) *status.Status {
 	return nil
 }
 
-// readOnlyMessage checks the message descriptor (job.CheckMessage): one
-// that no one can change through, so that this worker cannot change what
-// the workers of the message's other recipients read.
-func readOnlyMessage(f *os.File) *status.Status {
+// checkMessage checks the message descriptor (job.CheckMessage): one
+// that no one can change the message through, so that this worker cannot
+// change what the workers of the message's other recipients read.
+func checkMessage(f *os.File) *status.Status {
 	if f == nil {
 		return status.Unknown.Wrapf("worker: job without a message descriptor")
 	}
