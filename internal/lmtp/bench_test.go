@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"io"
-	"os"
 	"strings"
 	"testing"
 )
@@ -83,51 +82,6 @@ func BenchmarkParseCommand(b *testing.B) {
 				if _, err := ParseCommand(line); err != nil {
 					b.Fatal(err)
 				}
-			}
-		})
-	}
-}
-
-// BenchmarkSpill is one small message's spool from start to end: made,
-// the body written, the file handed over frozen, read once as a backend
-// would, and closed. In memory (the memfd, sealed) and on the disk (the
-// file, reopened read-only: what a message larger than spool_memory
-// costs, and every message with spool_memory 0), in the same run. Until
-// the eighteenth round a memfd was reopened read-only too; at b36aac1
-// that cost 13.33 us against the sealed 9.77 (BenchmarkSpill/reopened).
-func BenchmarkSpill(b *testing.B) {
-	body := benchBody(1<<10, "\n")
-	dir := b.TempDir()
-	disk := func() (*os.File, error) {
-		f, err := os.CreateTemp(dir, "spool")
-		if err == nil {
-			os.Remove(f.Name())
-		}
-		return f, err
-	}
-	for _, mode := range []struct {
-		name  string
-		limit int64
-	}{{"sealed", 1 << 20}, {"disk", 0}} {
-		b.Run(mode.name, func(b *testing.B) {
-			b.ReportAllocs()
-			buf := make([]byte, len(body))
-			for b.Loop() {
-				sp, err := newSpill(mode.limit, disk)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if _, err := sp.Write(body); err != nil {
-					b.Fatal(err)
-				}
-				f, err := sp.file()
-				if err != nil {
-					b.Fatal(err)
-				}
-				if n, err := f.ReadAt(buf, 0); n != len(body) {
-					b.Fatalf("read %d of %d bytes: %v", n, len(body), err)
-				}
-				sp.Close()
 			}
 		})
 	}
