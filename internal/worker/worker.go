@@ -116,14 +116,18 @@ func rootCredentials() bool {
 	return os.Getuid() == 0 || os.Geteuid() == 0 || os.Getgid() == 0 || os.Getegid() == 0
 }
 
-// myUID is the uid this process runs as, looked up once: a worker never
-// changes its credentials, and os.Getuid is a system call each time.
-var myUID = sync.OnceValue(os.Getuid)
+// myUID and myGID are the uid and gid this process runs as, looked up
+// once: a worker never changes its credentials, and os.Getuid and
+// os.Getgid are a system call each time.
+var (
+	myUID = sync.OnceValue(os.Getuid)
+	myGID = sync.OnceValue(os.Getgid)
+)
 
 // mine checks that j is for the uid and gid this process runs as.
 func mine(j *job.Job) *status.Status {
-	if j.UID != os.Getuid() || j.GID != os.Getgid() {
-		return status.Unknown.Wrapf("worker: job for uid %d/%d given to uid %d/%d", j.UID, j.GID, os.Getuid(), os.Getgid())
+	if j.UID != myUID() || j.GID != myGID() {
+		return status.Unknown.Wrapf("worker: job for uid %d/%d given to uid %d/%d", j.UID, j.GID, myUID(), myGID())
 	}
 	return nil
 }
