@@ -78,7 +78,7 @@
 // recipient. A spool failure is 452 4.3.1 per recipient when the spool's
 // file system is full or over quota (ENOSPC, EDQUOT), 552 5.3.4 when the
 // daemon's file size limit stops it (EFBIG), and 451 4.3.0 otherwise (the
-// 354 is sent and the body read either way); for BDAT these come once for
+// 354 is sent first, and the body read, either way); for BDAT these come once for
 // the chunk that meets them, and once per recipient at the LAST chunk.
 // IdleTimeout bounds the arrival of each whole command line and each reply
 // write, DataTimeout each read during DATA or a BDAT chunk; both end the

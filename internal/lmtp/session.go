@@ -636,6 +636,15 @@ func isASCII(s string) bool {
 // when the connection is unusable.
 func (s *Session) data() error {
 	defer s.endTx()
+	// The 354 goes out before the spool is made: the client's turn to
+	// the body hides making it (a memfd_create and the file's wrapper),
+	// which used to delay the 354 and with it every pipelined message.
+	// A spool that cannot be made fails each recipient after the body,
+	// as it did before, and the body is read and thrown away.
+	s.send(nil, "354 go ahead")
+	if err := s.bw.Flush(); err != nil {
+		return err
+	}
 	sp, spoolErr := newSpill(s.cfg.SpoolMemory, s.spool)
 	if sp != nil {
 		defer sp.Close()
@@ -644,10 +653,6 @@ func (s *Session) data() error {
 	if spoolErr == nil {
 		s.sw = resetWriter(s.sw, sp)
 		w = s.sw
-	}
-	s.send(nil, "354 go ahead")
-	if err := s.bw.Flush(); err != nil {
-		return err
 	}
 	s.dr.perRead = s.cfg.DataTimeout
 	n, err := ReadData(s.br, w, s.cfg.MaxSize, s.cfg.BareLF)

@@ -622,3 +622,62 @@ func serveOne(ln net.Listener, b Backend, sp *spooler) <-chan error {
 	}()
 	return done
 }
+
+// TestSpoolAfter354: the 354 is on the wire before the spool is made, so
+// that the client's turn to the body hides making it. The spool function
+// here returns a file only once the client has read the 354; made first,
+// it would wait in vain and fail, and the recipient would get 451.
+func TestSpoolAfter354(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		memory int64 // Config.SpoolMemory: 0 makes the disk spool at once
+		memfd  bool  // a memfd can be made
+	}{
+		{"disk spool", 0, true},
+		{"memfd refused", 1 << 20, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if !tc.memfd {
+				old := memfdCreate
+				memfdCreate = func(string, int) (int, error) { return -1, syscall.ENOSYS }
+				t.Cleanup(func() { memfdCreate = old })
+			}
+			got354 := make(chan struct{})
+			sp := &spooler{dir: t.TempDir()}
+			made := make(chan bool, 1)
+			spool := func() (*os.File, error) {
+				select {
+				case <-got354:
+					made <- true
+					return sp.spool()
+				case <-time.After(2 * time.Second):
+					made <- false
+					return nil, errors.New("spool made before the 354 was read")
+				}
+			}
+			client, server := net.Pipe()
+			defer client.Close()
+			cfg := testConfig()
+			cfg.SpoolMemory = tc.memory
+			ts := &testSession{t: t, client: client, r: bufio.NewReader(client), b: &fakeBackend{}, done: make(chan error, 1)}
+			ts.sess = NewSession(server, cfg, ts.b, spool)
+			go func() { ts.done <- ts.sess.Serve() }()
+			ts.expect("220 ")
+			ts.send("LHLO x\r\n")
+			ts.expect(lhloReply...)
+			ts.send("MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n")
+			ts.expect("250 2.1.0", "250 2.1.5", "354 ")
+			close(got354)
+			ts.send("hello\r\n.\r\n")
+			ts.expect("250 2.0.0")
+			if !<-made {
+				t.Fatal("the spool was made before the client had the 354")
+			}
+			ts.send("QUIT\r\n")
+			ts.expect("221 ")
+			if err := ts.served(); err != nil {
+				t.Fatalf("Serve = %v", err)
+			}
+		})
+	}
+}
