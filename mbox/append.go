@@ -34,6 +34,7 @@ type Options struct {
 	Sender      string         // envelope sender; "" is the null sender, written MAILER-DAEMON
 	Time        time.Time      // delivery time for the From_ line (zero = now)
 	Progress    func(Progress) // optional; called after locking and checks, before the first byte is written
+	Held        *Held          // optional; keeps the mailbox open for the next Append, checked (see Held)
 }
 
 // Result says where the appended message is: it starts (with its From_
@@ -97,7 +98,7 @@ func checkOptions(opt *Options) error {
 // Errors carry a *status.Status where the condition is specific (see the
 // package documentation); I/O errors are wrapped so that status.From maps
 // their errno.
-func Append(dir *os.File, name string, msg io.Reader, opt Options) (Result, error) {
+func Append(dir *os.File, name string, msg io.Reader, opt Options) (_ Result, err error) {
 	if err := checkOptions(&opt); err != nil {
 		return Result{}, err
 	}
@@ -110,23 +111,18 @@ func Append(dir *os.File, name string, msg io.Reader, opt Options) (Result, erro
 	}
 	from := FromLine(opt.Sender, t)
 
-	m, err := openMailbox(dir, name, opt, opt.Create)
+	m, l, st, err := acquire(dir, name, opt)
 	if err != nil {
 		return Result{}, err
 	}
-	defer m.close()
-	l, err := lock(m, opt)
-	if err != nil {
-		return Result{}, err
-	}
-	defer l.unlock()
-	if err := hook("locked"); err != nil {
-		return Result{}, err
-	}
-	st, err := m.recheck(opt)
-	if err != nil {
-		return Result{}, err
-	}
+	defer func() {
+		// Unlocked before the file is kept: a held mailbox holds no lock.
+		l.unlock()
+		if err == nil {
+			opt.Held.keep(dir, name, m)
+		}
+		m.close()
+	}()
 	orig := st.Size
 	pad, err := m.padding(orig)
 	if err != nil {
@@ -145,6 +141,56 @@ func Append(dir *os.File, name string, msg io.Reader, opt Options) (Result, erro
 		return Result{}, err
 	}
 	return Result{Offset: off, Size: n - int64(len(pad))}, nil
+}
+
+// acquire returns the mailbox name beneath dir open, checked, locked and
+// checked again under the lock (steps 1-7 of the Security section), with
+// the locked file's status: the one opt.Held holds, if it passes the
+// checks under the lock (see Held), else opened afresh. On error nothing
+// is open or locked.
+func acquire(dir *os.File, name string, opt Options) (*mailbox, *locker, unix.Stat_t, error) {
+	if m := opt.Held.take(dir, name); m != nil {
+		l, err := lock(m, opt)
+		if err != nil {
+			// Busy whichever file it is: waiting again on a fresh
+			// open would double the timeout.
+			m.close()
+			return nil, nil, unix.Stat_t{}, err
+		}
+		if err := hook("locked"); err != nil {
+			l.unlock()
+			m.close()
+			return nil, nil, unix.Stat_t{}, err
+		}
+		if st, err := m.recheck(opt); err == nil {
+			return m, l, st, nil
+		}
+		// Replaced, removed, linked or given away since the last
+		// append: open the name afresh, with every check.
+		l.unlock()
+		m.close()
+	}
+	m, err := openMailbox(dir, name, opt, opt.Create)
+	if err != nil {
+		return nil, nil, unix.Stat_t{}, err
+	}
+	l, err := lock(m, opt)
+	if err != nil {
+		m.close()
+		return nil, nil, unix.Stat_t{}, err
+	}
+	if err := hook("locked"); err != nil {
+		l.unlock()
+		m.close()
+		return nil, nil, unix.Stat_t{}, err
+	}
+	st, err := m.recheck(opt)
+	if err != nil {
+		l.unlock()
+		m.close()
+		return nil, nil, unix.Stat_t{}, err
+	}
+	return m, l, st, nil
 }
 
 // padding returns the newlines needed so that a message appended at size

@@ -6,6 +6,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"lda/maildir"
+	"lda/mbox"
 )
 
 // rootCache keeps open the trusted root directories of a worker's last
@@ -85,10 +86,13 @@ func (e *rootEnt) close() {
 	*e = rootEnt{}
 }
 
-// roots and inbox are this worker's: the open roots of its deliveries, and
-// the directories of the last Maildir INBOX it delivered into (handed to
-// maildir.Deliver, which checks them again on each use; see maildir.Dirs).
+// roots, inbox and held are this worker's: the open roots of its
+// deliveries, the directories of the last Maildir INBOX it delivered into
+// (handed to maildir.Deliver, which checks them again on each use; see
+// maildir.Dirs), and the last mbox it appended to (handed to mbox.Append,
+// which checks it again under the lock on each use; see mbox.Held).
 var (
 	roots rootCache
 	inbox maildir.Dirs
+	held  mbox.Held
 )

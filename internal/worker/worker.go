@@ -409,6 +409,7 @@ func deliverMbox(sys *policy.System, dec policy.Decision, t *task, msg io.Reader
 	if err != nil {
 		return status.ConfigError.Wrap(err)
 	}
+	opt.Held = &held
 	opt.Progress = func(p mbox.Progress) {
 		// Written unbuffered, before the first byte of the message, so the
 		// parent knows what to cut off if this process dies.

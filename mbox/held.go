@@ -1,0 +1,81 @@
+package mbox
+
+import (
+	"os"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Held keeps one mailbox open from one Append to the next
+// (Options.Held), for a process that appends to the same mailbox again
+// and again: lda's warm worker, bound to one user. Without it every
+// append looks the name up, opens it, checks the open file against the
+// name and closes it again: steps 2 to 5 of the Security section in the
+// package documentation, five system calls.
+//
+// Reuse is checked on every append, never assumed, and the check is the
+// one every append already makes once it holds the locks (step 7): the
+// mailbox is reused only when Append is given the same *os.File for dir
+// (the caller keeps that one valid: lda's worker stats its path to the
+// open directory's device and inode before each delivery) and the same
+// name, of one component; and then, locked, only when the file held
+// still has one link and the owner's uid, and the name looked up afresh
+// beneath dir with fstatat(AT_SYMLINK_NOFOLLOW) is still that very file
+// (device and inode, which no other file can take while this one is held
+// open). That is what opening the name and checking it would find at
+// that instant, under the lock. Anything else unlocks it and closes it,
+// and the append opens and checks everything afresh. A failed append
+// closes it too, so that the next one starts afresh.
+//
+// A held mailbox holds no lock between appends: only the open file. A
+// Held is for one goroutine at a time. Its zero value holds nothing.
+type Held struct {
+	held bool
+	dir  *os.File
+	name string
+	fd   int
+}
+
+// Close closes the mailbox held, if any.
+func (h *Held) Close() {
+	if h == nil || !h.held {
+		return
+	}
+	unix.Close(h.fd)
+	*h = Held{}
+}
+
+// take hands over the mailbox held for name beneath dir as an open
+// mailbox (its directory dir's own descriptor, as openMailbox gives a
+// one-component name), for Append to lock and recheck; h then holds
+// nothing. It returns nil, closing whatever it held, when it holds
+// nothing for them.
+func (h *Held) take(dir *os.File, name string) *mailbox {
+	if h == nil || !h.held {
+		return nil
+	}
+	if h.dir != dir || h.name != name {
+		h.Close()
+		return nil
+	}
+	m := &mailbox{name: name, base: name, dirfd: -1, fd: h.fd}
+	*h = Held{}
+	if dirFd(dir, func(fd int) error { m.dir, m.dirfd = dir, fd; return nil }) != nil {
+		m.close()
+		return nil
+	}
+	return m
+}
+
+// keep takes over m's file after a successful append, if its name is of
+// one component beneath dir (m's directory is dir itself), closing
+// whatever h held before. m keeps its directory and loses its file.
+func (h *Held) keep(dir *os.File, name string, m *mailbox) {
+	if h == nil || m.dir != dir || strings.Contains(name, "/") || m.fd < 0 {
+		return
+	}
+	h.Close()
+	*h = Held{held: true, dir: dir, name: name, fd: m.fd}
+	m.fd = -1
+}
