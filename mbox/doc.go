@@ -149,6 +149,13 @@
 //     belongs to the open file, so it also excludes other goroutines.
 //   - Flock: flock(LOCK_EX|LOCK_NB), polled until the deadline.
 //
+// A lock found taken is tried again after a wait that starts at 25-75 us
+// and doubles (randomised) up to 100 ms: the usual holder is another
+// delivery, which lets go after one fsync. The wait is a nanosleep(2) on
+// a thread held for it, with a timer slack of 10 us for the wait only,
+// because the process's own may be far larger (lda's workers run with
+// 10 ms) and the kernel adds it to every sleep.
+//
 // The package is pure: it does not change credentials. It compares the
 // mailbox owner with Options.Owner, which the caller sets to its own uid
 // after it has become the recipient.

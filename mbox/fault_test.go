@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -486,18 +487,25 @@ func TestAppendReusesBuffers(t *testing.T) {
 }
 
 // BenchmarkAppend appends 1 KiB with a dot-lock and fcntl (Postfix's
-// default for /var/mail) and with fcntl alone (what lda's benchmarks
-// configure, since the worker cannot write /var/mail).
+// default for /var/mail), with fcntl alone (what lda's benchmarks
+// configure, since the worker cannot write /var/mail), and with fcntl
+// and the mailbox held from one append to the next (a warm worker).
 func BenchmarkAppend(b *testing.B) {
 	body := bytes.Repeat([]byte("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n"), 16) // 1 KiB
 	for _, locks := range []struct {
 		name  string
 		locks Locking
-	}{{"dotlock+fcntl", DotLock | FcntlLock}, {"fcntl", FcntlLock}} {
+		held  bool
+	}{{"dotlock+fcntl", DotLock | FcntlLock, false}, {"fcntl", FcntlLock, false}, {"fcntl+held", FcntlLock, true}} {
 		b.Run(locks.name, func(b *testing.B) {
 			_, d := testDir(b)
 			opt := testOptions()
 			opt.Locks = locks.locks
+			if locks.held {
+				var h Held
+				defer h.Close()
+				opt.Held = &h
+			}
 			b.SetBytes(int64(len(body)))
 			for b.Loop() {
 				if _, err := Append(d, "inbox", bytes.NewReader(body), opt); err != nil {
@@ -506,6 +514,54 @@ func BenchmarkAppend(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkLockWait: an append finds the mailbox locked (fcntl) by
+// another delivery, which lets it go after about 300 us, the time of an
+// fsync on the disk; late-us is the median time from that release to the
+// waiting append's taking the lock.
+func BenchmarkLockWait(b *testing.B) {
+	base, d := testDir(b)
+	p := filepath.Join(base, "inbox")
+	writeFile(b, p, "")
+	holder, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer holder.Close()
+	opt := testOptions()
+	opt.Locks = FcntlLock
+	var locked time.Time
+	setHook(b, func(stage string) error {
+		if stage == "locked" {
+			locked = time.Now()
+		}
+		return nil
+	})
+	var late []time.Duration
+	for b.Loop() {
+		lk := unix.Flock_t{Type: unix.F_WRLCK}
+		if err := unix.FcntlFlock(holder.Fd(), unix.F_OFD_SETLK, &lk); err != nil {
+			b.Fatal(err)
+		}
+		var released time.Time
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for start := time.Now(); time.Since(start) < 300*time.Microsecond; {
+			}
+			released = time.Now()
+			un := unix.Flock_t{Type: unix.F_UNLCK}
+			unix.FcntlFlock(holder.Fd(), unix.F_OFD_SETLK, &un)
+		}()
+		if _, err := Append(d, "inbox", strings.NewReader("x\n"), opt); err != nil {
+			b.Fatal(err)
+		}
+		<-done
+		late = append(late, locked.Sub(released))
+	}
+	slices.Sort(late)
+	b.ReportMetric(float64(late[len(late)/2].Microseconds()), "late-us")
 }
 
 func BenchmarkQuote(b *testing.B) {

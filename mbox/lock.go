@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -74,12 +75,16 @@ func (l Locking) String() string {
 const (
 	defaultLockTimeout = 30 * time.Second
 	defaultStaleLock   = 5 * time.Minute
-	minPoll            = time.Millisecond
+	minPoll            = 50 * time.Microsecond
 	maxPoll            = 100 * time.Millisecond
 )
 
 // backoff sleeps before the next attempt to take a lock, and reports false
-// when the deadline has passed.
+// when the deadline has passed. The first waits are short: the usual
+// holder is another delivery to the same mailbox, which holds its locks
+// for the time of one fsync, a few hundred microseconds; the waits double
+// from there, so a mail reader that holds the mailbox for minutes costs
+// about ten attempts a second.
 type backoff struct {
 	deadline time.Time
 	delay    time.Duration
@@ -94,9 +99,40 @@ func (b *backoff) wait() bool {
 		b.delay = minPoll
 	}
 	d := b.delay/2 + rand.N(b.delay)
-	time.Sleep(min(d, left))
+	sleep(min(d, left))
 	b.delay = min(2*b.delay, maxPoll)
 	return true
+}
+
+// sleepSlack is the timer slack a wait for a lock runs with.
+const sleepSlack = 10 * time.Microsecond
+
+// sleep waits d on this thread, with a timer slack of sleepSlack for the
+// wait. A process may run with a large slack (lda's workers have 10 ms,
+// to let the kernel merge the Go runtime's wake-ups), which the kernel
+// adds to every sleep; waiting behind another delivery's lock, that made
+// each attempt about ten times as late as the lock's holder took. The
+// runtime's own time.Sleep cannot be given its slack (another thread may
+// run its timer, and its poller counts in milliseconds), so the wait is a
+// nanosleep(2) on a thread held for it, whose slack is set for the wait
+// and then set back.
+func sleep(d time.Duration) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	old, err := unix.PrctlRetInt(unix.PR_GET_TIMERSLACK, 0, 0, 0, 0)
+	if err == nil && time.Duration(old) > sleepSlack {
+		if unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(sleepSlack.Nanoseconds()), 0, 0, 0) == nil {
+			defer unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(old), 0, 0, 0)
+		}
+	}
+	ts := unix.NsecToTimespec(d.Nanoseconds())
+	for {
+		var rem unix.Timespec
+		if err := unix.Nanosleep(&ts, &rem); err != unix.EINTR {
+			return
+		}
+		ts = rem
+	}
 }
 
 var hostname = sync.OnceValue(func() string {

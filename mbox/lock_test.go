@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -376,6 +377,40 @@ func TestDotLockOwnerLine(t *testing.T) {
 			}
 			if len(ents) != 1 || ents[0].Name() != "inbox" {
 				t.Fatalf("directory afterwards: %v", ents)
+			}
+		})
+	}
+}
+
+// TestSleepSlack: a wait for a lock leaves its thread the timer slack it
+// had (lda's workers run with 10 ms), whatever it sets for the wait.
+func TestSleepSlack(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		slack time.Duration
+	}{
+		{"large", 10 * time.Millisecond},
+		{"the kernel's default", 50 * time.Microsecond},
+		{"below the wait's own", time.Microsecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			old, err := unix.PrctlRetInt(unix.PR_GET_TIMERSLACK, 0, 0, 0, 0)
+			if err != nil {
+				t.Skip("PR_GET_TIMERSLACK:", err)
+			}
+			defer unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(old), 0, 0, 0)
+			if err := unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(tc.slack.Nanoseconds()), 0, 0, 0); err != nil {
+				t.Skip("PR_SET_TIMERSLACK:", err)
+			}
+			sleep(time.Microsecond)
+			got, err := unix.PrctlRetInt(unix.PR_GET_TIMERSLACK, 0, 0, 0, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if time.Duration(got) != tc.slack {
+				t.Fatalf("slack after the wait %v, want %v", time.Duration(got), tc.slack)
 			}
 		})
 	}

@@ -25,8 +25,8 @@ import (
 // 100 µs steps while it stops the world for the GC) stretch to the slack;
 // with 10 ms, deliveries with ten recipients over eight connections came
 // out 10 % slower. A worker runs one goroutine, so it has no such sleeps;
-// its timeouts are seconds, and an mbox lock retry may sleep 10 ms longer
-// than asked. DESIGN.md and bench/RESULTS.md give the figures (the fourth
+// its timeouts are seconds, and a wait for an mbox lock sets its own
+// slack (mbox/lock.go). DESIGN.md and bench/RESULTS.md give the figures (the fourth
 // round for 1 ms, the eleventh for 10 ms).
 const (
 	DefaultTimerSlack    = 10 * time.Millisecond
