@@ -2,6 +2,7 @@ package main
 
 import (
 	"flag"
+	"log/slog"
 	"os"
 	"path/filepath"
 
@@ -43,11 +44,12 @@ func cmdServe(args []string) int {
 // cmdListener is `lda listener`, started by `lda serve` only, with
 // "syslog", "none" or "stderr" as its argument: it logs to syslog itself,
 // nowhere, or to standard error, which is the parent's log file or
-// standard error.
+// standard error (in batches when that is a regular file; see
+// daemon.BatchedStderr).
 func cmdListener(args []string) int {
-	dest := "stderr"
 	if len(args) == 1 && (args[0] == "syslog" || args[0] == "none") {
-		dest = args[0]
+		return daemon.ListenerMain(newLogger(args[0]), func() {})
 	}
-	return daemon.ListenerMain(newLogger(dest))
+	w, flush := daemon.BatchedStderr()
+	return daemon.ListenerMain(slog.New(slog.NewTextHandler(w, nil)), flush)
 }

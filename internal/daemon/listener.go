@@ -108,7 +108,12 @@ func (l *Listener) learnRcpt(user string, rep *job.Reply, started time.Time) {
 
 // ListenerMain is `lda listener`, started by the parent as the listener
 // user with the descriptors listed in parent.go.
-func ListenerMain(log *slog.Logger) int {
+//
+// flush writes the log lines still waiting (see BatchedStderr); it runs
+// whenever the listener exits of itself.
+func ListenerMain(log *slog.Logger, flush func()) int {
+	flushLog = flush
+	defer flush()
 	if os.Getuid() == 0 || os.Geteuid() == 0 {
 		log.Error("the listener refuses to run as root")
 		return 1
@@ -502,8 +507,12 @@ func (l *Listener) request(req *job.Request, msg *os.File) (*job.Reply, *os.File
 // has broken (a variable for tests).
 var brokenChannelExit = func() {
 	time.Sleep(time.Second)
+	flushLog()
 	os.Exit(1)
 }
+
+// flushLog writes the listener's waiting log lines (ListenerMain's flush).
+var flushLog = func() {}
 
 // replyMargin is how much longer than two delivery timeouts (a delivery,
 // then a recovery) the listener waits for root's reply (a variable for
