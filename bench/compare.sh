@@ -10,6 +10,9 @@
 #   REPS=3          repetitions of every cell
 #   MESSAGES=2000   messages per run
 #   PIPELINING=1    lmtpload -pipelining for every peer (0: lock-step)
+#   BODIES=32       lmtpload -bodies: distinct bodies made before each run,
+#                   taken in turn (0: every message made whole during the
+#                   run, as before the nineteenth round; see bench/README.md)
 #   CHUNKING=0      1: lmtpload -chunking (BDAT LAST instead of DATA) for
 #                   lda and Dovecot, which both offer CHUNKING; mail.local
 #                   does not, and gets DATA
@@ -88,6 +91,7 @@ REPO=$(dirname "$HERE")
 REPS=${REPS:-3}
 MESSAGES=${MESSAGES:-2000}
 PIPELINING=${PIPELINING:-1}
+BODIES=${BODIES:-32}
 CHUNKING=${CHUNKING:-0}
 CHUNK_FLAG=()
 case $CHUNKING in
@@ -386,6 +390,7 @@ load() {
 	shift 6
 	local flags=(-socket "$sock" -c "$c" -n "$n" -size "$size" -rcpts "$r" -users "$USERS" -json -id "$peer-$STAMP-$RANDOM" -ack "$BASE/ack.txt")
 	[ "$PIPELINING" = 1 ] && flags+=(-pipelining)
+	flags+=(-bodies "$BODIES")
 	"$LOAD" "${flags[@]}" "$@" 2>"$BASE/load.err" || { cat "$BASE/load.err" >&2; return 1; }
 	[ -s "$BASE/load.err" ] && sed 's/^/    /' "$BASE/load.err" | head -n 5 >&2
 	return 0
@@ -723,7 +728,7 @@ floor_table() {
 
 echo
 say "results (medians of $REPS repetitions x $MESSAGES messages; d/s = successful recipient deliveries per second)"
-echo "lda: $LDA_DESC; warm-workers section: ${LDA_WORKERS:-?}; dovecot $(dovecot --version | cut -d' ' -f1); mail.local from $MAIL_LOCAL_DEB; pipelining: $PIPELINING; chunking: $CHUNKING${CHUNK_FLAG:+ (lda and Dovecot send BDAT; mail.local, without CHUNKING, DATA)}; sieve: ${SIEVE:-none}; servers pinned: ${PIN:-no}"
+echo "lda: $LDA_DESC; warm-workers section: ${LDA_WORKERS:-?}; dovecot $(dovecot --version | cut -d' ' -f1); mail.local from $MAIL_LOCAL_DEB; pipelining: $PIPELINING; bodies: $BODIES; chunking: $CHUNKING${CHUNK_FLAG:+ (lda and Dovecot send BDAT; mail.local, without CHUNKING, DATA)}; sieve: ${SIEVE:-none}; servers pinned: ${PIN:-no}"
 echo "machine: $(nproc) CPUs, Linux $(uname -r), homes on $(findmnt -no FSTYPE -T "$BASE") ($(findmnt -no OPTIONS -T "$BASE" | cut -d, -f1-3)), /var/mail on $(findmnt -no FSTYPE -T /var/mail); 1-min load average before the runs: $(awk -F'\t' 'NR > 1 { print $NF }' "$TSV" | sort -g | sed -n '1p;$p' | paste -sd- -)"
 echo
 for m in $MATRICES; do

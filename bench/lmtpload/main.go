@@ -4,7 +4,7 @@
 //
 //	lmtpload -socket PATH -users u1,u2 [-c N] [-n N] [-size BYTES] [-rcpts N]
 //	         [-dest USER=KIND:PATH]... [-pipelining] [-chunking] [-lhlo NAME]
-//	         [-ack FILE] [-id PREFIX] [-json] [-timeout D]
+//	         [-ack FILE] [-id PREFIX] [-json] [-timeout D] [-bodies N]
 //
 // See bench/README.md.
 package main
@@ -56,7 +56,14 @@ type config struct {
 	prefix     string
 	timeout    time.Duration
 	ack        *ackWriter
+	nbodies    int               // -bodies
+	bodies     *lmtpbench.Bodies // nil: every message generated whole
 }
+
+// maxPooled is the largest -size whose messages take their bodies from a
+// pool: a pool of larger ones would hold too much memory, and a message
+// that large is rarely sent often enough for its making to matter.
+const maxPooled = 1 << 20
 
 func main() {
 	cfg := config{dest: destFlag{}}
@@ -76,6 +83,7 @@ func main() {
 	flag.StringVar(&cfg.prefix, "id", "", "run id, the prefix of every bench id (default from the time)")
 	flag.BoolVar(&asJSON, "json", false, "print the result as one JSON object")
 	flag.DurationVar(&cfg.timeout, "timeout", 2*time.Minute, "time limit for each reply")
+	flag.IntVar(&cfg.nbodies, "bodies", 32, "distinct bodies made before the run, which the messages take in turn (0: every message made whole while the run goes; -size above 1 MiB always does)")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		usage("unexpected arguments: %q", flag.Args())
@@ -91,8 +99,8 @@ func main() {
 	if len(cfg.users) == 0 {
 		usage("-users is required")
 	}
-	if cfg.conns < 1 || cfg.messages < 0 || cfg.rcpts < 1 || cfg.size < 0 || cfg.timeout <= 0 {
-		usage("-c and -rcpts must be at least 1, -n and -size not negative, -timeout positive")
+	if cfg.conns < 1 || cfg.messages < 0 || cfg.rcpts < 1 || cfg.size < 0 || cfg.timeout <= 0 || cfg.nbodies < 0 {
+		usage("-c and -rcpts must be at least 1, -n, -size and -bodies not negative, -timeout positive")
 	}
 	if cfg.prefix == "" {
 		cfg.prefix = "lmtpload" + time.Now().UTC().Format("20060102T150405")
@@ -118,6 +126,13 @@ func main() {
 		cfg.ack = &ackWriter{w: bufio.NewWriter(f), f: f}
 	}
 
+	if cfg.nbodies > 0 && cfg.size <= maxPooled {
+		first := lmtpbench.Recipients(cfg.users, 0, cfg.rcpts)
+		for i, u := range first {
+			first[i] = u + "@" + lmtpbench.Domain
+		}
+		cfg.bodies = lmtpbench.NewBodies(cfg.prefix, cfg.size, first, min(cfg.nbodies, max(cfg.messages, 1)))
+	}
 	res := run(&cfg)
 
 	if cfg.ack != nil {
@@ -432,10 +447,16 @@ func (cfg *config) prepare(k int) message {
 		}
 		m.rcptCmd[i] += "\r\n"
 	}
-	msg := lmtpbench.NewMessage(cfg.prefix, k, cfg.size, m.addrs)
-	if cfg.chunking {
-		m.wire = append(fmt.Appendf(nil, "BDAT %d LAST\r\n", len(msg.Data)), msg.Data...)
+	var msg lmtpbench.Message
+	if cfg.bodies != nil {
+		msg, m.wire = cfg.bodies.Message(k, m.addrs)
 	} else {
+		msg = lmtpbench.NewMessage(cfg.prefix, k, cfg.size, m.addrs)
+	}
+	switch {
+	case cfg.chunking:
+		m.wire = append(fmt.Appendf(nil, "BDAT %d LAST\r\n", len(msg.Data)), msg.Data...)
+	case cfg.bodies == nil:
 		m.wire = lmtpbench.DotStuff(msg.Data)
 	}
 	return m

@@ -18,5 +18,15 @@ func BenchmarkMessage(b *testing.B) {
 				}
 			}
 		})
+		b.Run(fmt.Sprintf("size=%d/pooled", size), func(b *testing.B) {
+			rcpts := []string{"benchu1@bench.test"}
+			p := NewBodies("bench", size, rcpts, 32)
+			b.SetBytes(int64(size))
+			for n := 0; b.Loop(); n++ {
+				if _, wire := p.Message(n, rcpts); len(wire) < size {
+					b.Fatal("short wire form")
+				}
+			}
+		})
 	}
 }

@@ -316,3 +316,48 @@ func TestFeed(t *testing.T) {
 		}
 	})
 }
+
+// TestBodies: a pooled message is well formed (its body's sum is the one
+// its header gives, its wire form is exactly DotStuff of it), its bench
+// id is its own, and the pool's bodies differ from one another.
+func TestBodies(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		size, pool int
+		rcpts      []string
+	}{
+		{"1 KiB", 1024, 4, []string{"benchu1@bench.test"}},
+		{"100 KiB, ten recipients", 102400, 3, []string{"benchu1@bench.test", "benchu2@bench.test", "benchu3@bench.test", "benchu4@bench.test", "benchu5@bench.test", "benchu6@bench.test", "benchu7@bench.test", "benchu8@bench.test", "benchu9@bench.test", "benchu10@bench.test"}},
+		{"tiny", 10, 2, []string{"u@bench.test"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := NewBodies("run", tc.size, tc.rcpts, tc.pool)
+			ids := map[string]bool{}
+			sums := map[string]bool{}
+			for n := range 3 * tc.pool {
+				m, wire := p.Message(n, tc.rcpts)
+				if m.ID != ID("run", n) || ids[m.ID] {
+					t.Fatalf("message %d: id %q", n, m.ID)
+				}
+				ids[m.ID] = true
+				s := sha256.Sum256(m.Body)
+				if got := hex.EncodeToString(s[:]); got != m.Sum || !bytes.Contains(m.Data, []byte("X-Bench-Sum: "+got+"\r\n")) {
+					t.Fatalf("message %d: body sum %s, message says %s", n, got, m.Sum)
+				}
+				if !bytes.Contains(m.Data, []byte("X-Bench-Id: "+m.ID+"\r\n")) {
+					t.Fatalf("message %d: no X-Bench-Id of its own", n)
+				}
+				if want := DotStuff(m.Data); !bytes.Equal(wire, want) {
+					t.Fatalf("message %d: wire form is not DotStuff of the message", n)
+				}
+				if d := len(m.Data) - tc.size; tc.size >= 1024 && (d < -8 || d > 8) {
+					t.Fatalf("message %d: %d bytes for size %d", n, len(m.Data), tc.size)
+				}
+				sums[m.Sum] = true
+			}
+			if len(sums) != tc.pool {
+				t.Fatalf("%d distinct bodies, want %d", len(sums), tc.pool)
+			}
+		})
+	}
+}

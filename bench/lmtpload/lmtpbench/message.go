@@ -55,6 +55,19 @@ var sumPlaceholder = strings.Repeat("0", sha256.Size*2)
 // so that mbox quoting and dot-stuffing are exercised.
 func NewMessage(prefix string, n int, size int, rcpts []string) Message {
 	id := ID(prefix, n)
+	hlen := len(header(id, n, rcpts, sumPlaceholder))
+	body := Body(id, size-hlen)
+	s := sha256.Sum256(body)
+	sum := hex.EncodeToString(s[:])
+	data := make([]byte, 0, hlen+len(body))
+	data = append(data, header(id, n, rcpts, sum)...)
+	data = append(data, body...)
+	return Message{ID: id, Data: data, Body: data[hlen:], Sum: sum}
+}
+
+// header is the header of message n (bench id id) to rcpts whose body has
+// sum, with the empty line that ends it. No line of it begins with a dot.
+func header(id string, n int, rcpts []string, sum string) string {
 	var to strings.Builder
 	for i, r := range rcpts {
 		if i > 0 {
@@ -62,23 +75,66 @@ func NewMessage(prefix string, n int, size int, rcpts []string) Message {
 		}
 		to.WriteString("<" + r + ">")
 	}
-	header := func(sum string) string {
-		return "From: <" + Sender + ">\r\n" +
-			"To: " + to.String() + "\r\n" +
-			fmt.Sprintf("Subject: lmtpload %d\r\n", n) +
-			"Message-ID: <" + id + "@" + Domain + ">\r\n" +
-			"X-Bench-Id: " + id + "\r\n" +
-			"X-Bench-Sum: " + sum + "\r\n" +
-			"\r\n"
+	return "From: <" + Sender + ">\r\n" +
+		"To: " + to.String() + "\r\n" +
+		fmt.Sprintf("Subject: lmtpload %d\r\n", n) +
+		"Message-ID: <" + id + "@" + Domain + ">\r\n" +
+		"X-Bench-Id: " + id + "\r\n" +
+		"X-Bench-Sum: " + sum + "\r\n" +
+		"\r\n"
+}
+
+// Bodies is a few distinct bodies of one size, generated, checksummed and
+// dot-stuffed once, for the messages of a run to take in turn (Message).
+//
+// Why: making a 100 KiB message took the client about 200 us of CPU
+// (generating the body and its sha256) and dot-stuffing it more, on a
+// goroutine that ran while the servers worked on the message before; on
+// a two-CPU machine that took a third of a CPU from the servers being
+// measured, alike for each but not in proportion to what each costs.
+// With a pool a message costs its header and one copy.
+type Bodies struct {
+	prefix string
+	hlen   int // the header length the bodies were sized for
+	bodies []pooledBody
+}
+
+type pooledBody struct {
+	data    []byte // CRLF line ends
+	sum     string
+	stuffed []byte // data dot-stuffed, with the final ".\r\n"
+}
+
+// NewBodies makes n distinct bodies (at least one) for messages of about
+// size bytes to rcpts recipients (the header's length varies with the
+// message number and the addresses: a message is size bytes give or take
+// a few), each the body of a bench id of its own (PREFIX-body-J), so no
+// two runs or pools share one.
+func NewBodies(prefix string, size int, rcpts []string, n int) *Bodies {
+	p := &Bodies{prefix: prefix, hlen: len(header(ID(prefix, 0), 0, rcpts, sumPlaceholder))}
+	for j := range max(n, 1) {
+		body := Body(ID(prefix+"-body", j), size-p.hlen)
+		s := sha256.Sum256(body)
+		p.bodies = append(p.bodies, pooledBody{data: body, sum: hex.EncodeToString(s[:]), stuffed: DotStuff(body)})
 	}
-	hlen := len(header(sumPlaceholder))
-	body := Body(id, size-hlen)
-	s := sha256.Sum256(body)
-	sum := hex.EncodeToString(s[:])
-	data := make([]byte, 0, hlen+len(body))
-	data = append(data, header(sum)...)
-	data = append(data, body...)
-	return Message{ID: id, Data: data, Body: data[hlen:], Sum: sum}
+	return p
+}
+
+// Message is message n of the run to rcpts, with body n modulo the pool's
+// size; wire is Data dot-stuffed, as sent after DATA's 354.
+func (p *Bodies) Message(n int, rcpts []string) (m Message, wire []byte) {
+	b := p.bodies[n%len(p.bodies)]
+	id := ID(p.prefix, n)
+	h := header(id, n, rcpts, b.sum)
+	data := make([]byte, 0, len(h)+len(b.data))
+	data = append(data, h...)
+	data = append(data, b.data...)
+	// The header has no line that begins with a dot: stuffed, it is
+	// itself, and the stuffed body ends the message.
+	wire = make([]byte, 0, len(h)+len(b.stuffed))
+	wire = append(wire, h...)
+	wire = append(wire, b.stuffed...)
+	return Message{ID: id, Data: data, Body: data[len(h):], Sum: b.sum}, wire
 }
 
 // special lines: every second body line is the next of these, in turn
