@@ -2,8 +2,6 @@ package worker
 
 import (
 	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -27,19 +25,19 @@ func BenchmarkDirectJob(b *testing.B) {
 	uid, gid := 60000, 60000 // only compared, never used: the test runs as whoever runs it
 	bind := &job.Job{Mode: job.ModeBind, User: "bench", UID: uid, GID: gid, Home: home, Policy: "embedded"}
 	msg := strings.Repeat("From: <a@b.example>\nSubject: x\n\n"+strings.Repeat("y", 70)+"\n", 16)
-	mfd, err := unix.MemfdCreate("bench", unix.MFD_CLOEXEC)
+	// The message as the listener hands it over: a memfd, sealed.
+	mfd, err := unix.MemfdCreate("bench", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 	if err != nil {
 		b.Fatal(err)
 	}
 	if _, err := unix.Write(mfd, []byte(msg)); err != nil {
 		b.Fatal(err)
 	}
-	ro, err := os.Open(filepath.Join("/proc/self/fd", strconv.Itoa(mfd)))
-	if err != nil {
+	if _, err := unix.FcntlInt(uintptr(mfd), unix.F_ADD_SEALS, job.FrozenSeals); err != nil {
 		b.Fatal(err)
 	}
+	ro := os.NewFile(uintptr(mfd), "message")
 	defer ro.Close()
-	unix.Close(mfd)
 	rfd, err := unix.MemfdCreate("recovery", unix.MFD_CLOEXEC)
 	if err != nil {
 		b.Fatal(err)
