@@ -18,13 +18,12 @@ const (
 // delay after the first of them (or at once past max bytes), in the order
 // they came, each line whole.
 //
-// Why: the listener writes a line per recipient. Written one by one to a
-// file on the disk that holds the mailboxes, each line changes the log's
-// size and mtime in the file system's running journal transaction, so the
-// next delivery's fsync commits the log's inode too: measured on ext4, it
-// made every fsync about 13 us longer, and cost the listener a write(2)
-// per delivery besides. Batched, the log joins a commit at most ten
-// times a second. The cost is that a listener that dies without warning
+// Why: the listener writes a line per recipient. Written one by one, each
+// line costs a write(2), and on a file system that also holds the
+// mailboxes it changes the log's size and mtime in the running journal
+// transaction, which the next delivery's fsync then commits too. Batched,
+// the log joins a commit at most ten times a second (DESIGN.md gives the
+// figures). The cost is that a listener that dies without warning
 // (killed, or a crash) loses the lines of its last delay; every normal
 // exit flushes them (ListenerMain, and brokenChannelExit).
 type logBatch struct {
