@@ -106,14 +106,15 @@
 // differs (which only root can do). If creation loses a race (EEXIST),
 // the existing-file path is tried once more.
 //
-// With Options.Held (lda's warm worker), steps 2 to 5 for a mailbox of a
-// one-component name may be skipped: the file the last append to that
-// name beneath the same directory handle left open is locked (step 6) and
-// put through step 7, which every append makes: one link, the owner's
-// uid, and the name looked up afresh with fstatat(AT_SYMLINK_NOFOLLOW)
-// still the very file held (device and inode, which no other file can
-// take while it is held open). That is what steps 2 to 5 would have found
-// at that instant, now under the lock. Anything else unlocks and closes
+// With Options.Held (lda's warm worker), steps 2 to 5 may be skipped:
+// step 1 is taken as always (the parent directory opened afresh), then
+// the file the last append to that name beneath the same directory handle
+// left open is locked (step 6) and put through step 7, which every append
+// makes: one link, the owner's uid, and the last component looked up
+// afresh in the parent with fstatat(AT_SYMLINK_NOFOLLOW) still the very
+// file held (device and inode, which no other file can take while it is
+// held open). That is what steps 2 to 5 would have found at that instant,
+// now under the lock. Anything else unlocks and closes
 // it, and the append starts afresh from step 1; so does the append after
 // a failed one. A held mailbox is never locked between appends. The
 // caller keeps the directory handle itself valid (see Held).

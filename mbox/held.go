@@ -2,7 +2,6 @@ package mbox
 
 import (
 	"os"
-	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -19,14 +18,16 @@ import (
 // mailbox is reused only when Append is given the same *os.File for dir
 // (the caller keeps that one valid: lda's worker stats its path to the
 // open directory's device and inode before each delivery) and the same
-// name, of one component; and then, locked, only when the file held
-// still has one link and the owner's uid, and the name looked up afresh
-// beneath dir with fstatat(AT_SYMLINK_NOFOLLOW) is still that very file
-// (device and inode, which no other file can take while this one is held
-// open). That is what opening the name and checking it would find at
-// that instant, under the lock. Anything else unlocks it and closes it,
-// and the append opens and checks everything afresh. A failed append
-// closes it too, so that the next one starts afresh.
+// name; its parent directory, if the name has more than one component, is
+// opened afresh beneath dir as step 1 opens it; and then, locked, only
+// when the file held still has one link and the owner's uid, and its last
+// component looked up afresh in that parent with
+// fstatat(AT_SYMLINK_NOFOLLOW) is still that very file (device and inode,
+// which no other file can take while this one is held open). That is what
+// opening the name and checking it would find at that instant, under the
+// lock. Anything else unlocks it and closes it, and the append opens and
+// checks everything afresh. A failed append closes it too, so that the
+// next one starts afresh.
 //
 // A held mailbox holds no lock between appends: only the open file. A
 // Held is for one goroutine at a time. Its zero value holds nothing.
@@ -47,10 +48,11 @@ func (h *Held) Close() {
 }
 
 // take hands over the mailbox held for name beneath dir as an open
-// mailbox (its directory dir's own descriptor, as openMailbox gives a
-// one-component name), for Append to lock and recheck; h then holds
-// nothing. It returns nil, closing whatever it held, when it holds
-// nothing for them.
+// mailbox, its parent directory opened as openMailbox opens it (step 1:
+// dir's own descriptor for a one-component name), for Append to lock and
+// recheck; h then holds nothing. It returns nil, closing whatever it
+// held, when it holds nothing for them or the parent cannot be opened
+// (the fresh open that follows then says why).
 func (h *Held) take(dir *os.File, name string) *mailbox {
 	if h == nil || !h.held {
 		return nil
@@ -61,18 +63,31 @@ func (h *Held) take(dir *os.File, name string) *mailbox {
 	}
 	m := &mailbox{name: name, base: name, dirfd: -1, fd: h.fd}
 	*h = Held{}
-	if dirFd(dir, func(fd int) error { m.dir, m.dirfd = dir, fd; return nil }) != nil {
+	parent, base, err := splitName(name)
+	if err == nil {
+		m.base = base
+		err = dirFd(dir, func(fd int) error {
+			if parent == "." {
+				m.dir, m.dirfd = dir, fd
+				return nil
+			}
+			var err error
+			m.dirfd, err = openat2(fd, parent, &unix.OpenHow{Flags: dirFlags, Resolve: resolve})
+			return err
+		})
+	}
+	if err != nil {
 		m.close()
 		return nil
 	}
 	return m
 }
 
-// keep takes over m's file after a successful append, if its name is of
-// one component beneath dir (m's directory is dir itself), closing
-// whatever h held before. m keeps its directory and loses its file.
+// keep takes over m's file after a successful append of name beneath
+// dir, closing whatever h held before. m keeps its directory and loses
+// its file.
 func (h *Held) keep(dir *os.File, name string, m *mailbox) {
-	if h == nil || m.dir != dir || strings.Contains(name, "/") || m.fd < 0 {
+	if h == nil || m.fd < 0 {
 		return
 	}
 	h.Close()

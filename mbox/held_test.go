@@ -17,11 +17,22 @@ import (
 // under the lock; anything else opens the name afresh with every check,
 // and the held file is never written.
 func TestHeld(t *testing.T) {
-	other, err := os.Open(t.TempDir())
+	for _, mbox := range []string{"box", "sub/box"} {
+		t.Run(mbox, func(t *testing.T) { testHeld(t, mbox) })
+	}
+}
+
+func testHeld(t *testing.T, mbox string) {
+	otherBase := t.TempDir()
+	if err := os.MkdirAll(filepath.Dir(filepath.Join(otherBase, mbox)), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	other, err := os.Open(otherBase)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer other.Close()
+	nested := strings.Contains(mbox, "/")
 	for _, tc := range []struct {
 		name string
 		// between runs after the first append: p is the mailbox's path;
@@ -30,7 +41,8 @@ func TestHeld(t *testing.T) {
 		between func(t *testing.T, p string, dir **os.File, name *string, opt *Options)
 		reused  bool   // the second append reuses the held file
 		wantErr string // the second append fails with this enhanced code
-		second  string // the second append goes to this name, "" for the mailbox
+		second  string // the second append goes to this path beneath the directory, "" for the mailbox
+		nested  bool   // only for a name of more than one component
 	}{
 		{name: "same mailbox", reused: true},
 		{name: "replaced by rename", between: func(t *testing.T, p string, _ **os.File, _ *string, _ *Options) {
@@ -72,15 +84,39 @@ func TestHeld(t *testing.T) {
 		{name: "another directory", second: "elsewhere", between: func(_ *testing.T, _ string, dir **os.File, _ *string, _ *Options) {
 			*dir = other
 		}},
+		{name: "parent directory replaced by a symlink to it", nested: true, wantErr: "4.2.0", between: func(t *testing.T, p string, _ **os.File, _ *string, _ *Options) {
+			parent := filepath.Dir(p)
+			if err := os.Rename(parent, parent+".moved"); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(parent+".moved", parent); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{name: "parent directory replaced", nested: true, between: func(t *testing.T, p string, _ **os.File, _ *string, _ *Options) {
+			parent := filepath.Dir(p)
+			if err := os.Rename(parent, parent+".moved"); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Mkdir(parent, 0o700); err != nil {
+				t.Fatal(err)
+			}
+		}},
 	} {
+		if tc.nested && !nested {
+			continue
+		}
 		t.Run(tc.name, func(t *testing.T) {
 			base, dir := testDir(t)
-			p := filepath.Join(base, "box")
+			p := filepath.Join(base, mbox)
+			if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+				t.Fatal(err)
+			}
 			var h Held
 			defer h.Close()
 			opt := testOptions()
 			opt.Held = &h
-			if _, err := Append(dir, "box", strings.NewReader("one\n"), opt); err != nil {
+			if _, err := Append(dir, mbox, strings.NewReader("one\n"), opt); err != nil {
 				t.Fatal(err)
 			}
 			if !h.held {
@@ -98,9 +134,12 @@ func TestHeld(t *testing.T) {
 				t.Fatal(err)
 			}
 			before := readFile(t, p)
-			d, name := dir, "box"
+			d, name := dir, mbox
 			if tc.between != nil {
 				tc.between(t, p, &d, &name, &opt)
+			}
+			if name != mbox { // another name, in the same directory
+				name = filepath.Join(filepath.Dir(mbox), name)
 			}
 			opened := 0
 			setHook(t, func(stage string) error {
@@ -140,11 +179,9 @@ func TestHeld(t *testing.T) {
 				return
 			}
 			if tc.wantErr == "" {
-				target := p
+				target := filepath.Join(base, name)
 				if tc.second == "elsewhere" {
-					target = filepath.Join(d.Name(), "box")
-				} else if tc.second != "" {
-					target = filepath.Join(base, tc.second)
+					target = filepath.Join(d.Name(), name)
 				}
 				if got, want := readFile(t, target), testFrom+"two\n\n"; got != want {
 					t.Fatalf("%s:\n%q\nwant\n%q", target, got, want)
