@@ -38,6 +38,9 @@ type Held struct {
 	fd   int
 }
 
+// Holds reports whether h holds a mailbox open.
+func (h *Held) Holds() bool { return h != nil && h.held }
+
 // Close closes the mailbox held, if any.
 func (h *Held) Close() {
 	if h == nil || !h.held {

@@ -28,7 +28,7 @@ func heldPaths(pid int) []string {
 // it. The worker holds the first mbox open between deliveries; each
 // delivery after a swap must go where a fresh open would (the new file),
 // or be refused as a fresh open would be (450 4.2.0), and the file held
-// before must get nothing more.
+// before must get nothing more. A worker idle for a second lets it go.
 func TestServeHeldMbox(t *testing.T) {
 	f := newFixture(t)
 	d := startDaemon(t, f, "workers: {max_idle: 8, idle_time: 1m, max_deliveries: 100}\n")
@@ -113,5 +113,16 @@ func TestServeHeldMbox(t *testing.T) {
 	}
 	if got := warmWorkers(f.bin, u.UID); len(got) != 1 || got[0] != worker {
 		t.Fatalf("workers %v, want the same warm worker %d throughout", got, worker)
+	}
+
+	// A second without mail, and the worker lets the mbox go (a deleted
+	// one is then freed at once); the next delivery opens it afresh.
+	if !holds(box) {
+		t.Fatalf("after message five the worker holds %v", heldPaths(worker))
+	}
+	waitFor(t, func() bool { return !holds(box) }, "the idle worker to close the mbox")
+	send("six", "250 2.0.0")
+	if !has(box, "six") || !holds(box) {
+		t.Fatalf("message six: in the mbox %v, held %v", has(box, "six"), heldPaths(worker))
 	}
 }

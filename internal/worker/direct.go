@@ -71,7 +71,7 @@ func MainDirect() int {
 	}
 	var out []byte // the result, one buffer for the worker's life
 	for {
-		pkt, f, err := conn.Recv()
+		pkt, f, err := recvJob(conn)
 		if errors.Is(err, io.EOF) {
 			return 0
 		}

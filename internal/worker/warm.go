@@ -39,7 +39,7 @@ func MainWarm() int {
 		sys   *policy.System
 	)
 	for {
-		rec, f, err := conn.Recv()
+		rec, f, err := recvJob(conn)
 		if errors.Is(err, io.EOF) {
 			return 0
 		}
