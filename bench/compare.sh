@@ -10,6 +10,12 @@
 #   REPS=3          repetitions of every cell
 #   MESSAGES=2000   messages per run
 #   PIPELINING=1    lmtpload -pipelining for every peer (0: lock-step)
+#   WARMUP=400      messages each server gets over 8 connections (1 KiB,
+#                   the ten users) before its first measured run, not
+#                   recorded: lda's warm workers and Dovecot's processes
+#                   are started there, as the floor starts its own
+#                   processes before each of its runs; 0 to skip (then
+#                   lda's first run starts a worker per user in it)
 #   BODIES=32       lmtpload -bodies: distinct bodies made before each run,
 #                   taken in turn (0: every message made whole during the
 #                   run, as before the nineteenth round; see bench/README.md)
@@ -92,6 +98,7 @@ REPS=${REPS:-3}
 MESSAGES=${MESSAGES:-2000}
 PIPELINING=${PIPELINING:-1}
 BODIES=${BODIES:-32}
+WARMUP=${WARMUP:-400}
 CHUNKING=${CHUNKING:-0}
 CHUNK_FLAG=()
 case $CHUNKING in
@@ -171,7 +178,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-say "base directory $BASE; FLOOR=$FLOOR REPS=$REPS MESSAGES=$MESSAGES PIPELINING=$PIPELINING CHUNKING=$CHUNKING HOMES=$HOMES"
+say "base directory $BASE; FLOOR=$FLOOR REPS=$REPS MESSAGES=$MESSAGES PIPELINING=$PIPELINING CHUNKING=$CHUNKING HOMES=$HOMES WARMUP=$WARMUP BODIES=$BODIES"
 
 # --- packages, users, binaries -------------------------------------------
 
@@ -552,6 +559,18 @@ smoke() {
 	say "$peer works: one message delivered ($(cut -d' ' -f3- "$BASE/ack.txt")) and stored"
 }
 
+# warmup PEER SOCKET KIND: WARMUP messages over 8 connections, not
+# recorded; the mailboxes are emptied before every measured run anyway.
+warmup() {
+	local peer=$1 sock=$2 kind=$3 json ok
+	((WARMUP > 0)) || return 0
+	case $kind in maildir) reset_maildirs ;; mbox) reset_mboxes ;; esac
+	json=$(load "$peer" "$sock" 8 1024 1 "$WARMUP") || die "$peer: the warm-up failed"
+	ok=$(jget ok "$json")
+	[ "$ok" = "$WARMUP" ] || die "$peer: warm-up: $ok of $WARMUP delivered"
+	say "$peer warmed up: $WARMUP messages over 8 connections (not recorded)"
+}
+
 # floor_peer RAWPEER: the floor's name in the matrix of RAWPEER.
 floor_peer() { if [ "$1" = raw ]; then echo floor; else echo floor-mbox; fi; }
 
@@ -606,6 +625,8 @@ for m in $MATRICES; do
 			grep -q 'msg=recipient .*actions=keep' "$BASE/lda-maildir/lda.log" || die "SIEVE: lda did not run the script (no actions=keep in its log)"
 			say "lda ran the script (actions=keep in its log)"
 		fi
+		warmup dovecot "$DOVECOT_SOCK" maildir
+		warmup lda "$LDA_SOCK" maildir
 		run_matrix maildir dovecot lda raw "${MAILDIR_CELLS[@]}"
 		stop_lda
 		stop_dovecot
@@ -617,6 +638,8 @@ for m in $MATRICES; do
 		start_lda mbox '{mbox: /var/mail/%u}'
 		say "lda warm-workers section: $LDA_WORKERS"
 		smoke lda-mbox "$LDA_SOCK" mbox
+		warmup mail.local "$MAILLOCAL_SOCK" mbox
+		warmup lda-mbox "$LDA_SOCK" mbox
 		run_matrix mbox mail.local lda-mbox raw-mbox "${MBOX_CELLS[@]}"
 		stop_lda
 		stop_mail_local
@@ -728,7 +751,7 @@ floor_table() {
 
 echo
 say "results (medians of $REPS repetitions x $MESSAGES messages; d/s = successful recipient deliveries per second)"
-echo "lda: $LDA_DESC; warm-workers section: ${LDA_WORKERS:-?}; dovecot $(dovecot --version | cut -d' ' -f1); mail.local from $MAIL_LOCAL_DEB; pipelining: $PIPELINING; bodies: $BODIES; chunking: $CHUNKING${CHUNK_FLAG:+ (lda and Dovecot send BDAT; mail.local, without CHUNKING, DATA)}; sieve: ${SIEVE:-none}; servers pinned: ${PIN:-no}"
+echo "lda: $LDA_DESC; warm-workers section: ${LDA_WORKERS:-?}; dovecot $(dovecot --version | cut -d' ' -f1); mail.local from $MAIL_LOCAL_DEB; pipelining: $PIPELINING; bodies: $BODIES; warm-up: $WARMUP; chunking: $CHUNKING${CHUNK_FLAG:+ (lda and Dovecot send BDAT; mail.local, without CHUNKING, DATA)}; sieve: ${SIEVE:-none}; servers pinned: ${PIN:-no}"
 echo "machine: $(nproc) CPUs, Linux $(uname -r), homes on $(findmnt -no FSTYPE -T "$BASE") ($(findmnt -no OPTIONS -T "$BASE" | cut -d, -f1-3)), /var/mail on $(findmnt -no FSTYPE -T /var/mail); 1-min load average before the runs: $(awk -F'\t' 'NR > 1 { print $NF }' "$TSV" | sort -g | sed -n '1p;$p' | paste -sd- -)"
 echo
 for m in $MATRICES; do
