@@ -150,47 +150,47 @@ func Append(dir *os.File, name string, msg io.Reader, opt Options) (_ Result, er
 // is open or locked.
 func acquire(dir *os.File, name string, opt Options) (*mailbox, *locker, unix.Stat_t, error) {
 	if m := opt.Held.take(dir, name); m != nil {
-		l, err := lock(m, opt)
-		if err != nil {
+		l, st, stale, err := lockChecked(m, opt)
+		if err == nil {
+			return m, l, st, nil
+		}
+		m.close()
+		if !stale {
 			// Busy whichever file it is: waiting again on a fresh
 			// open would double the timeout.
-			m.close()
 			return nil, nil, unix.Stat_t{}, err
-		}
-		if err := hook("locked"); err != nil {
-			l.unlock()
-			m.close()
-			return nil, nil, unix.Stat_t{}, err
-		}
-		if st, err := m.recheck(opt); err == nil {
-			return m, l, st, nil
 		}
 		// Replaced, removed, linked or given away since the last
 		// append: open the name afresh, with every check.
-		l.unlock()
-		m.close()
 	}
 	m, err := openMailbox(dir, name, opt, opt.Create)
 	if err != nil {
 		return nil, nil, unix.Stat_t{}, err
 	}
-	l, err := lock(m, opt)
+	l, st, _, err := lockChecked(m, opt)
 	if err != nil {
-		m.close()
-		return nil, nil, unix.Stat_t{}, err
-	}
-	if err := hook("locked"); err != nil {
-		l.unlock()
-		m.close()
-		return nil, nil, unix.Stat_t{}, err
-	}
-	st, err := m.recheck(opt)
-	if err != nil {
-		l.unlock()
 		m.close()
 		return nil, nil, unix.Stat_t{}, err
 	}
 	return m, l, st, nil
+}
+
+// lockChecked locks m and checks it again under the locks (steps 6 and
+// 7), returning the locked file's status. On error nothing is locked;
+// stale says that the locks were had and the check under them failed.
+func lockChecked(m *mailbox, opt Options) (l *locker, st unix.Stat_t, stale bool, err error) {
+	if l, err = lock(m, opt); err != nil {
+		return nil, st, false, err
+	}
+	if err = hook("locked"); err != nil {
+		l.unlock()
+		return nil, st, false, err
+	}
+	if st, err = m.recheck(opt); err != nil {
+		l.unlock()
+		return nil, st, true, err
+	}
+	return l, st, false, nil
 }
 
 // padding returns the newlines needed so that a message appended at size

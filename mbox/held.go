@@ -69,15 +69,7 @@ func (h *Held) take(dir *os.File, name string) *mailbox {
 	parent, base, err := splitName(name)
 	if err == nil {
 		m.base = base
-		err = dirFd(dir, func(fd int) error {
-			if parent == "." {
-				m.dir, m.dirfd = dir, fd
-				return nil
-			}
-			var err error
-			m.dirfd, err = openat2(fd, parent, &unix.OpenHow{Flags: dirFlags, Resolve: resolve})
-			return err
-		})
+		err = m.openDir(dir, parent)
 	}
 	if err != nil {
 		m.close()

@@ -105,19 +105,7 @@ func openMailbox(dir *os.File, name string, opt Options, create bool) (*mailbox,
 		return nil, err
 	}
 	m := &mailbox{name: name, base: base, dirfd: -1, fd: -1}
-	err = dirFd(dir, func(fd int) error {
-		if parent == "." {
-			// The mailbox is directly beneath dir: the directory that
-			// opening "." beneath it would give is dir itself, so its own
-			// descriptor is used (and kept alive, and not closed).
-			m.dir, m.dirfd = dir, fd
-			return nil
-		}
-		var err error
-		m.dirfd, err = openat2(fd, parent, &unix.OpenHow{Flags: dirFlags, Resolve: resolve})
-		return err
-	})
-	if err != nil {
+	if err := m.openDir(dir, parent); err != nil {
 		var st *status.Status
 		if errors.As(err, &st) {
 			return nil, err
@@ -145,6 +133,22 @@ func openMailbox(dir *os.File, name string, opt Options, create bool) (*mailbox,
 		return nil, err
 	}
 	return m, nil
+}
+
+// openDir sets m's directory (step 1): parent opened beneath dir, or, for
+// a mailbox directly beneath dir, dir itself, since that is what opening
+// "." beneath it would give (its own descriptor, kept alive and not
+// closed).
+func (m *mailbox) openDir(dir *os.File, parent string) error {
+	return dirFd(dir, func(fd int) error {
+		if parent == "." {
+			m.dir, m.dirfd = dir, fd
+			return nil
+		}
+		var err error
+		m.dirfd, err = openat2(fd, parent, &unix.OpenHow{Flags: dirFlags, Resolve: resolve})
+		return err
+	})
 }
 
 func (m *mailbox) close() {
