@@ -8,7 +8,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"lda/internal/seqpacket"
-
 	"lda/maildir"
 	"lda/mbox"
 )
