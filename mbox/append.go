@@ -115,11 +115,12 @@ func Append(dir *os.File, name string, msg io.Reader, opt Options) (_ Result, er
 	if err != nil {
 		return Result{}, err
 	}
+	ok := false // the append is complete (not failed, not panicking)
 	defer func() {
-		// Unlocked before the file is kept: a held mailbox holds no lock.
-		l.unlock()
-		if err == nil {
-			opt.Held.keep(dir, name, m)
+		// Unlocked before the file is kept: a held mailbox holds no
+		// lock, so one whose locks could not be released is not kept.
+		if l.unlock() && ok {
+			opt.Held.keep(dir, name, m, &st)
 		}
 		m.close()
 	}()
@@ -140,6 +141,7 @@ func Append(dir *os.File, name string, msg io.Reader, opt Options) (_ Result, er
 		}
 		return Result{}, err
 	}
+	ok = true
 	return Result{Offset: off, Size: n - int64(len(pad))}, nil
 }
 
@@ -151,17 +153,25 @@ func Append(dir *os.File, name string, msg io.Reader, opt Options) (_ Result, er
 func acquire(dir *os.File, name string, opt Options) (*mailbox, *locker, unix.Stat_t, error) {
 	if m := opt.Held.take(dir, name); m != nil {
 		l, st, stale, err := lockChecked(m, opt)
+		if err == nil && !m.mayOpen() {
+			// Its mode, ACL or label changed: a fresh open says what
+			// the user may do now.
+			l.unlock()
+			stale, err = true, errNotExist
+		}
 		if err == nil {
 			return m, l, st, nil
 		}
 		m.close()
 		if !stale {
-			// Busy whichever file it is: waiting again on a fresh
-			// open would double the timeout.
+			// take found the name leading to the held file: busy on
+			// the mailbox itself, and waiting again on a fresh open
+			// would double the timeout.
 			return nil, nil, unix.Stat_t{}, err
 		}
-		// Replaced, removed, linked or given away since the last
-		// append: open the name afresh, with every check.
+		// Replaced, removed, linked, given away or closed to the user
+		// while it waited for the locks: open the name afresh, with
+		// every check.
 	}
 	m, err := openMailbox(dir, name, opt, opt.Create)
 	if err != nil {

@@ -113,8 +113,11 @@
 // makes: one link, the owner's uid, and the last component looked up
 // afresh in the parent with fstatat(AT_SYMLINK_NOFOLLOW) still the very
 // file held (device and inode, which no other file can take while it is
-// held open). That is what steps 2 to 5 would have found at that instant,
-// now under the lock. Anything else unlocks and closes
+// held open; looked at once before locking too, so that no lock is waited
+// for on a file that is no longer the mailbox), and faccessat2(AT_EACCESS)
+// still granting the user read and write access, as step 3's open would.
+// That is what steps 2 to 5 would have found at that instant, now under
+// the lock. Anything else unlocks and closes
 // it, and the append starts afresh from step 1; so does the append after
 // a failed one. A held mailbox is never locked between appends. The
 // caller keeps the directory handle itself valid (see Held).

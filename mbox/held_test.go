@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -43,6 +44,9 @@ func testHeld(t *testing.T, mbox string) {
 		wantErr string // the second append fails with this enhanced code
 		second  string // the second append goes to this path beneath the directory, "" for the mailbox
 		nested  bool   // only for a name of more than one component
+		// unprivileged: only without CAP_DAC_OVERRIDE (not as root),
+		// which opens any file whatever its mode.
+		unprivileged bool
 	}{
 		{name: "same mailbox", reused: true},
 		{name: "replaced by rename", between: func(t *testing.T, p string, _ **os.File, _ *string, _ *Options) {
@@ -84,6 +88,12 @@ func testHeld(t *testing.T, mbox string) {
 		{name: "another directory", second: "elsewhere", between: func(_ *testing.T, _ string, dir **os.File, _ *string, _ *Options) {
 			*dir = other
 		}},
+		{name: "made unwritable", wantErr: "4.2.0", unprivileged: true, between: func(t *testing.T, p string, _ **os.File, _ *string, _ *Options) {
+			// A fresh open (O_RDWR) is refused; so must the held file be.
+			if err := os.Chmod(p, 0o400); err != nil {
+				t.Fatal(err)
+			}
+		}},
 		{name: "parent directory replaced by a symlink to it", nested: true, wantErr: "4.2.0", between: func(t *testing.T, p string, _ **os.File, _ *string, _ *Options) {
 			parent := filepath.Dir(p)
 			if err := os.Rename(parent, parent+".moved"); err != nil {
@@ -103,7 +113,7 @@ func testHeld(t *testing.T, mbox string) {
 			}
 		}},
 	} {
-		if tc.nested && !nested {
+		if tc.nested && !nested || tc.unprivileged && os.Geteuid() == 0 {
 			continue
 		}
 		t.Run(tc.name, func(t *testing.T) {
@@ -150,8 +160,9 @@ func testHeld(t *testing.T, mbox string) {
 			})
 			_, err = Append(d, name, strings.NewReader("two\n"), opt)
 			if tc.wantErr != "" {
-				var st *status.Status
-				if !errors.As(err, &st) || st.Enhanced != tc.wantErr {
+				// As the worker answers it (an errno maps through
+				// status.From).
+				if err == nil || status.From(err).Enhanced != tc.wantErr {
 					t.Fatalf("second append: %v, want %s", err, tc.wantErr)
 				}
 				if h.held {
@@ -266,5 +277,72 @@ func TestHeldFailure(t *testing.T) {
 				t.Fatalf("mailbox after the failure %q, want %q", got, before)
 			}
 		})
+	}
+}
+
+// TestHeldStaleLocked: the held file was renamed away and a new mailbox
+// put in its place, and a mail reader still holds the old file locked (as
+// one that writes a new mbox and renames it over the old one may). The
+// append must go to the new mailbox at once, not wait for the old file's
+// lock and time out.
+func TestHeldStaleLocked(t *testing.T) {
+	base, dir := testDir(t)
+	p := filepath.Join(base, "box")
+	var h Held
+	defer h.Close()
+	opt := testOptions()
+	opt.Locks = FcntlLock
+	opt.LockTimeout = 300 * time.Millisecond
+	opt.Held = &h
+	if _, err := Append(dir, "box", strings.NewReader("one\n"), opt); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(p, p+".old"); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, p, "")
+	old, err := os.OpenFile(p+".old", os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	lk := unix.Flock_t{Type: unix.F_WRLCK}
+	if err := unix.FcntlFlock(old.Fd(), unix.F_OFD_SETLK, &lk); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Append(dir, "box", strings.NewReader("two\n"), opt); err != nil {
+		t.Fatalf("append with the old mailbox locked: %v", err)
+	}
+	if got, want := readFile(t, p), testFrom+"two\n\n"; got != want {
+		t.Fatalf("new mailbox %q, want %q", got, want)
+	}
+}
+
+// panicReader panics on its first read.
+type panicReader struct{}
+
+func (panicReader) Read([]byte) (int, error) { panic("reader") }
+
+// TestHeldPanic: an append that panics (here, its reader) keeps nothing
+// held, whatever the caller recovers.
+func TestHeldPanic(t *testing.T) {
+	base, dir := testDir(t)
+	var h Held
+	defer h.Close()
+	opt := testOptions()
+	opt.Held = &h
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Fatal("no panic")
+			}
+		}()
+		Append(dir, "box", panicReader{}, opt)
+	}()
+	if h.Holds() {
+		t.Fatal("a panicking append left the mailbox held")
+	}
+	if _, err := os.Lstat(filepath.Join(base, "box.lock")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("dot-lock left after the panic: %v", err)
 	}
 }

@@ -394,19 +394,26 @@ func (l *locker) flockLock(deadline time.Time) error {
 
 // unlock releases everything held, in reverse order. It is best effort:
 // the message is already safe (or already rolled back) when it runs, and
-// the kernel drops the fcntl and flock locks when the file is closed
-// anyway. A dot-lock is removed only if the name still refers to ours.
-func (l *locker) unlock() {
+// the kernel drops the fcntl and flock locks when the file is closed. It
+// reports whether the kernel locks were released: a mailbox whose locks
+// were not must be closed, never held for the next append (Held). A
+// dot-lock is removed only if the name still refers to ours.
+func (l *locker) unlock() (released bool) {
 	if l == nil {
-		return
+		return true
 	}
+	released = true
 	if l.flock {
-		unix.Flock(l.m.fd, unix.LOCK_UN)
+		if unix.Flock(l.m.fd, unix.LOCK_UN) != nil {
+			released = false
+		}
 		l.flock = false
 	}
 	if l.fcntl {
 		lk := unix.Flock_t{Type: unix.F_UNLCK}
-		unix.FcntlFlock(uintptr(l.m.fd), unix.F_OFD_SETLK, &lk)
+		if unix.FcntlFlock(uintptr(l.m.fd), unix.F_OFD_SETLK, &lk) != nil {
+			released = false
+		}
 		l.fcntl = false
 	}
 	if l.dotFd >= 0 {
@@ -419,4 +426,5 @@ func (l *locker) unlock() {
 		unix.Close(l.dotFd)
 		l.dotFd = -1
 	}
+	return released
 }
