@@ -705,7 +705,7 @@ func (b *backend) Data(msg *os.File, size int64, rcpts []lmtp.Recipient) []lmtp.
 	// of the workers can change what the others deliver. A sealed memfd
 	// is handed to all of them; a disk spool's read-only description is
 	// not shared between recipients (lmtp.ReopenReadOnly).
-	shared := len(b.rcpts) == 1 || lmtp.Sealed(msg)
+	shared := len(b.rcpts) == 1 || job.Sealed(int(msg.Fd()))
 	delivered := deliveredTo(msg, size)
 	logs := make([]logLine, len(b.rcpts))
 	b.lines = logs

@@ -11,6 +11,15 @@ import (
 // (memfd_create(2), fcntl(2) F_ADD_SEALS).
 const FrozenSeals = unix.F_SEAL_WRITE | unix.F_SEAL_SHRINK | unix.F_SEAL_GROW
 
+// Sealed reports whether fd is a memfd sealed with FrozenSeals: one open
+// file description that the workers of every recipient may share, since
+// none of them can change anything about it that the others' reads
+// depend on (a disk spool's descriptor is reopened per recipient).
+func Sealed(fd int) bool {
+	seals, err := unix.FcntlInt(uintptr(fd), unix.F_GET_SEALS, 0)
+	return err == nil && seals&FrozenSeals == FrozenSeals
+}
+
 // Errors of CheckMessage.
 var (
 	ErrMessageNotFile    = errors.New("message descriptor is not a regular file")
@@ -40,7 +49,7 @@ var (
 // (EINVAL), and an O_PATH descriptor has none to read (EBADF). Anything
 // else is looked at with fstat and F_GETFL.
 func CheckMessage(fd int) error {
-	if seals, err := unix.FcntlInt(uintptr(fd), unix.F_GET_SEALS, 0); err == nil && seals&FrozenSeals == FrozenSeals {
+	if Sealed(fd) {
 		return nil
 	}
 	var st unix.Stat_t

@@ -108,39 +108,43 @@ func TestCheckMessage(t *testing.T) {
 	}
 	all := unix.F_SEAL_WRITE | unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_SEAL
 	for _, tc := range []struct {
-		name string
-		fd   func(t *testing.T) int
-		want error
+		name   string
+		fd     func(t *testing.T) int
+		want   error
+		sealed bool // Sealed says so: workers may share it
 	}{
-		{"sealed memfd", memfd(all, -1), nil},
-		{"sealed memfd, the seals left open", memfd(FrozenSeals, -1), nil},
-		{"sealed memfd reopened read-only", memfd(all, unix.O_RDONLY), nil},
-		{"sealed memfd reopened O_PATH", memfd(all, unix.O_PATH), ErrMessageChangeable},
-		{"memfd without seals", memfd(0, -1), ErrMessageChangeable},
-		{"memfd that can grow", memfd(unix.F_SEAL_WRITE|unix.F_SEAL_SHRINK|unix.F_SEAL_SEAL, -1), ErrMessageChangeable},
-		{"memfd that can shrink", memfd(unix.F_SEAL_WRITE|unix.F_SEAL_GROW|unix.F_SEAL_SEAL, -1), ErrMessageChangeable},
-		{"memfd that can be written", memfd(unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_SEAL, -1), ErrMessageChangeable},
-		{"memfd without seals, reopened read-only", memfd(0, unix.O_RDONLY), ErrMessageChangeable},
-		{"memfd without seals, mode 0600, reopened read-only", memfdMode(0o600), nil},
-		{"file read-only", open(file, unix.O_RDONLY), nil},
-		{"file read-only, mode 0644", open(chmodded(t, file, 0o644), unix.O_RDONLY), nil},
-		{"file read-only, group may write", open(chmodded(t, file, 0o660), unix.O_RDONLY), ErrMessageChangeable},
-		{"file read-only, others may write", open(chmodded(t, file, 0o602), unix.O_RDONLY), ErrMessageChangeable},
-		{"file read-write", open(file, unix.O_RDWR), ErrMessageChangeable},
-		{"file write-only", open(file, unix.O_WRONLY), ErrMessageChangeable},
-		{"file O_PATH", open(file, unix.O_PATH), ErrMessageChangeable},
-		{"directory", open(dir, unix.O_RDONLY|unix.O_DIRECTORY), ErrMessageNotFile},
-		{"tmpfs file read-write", open(shm, unix.O_RDWR), ErrMessageChangeable},
-		{"tmpfs file read-only", open(shm, unix.O_RDONLY), nil},
-		{"tmpfs directory", open(filepath.Dir(shm), unix.O_RDONLY|unix.O_DIRECTORY), ErrMessageNotFile},
-		{"pipe", pipe, ErrMessageNotFile},
-		{"no descriptor", func(*testing.T) int { return -1 }, ErrMessageNotFile},
+		{"sealed memfd", memfd(all, -1), nil, true},
+		{"sealed memfd, the seals left open", memfd(FrozenSeals, -1), nil, true},
+		{"sealed memfd reopened read-only", memfd(all, unix.O_RDONLY), nil, true},
+		{"sealed memfd reopened O_PATH", memfd(all, unix.O_PATH), ErrMessageChangeable, false},
+		{"memfd without seals", memfd(0, -1), ErrMessageChangeable, false},
+		{"memfd that can grow", memfd(unix.F_SEAL_WRITE|unix.F_SEAL_SHRINK|unix.F_SEAL_SEAL, -1), ErrMessageChangeable, false},
+		{"memfd that can shrink", memfd(unix.F_SEAL_WRITE|unix.F_SEAL_GROW|unix.F_SEAL_SEAL, -1), ErrMessageChangeable, false},
+		{"memfd that can be written", memfd(unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_SEAL, -1), ErrMessageChangeable, false},
+		{"memfd without seals, reopened read-only", memfd(0, unix.O_RDONLY), ErrMessageChangeable, false},
+		{"memfd without seals, mode 0600, reopened read-only", memfdMode(0o600), nil, false},
+		{"file read-only", open(file, unix.O_RDONLY), nil, false},
+		{"file read-only, mode 0644", open(chmodded(t, file, 0o644), unix.O_RDONLY), nil, false},
+		{"file read-only, group may write", open(chmodded(t, file, 0o660), unix.O_RDONLY), ErrMessageChangeable, false},
+		{"file read-only, others may write", open(chmodded(t, file, 0o602), unix.O_RDONLY), ErrMessageChangeable, false},
+		{"file read-write", open(file, unix.O_RDWR), ErrMessageChangeable, false},
+		{"file write-only", open(file, unix.O_WRONLY), ErrMessageChangeable, false},
+		{"file O_PATH", open(file, unix.O_PATH), ErrMessageChangeable, false},
+		{"directory", open(dir, unix.O_RDONLY|unix.O_DIRECTORY), ErrMessageNotFile, false},
+		{"tmpfs file read-write", open(shm, unix.O_RDWR), ErrMessageChangeable, false},
+		{"tmpfs file read-only", open(shm, unix.O_RDONLY), nil, false},
+		{"tmpfs directory", open(filepath.Dir(shm), unix.O_RDONLY|unix.O_DIRECTORY), ErrMessageNotFile, false},
+		{"pipe", pipe, ErrMessageNotFile, false},
+		{"no descriptor", func(*testing.T) int { return -1 }, ErrMessageNotFile, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fd := tc.fd(t)
 			defer unix.Close(fd)
 			if err := CheckMessage(fd); !errors.Is(err, tc.want) {
 				t.Fatalf("CheckMessage = %v, want %v", err, tc.want)
+			}
+			if got := Sealed(fd); got != tc.sealed {
+				t.Fatalf("Sealed = %v, want %v", got, tc.sealed)
 			}
 		})
 	}

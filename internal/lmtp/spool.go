@@ -34,7 +34,8 @@ type spill struct {
 var memfdCreate = unix.MemfdCreate
 
 // frozenSeals fix a memfd's content and size for good: no write, no
-// truncation, no growth, and no change to the seals themselves.
+// truncation, no growth, and no change to the seals themselves (what
+// job.CheckMessage and job.Sealed require is the first three).
 const frozenSeals = unix.F_SEAL_WRITE | unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_SEAL
 
 // addSeals seals a memfd; tests replace it to see the fallback.
@@ -129,14 +130,6 @@ func (s *spill) file() (*os.File, error) {
 	}
 	s.ro = ro
 	return s.ro, nil
-}
-
-// Sealed reports whether msg, a message Backend.Data got, is the sealed
-// memfd: one open file description that every reader may share, since
-// none can change anything about it that the others' reads depend on.
-func Sealed(msg *os.File) bool {
-	seals, err := unix.FcntlInt(msg.Fd(), unix.F_GET_SEALS, 0)
-	return err == nil && seals&frozenSeals == frozenSeals
 }
 
 // ReopenReadOnly opens msg, a disk spool Backend.Data got, afresh,
