@@ -12,7 +12,8 @@ import (
 // and again: lda's warm worker, bound to one user. Without it every
 // append looks the name up, opens it, checks the open file against the
 // name and closes it again: steps 2 to 5 of the Security section in the
-// package documentation, five system calls.
+// package documentation, five system calls, of which reuse spends two on
+// its own checks (a lookup before locking, faccessat2 under the lock).
 //
 // Reuse is checked on every append, never assumed, and the check is the
 // one every append already makes once it holds the locks (step 7): the
