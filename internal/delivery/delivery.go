@@ -190,8 +190,11 @@ func (a *Agent) runWarm(ctx context.Context, j *job.Job, msg *os.File) (*job.Res
 		}
 		k.stamp = stampOf(&st)
 	}
+	// Each start has a key of its own: startWarm sets its stamp, and a
+	// replacement started ahead runs beside the job's goroutine.
 	start := func() (*warm, *status.Status) {
-		w, err := a.startWarm(&k)
+		wk := k
+		w, err := a.startWarm(&wk)
 		if errors.Is(err, spawn.ErrRefused) {
 			return nil, status.PolicyRefused.Wrap(err)
 		}
@@ -201,7 +204,7 @@ func (a *Agent) runWarm(ctx context.Context, j *job.Job, msg *os.File) (*job.Res
 		return w, nil
 	}
 	encode := func(_ warmKey, buf []byte) ([]byte, error) { return append(buf, rec...), nil }
-	return onWarm(ctx, a.Pool, k, start, encode, msg, a.Timeout)
+	return onWarm(ctx, a.Pool, k, start, start, encode, msg, a.Timeout)
 }
 
 // onWarm has a warm worker for k perform the job encode builds for that
@@ -214,7 +217,7 @@ func (a *Agent) runWarm(ctx context.Context, j *job.Job, msg *os.File) (*job.Res
 // (and mbox recovery, by whoever reaps the worker). A worker is never
 // given another user's job: exchange refuses any job whose key is not the
 // worker's.
-func onWarm(ctx context.Context, pool *Pool, k warmKey, start func() (*warm, *status.Status),
+func onWarm(ctx context.Context, pool *Pool, k warmKey, start, renew starter,
 	encode func(k warmKey, buf []byte) ([]byte, error), msg *os.File, timeout time.Duration) (*job.Result, *status.Status) {
 	if timeout <= 0 {
 		timeout = 10 * time.Minute
@@ -234,7 +237,7 @@ func onWarm(ctx context.Context, pool *Pool, k warmKey, start func() (*warm, *st
 		}
 		rec, err := encode(w.key, w.jobBuf[:0])
 		if err != nil {
-			pool.put(w)
+			pool.put(w, nil)
 			return nil, status.Usage.Wrap(err)
 		}
 		w.jobBuf = rec[:0]
@@ -255,7 +258,7 @@ func onWarm(ctx context.Context, pool *Pool, k warmKey, start func() (*warm, *st
 		}
 		res, derr := job.DecodeResult(out)
 		if err == nil && derr == nil {
-			pool.put(w)
+			pool.put(w, renew)
 			return res, res.Status
 		}
 		w.kill()

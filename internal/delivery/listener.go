@@ -68,14 +68,14 @@ func (d *Direct) deliver(ctx context.Context, r Request) (Outcome, bool) {
 			k.stamp = stampOf(&st)
 		}
 	}
-	busy := false
+	// start runs in the job's goroutine or, for a replacement started
+	// ahead (Pool.put), in one of its own: it touches nothing of the job's.
 	start := func() (*warm, *status.Status) {
 		rep, sock := d.Start(r.User.Name)
 		if !rep.Status.OK() {
 			if sock != nil {
 				sock.Close()
 			}
-			busy = rep.Status.Code == status.Busy.Code && rep.Status.Enhanced == status.Busy.Enhanced
 			return nil, rep.Status
 		}
 		b := rep.Bind
@@ -108,7 +108,13 @@ func (d *Direct) deliver(ctx context.Context, r Request) (Outcome, bool) {
 		}
 		return j.AppendEncode(buf)
 	}
-	res, st := onWarm(ctx, d.Pool, k, start, encode, r.Message, d.Timeout)
+	busy := false
+	startNow := func() (*warm, *status.Status) {
+		w, st := start()
+		busy = st != nil && st.Code == status.Busy.Code && st.Enhanced == status.Busy.Enhanced
+		return w, st
+	}
+	res, st := onWarm(ctx, d.Pool, k, startNow, start, encode, r.Message, d.Timeout)
 	if busy {
 		return Outcome{}, false
 	}

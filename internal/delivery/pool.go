@@ -16,6 +16,7 @@ import (
 	"lda/internal/job"
 	"lda/internal/seqpacket"
 	"lda/internal/spawn"
+	"lda/internal/status"
 )
 
 // PoolConfig bounds the warm workers (lda.yaml "workers").
@@ -194,8 +195,13 @@ func (p *Pool) take(k warmKey) *warm {
 	return nil
 }
 
-// put returns a worker that answered its job completely.
-func (p *Pool) put(w *warm) {
+// starter starts a worker for one user (see onWarm).
+type starter func() (*warm, *status.Status)
+
+// put returns a worker that answered its job completely. A worker with
+// ahead() jobs left gets its replacement started now, by renew (if not
+// nil), when the pool has room for both: see startAhead.
+func (p *Pool) put(w *warm, renew starter) {
 	w.uses++
 	w.last = time.Now()
 	p.mu.Lock()
@@ -210,10 +216,49 @@ func (p *Pool) put(w *warm) {
 	if p.nidle > p.cfg.MaxIdle {
 		evict = p.removeOldest()
 	}
+	if renew != nil && p.ahead() > 0 && w.uses == p.cfg.MaxDeliveries-p.ahead() && p.nidle < p.cfg.MaxIdle {
+		go p.startAhead(renew)
+	}
 	p.mu.Unlock()
 	if evict != nil {
 		evict.retire()
 	}
+}
+
+// ahead is how many jobs before its last a worker's replacement starts:
+// a twentieth of MaxDeliveries, none below 20. Starting a worker takes
+// 5-10 ms (fork, exec, the Go runtime, the bind); started when the old
+// worker retires, it would be in the next job's time. A twentieth leaves
+// the replacement that long to start at any rate of that user's mail
+// that would otherwise notice, without a second worker waiting long
+// beside the first.
+func (p *Pool) ahead() int { return p.cfg.MaxDeliveries / 20 }
+
+// startAhead starts a replacement for a worker near MaxDeliveries and
+// puts it in the pool as its user's least recently used worker, so that
+// the worker it replaces is still taken first until it retires. It never
+// pushes another worker out: with no room it is stopped instead, and a
+// start that fails leaves things as before (the job after the old
+// worker's last starts one).
+func (p *Pool) startAhead(start starter) {
+	w, st := start()
+	if st != nil {
+		return
+	}
+	w.last = time.Now()
+	p.mu.Lock()
+	if p.closed || p.nidle >= p.cfg.MaxIdle {
+		p.mu.Unlock()
+		w.retire()
+		return
+	}
+	ws := p.idle[w.key]
+	if len(ws) > 0 && ws[0].last.Before(w.last) {
+		w.last = ws[0].last // keeps ws ordered by use (removeOldest, reap)
+	}
+	p.idle[w.key] = append([]*warm{w}, ws...)
+	p.nidle++
+	p.mu.Unlock()
 }
 
 // removeOldest takes the least recently used idle worker out; p.mu held.

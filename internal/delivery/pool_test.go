@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -362,3 +363,117 @@ func sendBypassingPool(t *testing.T, w *warm, rec []byte, msg *os.File) *job.Res
 }
 
 func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// TestWarmAhead: a worker with a twentieth of max_deliveries left gets its
+// replacement started beside it, put in the pool behind it; the old one
+// serves until its last job and retires, and the next job goes to the
+// replacement without waiting for a start. With no room in the pool for
+// both, nothing is started ahead. Both pools: root's own, and the
+// listener's of direct workers.
+func TestWarmAhead(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		direct  bool
+		maxIdle int
+	}{
+		{"root", false, 4},
+		{"direct", true, 4},
+		{"root, no room", false, 1},
+		{"direct, no room", true, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := PoolConfig{MaxIdle: tc.maxIdle, IdleTime: time.Minute, MaxDeliveries: 40} // ahead: 2
+			var pool *Pool
+			var deliver func()
+			var u *userdb.User
+			starts := func() uint64 { return 0 } // direct workers root started
+			if tc.direct {
+				f := newDirectFixture(t, cfg)
+				pool, u = f.direct.Pool, f.u1
+				starts = func() uint64 {
+					f.mu.Lock()
+					defer f.mu.Unlock()
+					return f.next
+				}
+				deliver = func() {
+					t.Helper()
+					if out, ok := f.deliver(u, job.KindDefault, f.msg, f.size); !ok || !out.Status.OK() {
+						t.Fatalf("ok=%v %v", ok, out.Status)
+					}
+				}
+			} else {
+				f := newWarmFixture(t, cfg)
+				pool, u = f.agent.Pool, f.u1
+				deliver = func() {
+					t.Helper()
+					if out := f.deliver(u, job.KindDefault); !out.Status.OK() {
+						t.Fatal(out.Status)
+					}
+				}
+			}
+			if pool.ahead() != 2 {
+				t.Fatalf("ahead %d, want 2", pool.ahead())
+			}
+			idle := func() []int {
+				pool.mu.Lock()
+				defer pool.mu.Unlock()
+				var pids []int
+				for k, ws := range pool.idle {
+					for _, w := range ws {
+						if k.user == u.Name {
+							pids = append(pids, w.pid())
+						}
+					}
+				}
+				return pids
+			}
+			for i := 1; i <= 37; i++ {
+				deliver()
+			}
+			first := idle()
+			if len(first) != 1 {
+				t.Fatalf("after 37 jobs: idle %v, want one worker", first)
+			}
+			deliver() // the 38th: two left
+			var next int
+			if tc.maxIdle > 1 {
+				waitUntil(t, "the replacement", func() bool { return len(idle()) == 2 })
+				p := idle()
+				if p[1] != first[0] {
+					t.Fatalf("idle %v: the old worker %d is not the most recently used", p, first[0])
+				}
+				next = p[0]
+			} else {
+				time.Sleep(300 * time.Millisecond)
+				if p := idle(); len(p) != 1 || p[0] != first[0] {
+					t.Fatalf("no room, yet idle %v (old worker %d)", p, first[0])
+				}
+				if tc.direct && starts() != 1 {
+					t.Fatalf("no room, yet %d workers started", starts())
+				}
+			}
+			deliver()
+			deliver() // the 40th: the old worker's last
+			if p := idle(); slices.Contains(p, first[0]) {
+				t.Fatalf("idle %v: worker %d kept after its last job", p, first[0])
+			}
+			waitUntil(t, "the old worker to exit", func() bool { return !alive(first[0]) })
+			if tc.maxIdle > 1 {
+				if p := idle(); len(p) != 1 || p[0] != next {
+					t.Fatalf("idle %v after the old worker's last job, want the replacement %d alone", p, next)
+				}
+			}
+			deliver()
+			p := idle()
+			if len(p) != 1 || p[0] == first[0] || tc.maxIdle > 1 && p[0] != next {
+				t.Fatalf("after 41 jobs idle %v; old %d, replacement %d", p, first[0], next)
+			}
+			if tc.direct && starts() != 2 {
+				t.Fatalf("%d workers started for 41 jobs, want 2", starts())
+			}
+			if n := countNew(t, u); n != 41 {
+				t.Fatalf("%d messages, want 41", n)
+			}
+		})
+	}
+}
