@@ -15,7 +15,9 @@
 #                   recorded: lda's warm workers and Dovecot's processes
 #                   are started there, as the floor starts its own
 #                   processes before each of its runs; 0 to skip (then
-#                   lda's first run starts a worker per user in it)
+#                   lda's first run starts a worker per user in it). It
+#                   comes after SETTLE, which neither lda's idle_time
+#                   (30s here) nor Dovecot's idle_kill (60s) outlasts
 #   BODIES=32       lmtpload -bodies: distinct bodies made before each run,
 #                   taken in turn (0: every message made whole during the
 #                   run, as before the nineteenth round; see bench/README.md)
@@ -625,6 +627,7 @@ for m in $MATRICES; do
 			grep -q 'msg=recipient .*actions=keep' "$BASE/lda-maildir/lda.log" || die "SIEVE: lda did not run the script (no actions=keep in its log)"
 			say "lda ran the script (actions=keep in its log)"
 		fi
+		settle # before the warm-up, whose workers and processes would not outlast it
 		warmup dovecot "$DOVECOT_SOCK" maildir
 		warmup lda "$LDA_SOCK" maildir
 		run_matrix maildir dovecot lda raw "${MAILDIR_CELLS[@]}"
@@ -638,6 +641,7 @@ for m in $MATRICES; do
 		start_lda mbox '{mbox: /var/mail/%u}'
 		say "lda warm-workers section: $LDA_WORKERS"
 		smoke lda-mbox "$LDA_SOCK" mbox
+		settle
 		warmup mail.local "$MAILLOCAL_SOCK" mbox
 		warmup lda-mbox "$LDA_SOCK" mbox
 		run_matrix mbox mail.local lda-mbox raw-mbox "${MBOX_CELLS[@]}"
