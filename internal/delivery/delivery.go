@@ -204,7 +204,14 @@ func (a *Agent) runWarm(ctx context.Context, j *job.Job, msg *os.File) (*job.Res
 		return w, nil
 	}
 	encode := func(_ warmKey, buf []byte) ([]byte, error) { return append(buf, rec...), nil }
-	return onWarm(ctx, a.Pool, k, start, start, encode, msg, a.Timeout)
+	ahead := func() (*warm, *status.Status) {
+		w, st := start()
+		if st != nil && a.Log != nil {
+			a.Log.Warn("worker started ahead", "user", k.user, "status", strconv.Itoa(st.Code)+" "+st.Enhanced, "error", st.Error())
+		}
+		return w, st
+	}
+	return onWarm(ctx, a.Pool, k, start, ahead, encode, msg, a.Timeout)
 }
 
 // onWarm has a warm worker for k perform the job encode builds for that

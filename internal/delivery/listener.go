@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -54,23 +55,30 @@ func (d *Direct) Deliver(ctx context.Context, r Request) (out Outcome, ok bool) 
 	return out, true
 }
 
+// stamp describes the system policy file now (the zero stamp for the
+// embedded policy, or if it cannot be stat'ed). Taken before root opens
+// the file for a new worker, it never makes a worker newer-keyed than
+// its policy: at worst older, and then no job matches it.
+func (d *Direct) stamp() policyStamp {
+	var st unix.Stat_t
+	if d.PolicyPath == "" || unix.Stat(d.PolicyPath, &st) != nil {
+		return policyStamp{}
+	}
+	return stampOf(&st)
+}
+
 func (d *Direct) deliver(ctx context.Context, r Request) (Outcome, bool) {
 	pol := d.PolicyPath
 	if pol == "" {
 		pol = "embedded"
 	}
-	k := warmKey{uid: r.User.UID, gid: r.User.GID, user: r.User.Name, home: r.User.Home, policy: pol}
-	if d.PolicyPath != "" {
-		var st unix.Stat_t
-		if err := unix.Stat(d.PolicyPath, &st); err == nil {
-			// Taken before root opens the file for a new worker, so a
-			// worker is never newer-keyed than its policy.
-			k.stamp = stampOf(&st)
-		}
-	}
+	k := warmKey{uid: r.User.UID, gid: r.User.GID, user: r.User.Name, home: r.User.Home, policy: pol, stamp: d.stamp()}
 	// start runs in the job's goroutine or, for a replacement started
-	// ahead (Pool.put), in one of its own: it touches nothing of the job's.
+	// ahead (Pool.put), in one of its own, a whole job or more after k
+	// was made: it touches nothing of the job's, and stamps the worker
+	// afresh, just before root opens the policy file for it.
 	start := func() (*warm, *status.Status) {
+		stamp := d.stamp()
 		rep, sock := d.Start(r.User.Name)
 		if !rep.Status.OK() {
 			if sock != nil {
@@ -91,7 +99,7 @@ func (d *Direct) deliver(ctx context.Context, r Request) (Outcome, bool) {
 		}
 		id, user := rep.Worker, b.User
 		// Keyed by what root bound it to, which is what its jobs must say.
-		wk := warmKey{uid: b.UID, gid: b.GID, user: b.User, home: b.Home, policy: b.Policy, stamp: k.stamp}
+		wk := warmKey{uid: b.UID, gid: b.GID, user: b.User, home: b.Home, policy: b.Policy, stamp: stamp}
 		w := &warm{key: wk, conn: conn, remote: &remote{id: id, pid: rep.Pid, end: func() { d.End(user, id) }}}
 		return w.openStat(), nil
 	}
@@ -114,7 +122,14 @@ func (d *Direct) deliver(ctx context.Context, r Request) (Outcome, bool) {
 		busy = st != nil && st.Code == status.Busy.Code && st.Enhanced == status.Busy.Enhanced
 		return w, st
 	}
-	res, st := onWarm(ctx, d.Pool, k, startNow, start, encode, r.Message, d.Timeout)
+	ahead := func() (*warm, *status.Status) {
+		w, st := start()
+		if st != nil && !(st.Code == status.Busy.Code && st.Enhanced == status.Busy.Enhanced) && d.Log != nil {
+			d.Log.Warn("worker started ahead", "user", r.User.Name, "status", strconv.Itoa(st.Code)+" "+st.Enhanced, "error", st.Error())
+		}
+		return w, st
+	}
+	res, st := onWarm(ctx, d.Pool, k, startNow, ahead, encode, r.Message, d.Timeout)
 	if busy {
 		return Outcome{}, false
 	}

@@ -39,7 +39,8 @@ type Pool struct {
 
 	mu     sync.Mutex
 	idle   map[warmKey][]*warm // most recently used last
-	nidle  int
+	spare  map[warmKey]*warm   // replacements started ahead, not yet used (startAhead)
+	nidle  int                 // idle and spare workers
 	closed bool
 	stop   chan struct{}
 }
@@ -138,7 +139,7 @@ func (w *warm) done() <-chan struct{} {
 
 // NewPool starts the reaper of idle workers.
 func NewPool(cfg PoolConfig) *Pool {
-	p := &Pool{cfg: cfg, idle: map[warmKey][]*warm{}, stop: make(chan struct{})}
+	p := &Pool{cfg: cfg, idle: map[warmKey][]*warm{}, spare: map[warmKey]*warm{}, stop: make(chan struct{})}
 	if cfg.MaxIdle > 0 && cfg.IdleTime > 0 {
 		go p.reap()
 	}
@@ -159,6 +160,10 @@ func (p *Pool) Close() {
 		all = append(all, ws...)
 		delete(p.idle, k)
 	}
+	for k, w := range p.spare {
+		all = append(all, w)
+		delete(p.spare, k)
+	}
 	p.nidle = 0
 	p.mu.Unlock()
 	for _, w := range all {
@@ -173,15 +178,23 @@ func (p *Pool) Idle() int {
 	return p.nidle
 }
 
-// take returns an idle live worker for k, or nil.
+// take returns an idle live worker for k, or nil: the most recently
+// used one, or k's spare once no other is idle.
 func (p *Pool) take(k warmKey) *warm {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for ws := p.idle[k]; len(ws) > 0; ws = p.idle[k] {
-		w := ws[len(ws)-1]
-		p.idle[k] = ws[:len(ws)-1]
-		if len(p.idle[k]) == 0 {
-			delete(p.idle, k)
+	for {
+		var w *warm
+		if ws := p.idle[k]; len(ws) > 0 {
+			w = ws[len(ws)-1]
+			p.idle[k] = ws[:len(ws)-1]
+			if len(p.idle[k]) == 0 {
+				delete(p.idle, k)
+			}
+		} else if w = p.spare[k]; w != nil {
+			delete(p.spare, k)
+		} else {
+			return nil
 		}
 		p.nidle--
 		select {
@@ -192,7 +205,6 @@ func (p *Pool) take(k warmKey) *warm {
 		}
 		return w // one its user has stopped is found by exchange
 	}
-	return nil
 }
 
 // starter starts a worker for one user (see onWarm).
@@ -205,6 +217,9 @@ func (p *Pool) put(w *warm, renew starter) {
 	w.uses++
 	w.last = time.Now()
 	p.mu.Lock()
+	if sp := p.spare[w.key]; sp != nil {
+		sp.last = w.last // its user's mail still comes: see reap
+	}
 	if p.closed || p.cfg.MaxIdle <= 0 || w.uses >= p.cfg.MaxDeliveries && p.cfg.MaxDeliveries > 0 {
 		p.mu.Unlock()
 		w.retire()
@@ -226,18 +241,19 @@ func (p *Pool) put(w *warm, renew starter) {
 }
 
 // ahead is how many jobs before its last a worker's replacement starts:
-// a twentieth of MaxDeliveries, none below 20. Starting a worker takes
-// 5-10 ms (fork, exec, the Go runtime, the bind); started when the old
-// worker retires, it would be in the next job's time. A twentieth leaves
-// the replacement that long to start at any rate of that user's mail
-// that would otherwise notice, without a second worker waiting long
-// beside the first.
+// a twentieth of MaxDeliveries (so none when MaxDeliveries is below 20).
+// Starting a worker takes 5-10 ms (fork, exec, the Go runtime, the bind);
+// started when the old worker retires, it is in the next job's time. A
+// user whose mail comes fast enough for that to matter gets the last
+// twentieth of a worker's jobs in far more time than a start takes.
 func (p *Pool) ahead() int { return p.cfg.MaxDeliveries / 20 }
 
 // startAhead starts a replacement for a worker near MaxDeliveries and
-// puts it in the pool as its user's least recently used worker, so that
-// the worker it replaces is still taken first until it retires. It never
-// pushes another worker out: with no room it is stopped instead, and a
+// keeps it as its user's spare: take gives it out only when no other
+// worker of that user is idle, so the worker it replaces serves every job
+// up to its last. At most one spare per user; a spare is the first to go
+// when the pool is over MaxIdle, so it never pushes another worker out;
+// and one that finds no room, or a closed pool, is stopped at once. A
 // start that fails leaves things as before (the job after the old
 // worker's last starts one).
 func (p *Pool) startAhead(start starter) {
@@ -247,22 +263,31 @@ func (p *Pool) startAhead(start starter) {
 	}
 	w.last = time.Now()
 	p.mu.Lock()
-	if p.closed || p.nidle >= p.cfg.MaxIdle {
+	if p.closed || p.nidle >= p.cfg.MaxIdle || p.spare[w.key] != nil {
 		p.mu.Unlock()
 		w.retire()
 		return
 	}
-	ws := p.idle[w.key]
-	if len(ws) > 0 && ws[0].last.Before(w.last) {
-		w.last = ws[0].last // keeps ws ordered by use (removeOldest, reap)
-	}
-	p.idle[w.key] = append([]*warm{w}, ws...)
+	p.spare[w.key] = w
 	p.nidle++
 	p.mu.Unlock()
 }
 
-// removeOldest takes the least recently used idle worker out; p.mu held.
+// removeOldest takes the least recently used idle worker out, a spare
+// before any other; p.mu held.
 func (p *Pool) removeOldest() *warm {
+	var sk warmKey
+	var spare *warm
+	for k, w := range p.spare {
+		if spare == nil || w.last.Before(spare.last) {
+			sk, spare = k, w
+		}
+	}
+	if spare != nil {
+		delete(p.spare, sk)
+		p.nidle--
+		return spare
+	}
 	var ok warmKey
 	oi, found := -1, false
 	var oldest time.Time
@@ -315,6 +340,16 @@ func (p *Pool) reap() {
 					delete(p.idle, k)
 				} else {
 					p.idle[k] = keep
+				}
+			}
+			// A spare's time is its user's last put (see put): it
+			// goes when its user's mail has stopped for IdleTime, or
+			// comes under another key (an edited policy file).
+			for k, w := range p.spare {
+				if now.Sub(w.last) >= p.cfg.IdleTime {
+					old = append(old, w)
+					delete(p.spare, k)
+					p.nidle--
 				}
 			}
 			p.mu.Unlock()

@@ -365,11 +365,12 @@ func sendBypassingPool(t *testing.T, w *warm, rec []byte, msg *os.File) *job.Res
 func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // TestWarmAhead: a worker with a twentieth of max_deliveries left gets its
-// replacement started beside it, put in the pool behind it; the old one
+// replacement started beside it, kept as its user's spare; the old one
 // serves until its last job and retires, and the next job goes to the
 // replacement without waiting for a start. With no room in the pool for
-// both, nothing is started ahead. Both pools: root's own, and the
-// listener's of direct workers.
+// both, nothing is started ahead. Both pools, with real workers: root's
+// own, and the listener's of direct workers. (TestPoolAhead tests the
+// pool's side with stand-ins.)
 func TestWarmAhead(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
@@ -414,10 +415,10 @@ func TestWarmAhead(t *testing.T) {
 			if pool.ahead() != 2 {
 				t.Fatalf("ahead %d, want 2", pool.ahead())
 			}
-			idle := func() []int {
+			// idle returns the pids of u's idle workers and of its spare (0: none).
+			idle := func() (pids []int, spare int) {
 				pool.mu.Lock()
 				defer pool.mu.Unlock()
-				var pids []int
 				for k, ws := range pool.idle {
 					for _, w := range ws {
 						if k.user == u.Name {
@@ -425,48 +426,51 @@ func TestWarmAhead(t *testing.T) {
 						}
 					}
 				}
-				return pids
+				for k, w := range pool.spare {
+					if k.user == u.Name {
+						spare = w.pid()
+					}
+				}
+				return pids, spare
 			}
 			for i := 1; i <= 37; i++ {
 				deliver()
 			}
-			first := idle()
-			if len(first) != 1 {
-				t.Fatalf("after 37 jobs: idle %v, want one worker", first)
+			first, sp := idle()
+			if len(first) != 1 || sp != 0 {
+				t.Fatalf("after 37 jobs: idle %v, spare %d; want one worker, no spare", first, sp)
 			}
 			deliver() // the 38th: two left
 			var next int
 			if tc.maxIdle > 1 {
-				waitUntil(t, "the replacement", func() bool { return len(idle()) == 2 })
-				p := idle()
-				if p[1] != first[0] {
-					t.Fatalf("idle %v: the old worker %d is not the most recently used", p, first[0])
+				waitUntil(t, "the replacement", func() bool { _, sp := idle(); return sp != 0 })
+				p, sp := idle()
+				if len(p) != 1 || p[0] != first[0] || sp == first[0] {
+					t.Fatalf("idle %v, spare %d: want the old worker %d idle and a new spare", p, sp, first[0])
 				}
-				next = p[0]
+				next = sp
 			} else {
 				time.Sleep(300 * time.Millisecond)
-				if p := idle(); len(p) != 1 || p[0] != first[0] {
-					t.Fatalf("no room, yet idle %v (old worker %d)", p, first[0])
+				if p, sp := idle(); len(p) != 1 || p[0] != first[0] || sp != 0 {
+					t.Fatalf("no room, yet idle %v, spare %d (old worker %d)", p, sp, first[0])
 				}
 				if tc.direct && starts() != 1 {
 					t.Fatalf("no room, yet %d workers started", starts())
 				}
 			}
 			deliver()
+			if p, _ := idle(); len(p) != 1 || p[0] != first[0] {
+				t.Fatalf("the 39th job left idle %v, want the old worker %d", p, first[0])
+			}
 			deliver() // the 40th: the old worker's last
-			if p := idle(); slices.Contains(p, first[0]) {
+			if p, _ := idle(); slices.Contains(p, first[0]) {
 				t.Fatalf("idle %v: worker %d kept after its last job", p, first[0])
 			}
 			waitUntil(t, "the old worker to exit", func() bool { return !alive(first[0]) })
-			if tc.maxIdle > 1 {
-				if p := idle(); len(p) != 1 || p[0] != next {
-					t.Fatalf("idle %v after the old worker's last job, want the replacement %d alone", p, next)
-				}
-			}
 			deliver()
-			p := idle()
-			if len(p) != 1 || p[0] == first[0] || tc.maxIdle > 1 && p[0] != next {
-				t.Fatalf("after 41 jobs idle %v; old %d, replacement %d", p, first[0], next)
+			p, sp := idle()
+			if len(p) != 1 || p[0] == first[0] || tc.maxIdle > 1 && p[0] != next || sp != 0 {
+				t.Fatalf("after 41 jobs idle %v, spare %d; old %d, replacement %d", p, sp, first[0], next)
 			}
 			if tc.direct && starts() != 2 {
 				t.Fatalf("%d workers started for 41 jobs, want 2", starts())
