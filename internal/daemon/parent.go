@@ -449,7 +449,7 @@ func (ds *directSet) start(agent *delivery.Agent, u *userdb.User) (*job.Reply, *
 		delete(ds.live, id)
 		ds.mu.Unlock()
 	}()
-	return &job.Reply{Status: status.New(250, "2.0.0", "worker started"), Worker: id, Pid: w.Pid, Bind: w.Bind}, sock
+	return &job.Reply{Status: status.New(250, "2.0.0", "worker started"), Worker: id, Pid: w.Pid, Bind: w.Bind, Stamp: w.Stamp}, sock
 }
 
 // end kills worker id (if it still runs) and returns once it has been

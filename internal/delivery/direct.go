@@ -21,8 +21,9 @@ import (
 // recovery record the worker writes before an mbox append (to cut a
 // partial message off after the worker's death).
 type DirectWorker struct {
-	Bind *job.Job
-	Pid  int
+	Bind  *job.Job
+	Pid   int
+	Stamp job.Stamp // the system policy file it was given, as root opened it (zero: embedded)
 
 	proc  *spawn.Proc
 	rec   *os.File      // memfd, read after the worker has ended
@@ -51,6 +52,7 @@ func (a *Agent) StartDirect(u *userdb.User) (*DirectWorker, *os.File, error) {
 		return nil, nil, status.Unknown.Wrap(err)
 	}
 	files := []*os.File{mem}
+	var stamp job.Stamp
 	if a.PolicyPath != "" {
 		pf, err := os.Open(a.PolicyPath)
 		if err != nil {
@@ -58,6 +60,12 @@ func (a *Agent) StartDirect(u *userdb.User) (*DirectWorker, *os.File, error) {
 			return nil, nil, status.ConfigError.Wrap(err)
 		}
 		defer pf.Close()
+		var st unix.Stat_t
+		if err := unix.Fstat(int(pf.Fd()), &st); err != nil {
+			mem.Close()
+			return nil, nil, status.ConfigError.Wrap(err)
+		}
+		stamp = stampOf(&st)
 		files = append(files, pf)
 	}
 	proc, err := spawn.StartWorker(spawn.Request{
@@ -71,7 +79,7 @@ func (a *Agent) StartDirect(u *userdb.User) (*DirectWorker, *os.File, error) {
 		}
 		return nil, nil, status.Unknown.Wrap(err)
 	}
-	w := &DirectWorker{Bind: bind, Pid: proc.Pid, proc: proc, rec: mem, ended: make(chan struct{})}
+	w := &DirectWorker{Bind: bind, Pid: proc.Pid, Stamp: stamp, proc: proc, rec: mem, ended: make(chan struct{})}
 	if _, err := unix.Write(int(proc.Conn.Fd()), rec); err != nil {
 		proc.Conn.Close()
 		proc.Kill()

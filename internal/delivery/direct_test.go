@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -63,7 +64,7 @@ func newDirectFixture(t *testing.T, cfg PoolConfig) *directFixture {
 			id := f.next
 			f.workers[id] = w
 			f.mu.Unlock()
-			return &job.Reply{Status: status.New(250, "2.0.0", "worker started"), Worker: id, Pid: w.Pid, Bind: w.Bind}, sock
+			return &job.Reply{Status: status.New(250, "2.0.0", "worker started"), Worker: id, Pid: w.Pid, Bind: w.Bind, Stamp: w.Stamp}, sock
 		},
 		End: func(_ string, id uint64) {
 			f.mu.Lock()
@@ -549,5 +550,36 @@ func TestDirectNoUser(t *testing.T) {
 	}
 	if !strings.Contains(log.String(), `status="550 5.1.1"`) {
 		t.Fatalf("no delivery line:\n%s", log.String())
+	}
+}
+
+// TestDirectPolicyStamp: the listener keys a direct worker by the policy
+// file root opened for it (job.Reply.Stamp), not by what it saw before
+// asking. The policy is edited between the two, as a start ahead of its
+// need makes likely: the worker still serves the next job, keyed by the
+// edited file, and is not left idle under a stamp no job has.
+func TestDirectPolicyStamp(t *testing.T) {
+	f := newDirectFixture(t, PoolConfig{MaxIdle: 4, IdleTime: time.Minute, MaxDeliveries: 100})
+	future := time.Now().Add(time.Hour).Truncate(time.Second)
+	start := f.direct.Start
+	var edited atomic.Bool
+	f.direct.Start = func(user string) (*job.Reply, *os.File) {
+		if !edited.Swap(true) { // after the listener's stat, before root's open
+			testutil.Must(t, os.Chtimes(f.agent.PolicyPath, future, future))
+		}
+		return start(user)
+	}
+	for i := 0; i < 2; i++ {
+		if out, ok := f.deliver(f.u1, job.KindDefault, f.msg, f.size); !ok || !out.Status.OK() {
+			t.Fatalf("delivery %d: ok=%v %v", i, ok, out.Status)
+		}
+	}
+	f.mu.Lock()
+	started := f.next
+	f.mu.Unlock()
+	w := f.idleDirect(t, f.u1)
+	if started != 1 || w.key.stamp.Mtime != future.UnixNano() {
+		t.Fatalf("%d workers started for two jobs, the idle one keyed by mtime %d; want 1, keyed by %d",
+			started, w.key.stamp.Mtime, future.UnixNano())
 	}
 }

@@ -56,9 +56,8 @@ func (d *Direct) Deliver(ctx context.Context, r Request) (out Outcome, ok bool) 
 }
 
 // stamp describes the system policy file now (the zero stamp for the
-// embedded policy, or if it cannot be stat'ed). Taken before root opens
-// the file for a new worker, it never makes a worker newer-keyed than
-// its policy: at worst older, and then no job matches it.
+// embedded policy, or if it cannot be stat'ed): a job's key, matched
+// against the stamp root reported for each worker.
 func (d *Direct) stamp() policyStamp {
 	var st unix.Stat_t
 	if d.PolicyPath == "" || unix.Stat(d.PolicyPath, &st) != nil {
@@ -75,10 +74,11 @@ func (d *Direct) deliver(ctx context.Context, r Request) (Outcome, bool) {
 	k := warmKey{uid: r.User.UID, gid: r.User.GID, user: r.User.Name, home: r.User.Home, policy: pol, stamp: d.stamp()}
 	// start runs in the job's goroutine or, for a replacement started
 	// ahead (Pool.put), in one of its own, a whole job or more after k
-	// was made: it touches nothing of the job's, and stamps the worker
-	// afresh, just before root opens the policy file for it.
+	// was made: it touches nothing of the job's. The worker is keyed by
+	// the policy file root gave it (rep.Stamp), which may be newer than
+	// k's: then the job that started it still goes to it (onWarm uses the
+	// worker's own key), and later jobs find it under the newer stamp.
 	start := func() (*warm, *status.Status) {
-		stamp := d.stamp()
 		rep, sock := d.Start(r.User.Name)
 		if !rep.Status.OK() {
 			if sock != nil {
@@ -99,7 +99,7 @@ func (d *Direct) deliver(ctx context.Context, r Request) (Outcome, bool) {
 		}
 		id, user := rep.Worker, b.User
 		// Keyed by what root bound it to, which is what its jobs must say.
-		wk := warmKey{uid: b.UID, gid: b.GID, user: b.User, home: b.Home, policy: b.Policy, stamp: stamp}
+		wk := warmKey{uid: b.UID, gid: b.GID, user: b.User, home: b.Home, policy: b.Policy, stamp: rep.Stamp}
 		w := &warm{key: wk, conn: conn, remote: &remote{id: id, pid: rep.Pid, end: func() { d.End(user, id) }}}
 		return w.openStat(), nil
 	}

@@ -54,11 +54,9 @@ type warmKey struct {
 	stamp      policyStamp
 }
 
-type policyStamp struct {
-	dev, ino uint64
-	size     int64
-	mtime    int64
-}
+// policyStamp is job.Stamp: root sends the one of the file it gave a
+// direct worker (job.Reply.Stamp).
+type policyStamp = job.Stamp
 
 // warm is a warm worker: one of root's own (proc set) or, in the
 // listener, a direct worker whose parent is root (remote set).
@@ -520,5 +518,5 @@ func stoppedStat(b []byte) bool {
 
 // stampOf describes the policy file (the zero stamp for the embedded one).
 func stampOf(st *unix.Stat_t) policyStamp {
-	return policyStamp{dev: st.Dev, ino: st.Ino, size: st.Size, mtime: st.Mtim.Nano()}
+	return policyStamp{Dev: st.Dev, Ino: st.Ino, Size: st.Size, Mtime: st.Mtim.Nano()}
 }

@@ -169,7 +169,7 @@ func TestWarmReuse(t *testing.T) {
 	served := 0
 	for k, ws := range f.agent.Pool.idle {
 		for _, w := range ws {
-			if k.stamp.mtime == future.UnixNano() {
+			if k.stamp.Mtime == future.UnixNano() {
 				served++
 				if w.proc.Pid == pids[3] {
 					t.Errorf("worker %d, given the old policy, served a delivery after the policy changed", w.proc.Pid)

@@ -139,6 +139,18 @@ type Reply struct {
 	Worker uint64
 	Pid    int
 	Bind   *Job
+	// OpWorker: the system policy file as root opened it for the worker
+	// (zero for the embedded policy), so that the listener keys the
+	// worker by the very file it runs under.
+	Stamp Stamp
+}
+
+// Stamp identifies one state of a file: what the warm worker pools key
+// their workers' policy by.
+type Stamp struct {
+	Dev, Ino uint64
+	Size     int64
+	Mtime    int64 // nanoseconds
 }
 
 // Encode returns the wire form of r ("lda-rep 1").
@@ -151,12 +163,16 @@ func (r *Reply) Encode() []byte {
 		rec, err := r.Bind.Encode()
 		if err == nil {
 			b = fmt.Appendf(b, "worker %d\npid %d\nbind %s\n", r.Worker, r.Pid, xtext.Encode(string(rec)))
+			if r.Stamp != (Stamp{}) {
+				// The mtime as its 64 bits, so that one before 1970 round-trips.
+				b = fmt.Appendf(b, "stamp %s\n", xtext.Encode(fmt.Sprintf("%d %d %d %d", r.Stamp.Dev, r.Stamp.Ino, r.Stamp.Size, uint64(r.Stamp.Mtime))))
+			}
 		}
 	}
 	return append(b, "end\n"...)
 }
 
-var replyKeys = keySet{"id", "status", "actions", "decided", "nofilter", "worker", "pid", "bind"}
+var replyKeys = keySet{"id", "status", "actions", "decided", "nofilter", "worker", "pid", "bind", "stamp"}
 
 // DecodeReply parses a reply; its status is validated as in DecodeResult.
 func DecodeReply(data []byte) (*Reply, error) {
@@ -196,7 +212,12 @@ func DecodeReply(data []byte) (*Reply, error) {
 			return nil, fmt.Errorf("job: bad worker in reply: %v", err)
 		}
 		rep.Worker, rep.Pid, rep.Bind = w, int(pid), bind
-	} else if f.get("worker") != "" || f.get("pid") != "" {
+		if v, ok := f.lookup("stamp"); ok {
+			if rep.Stamp, err = parseStamp(v); err != nil {
+				return nil, err
+			}
+		}
+	} else if f.get("worker") != "" || f.get("pid") != "" || f.get("stamp") != "" {
 		return nil, errors.New("job: worker in a reply without a bind record")
 	}
 	return rep, nil
@@ -213,6 +234,29 @@ func parseStatus(line string) (*status.Status, error) {
 	st := &status.Status{Code: int(n), Enhanced: enh, Text: status.Sanitize(text)}
 	if st.Validate() != nil {
 		return nil, fmt.Errorf("job: invalid status %q", status.Sanitize(line))
+	}
+	return st, nil
+}
+
+// parseStamp reads "DEV INO SIZE MTIME", all unsigned decimal (MTIME the
+// bits of a signed one), SIZE at most the largest int64, and not all zero
+// (the embedded policy's stamp is sent as no stamp at all).
+func parseStamp(v string) (Stamp, error) {
+	fs := strings.Split(v, " ")
+	if len(fs) != 4 {
+		return Stamp{}, errors.New("job: bad stamp in reply")
+	}
+	var n [4]uint64
+	for i, x := range fs {
+		u, err := parseUint(x)
+		if err != nil || i == 2 && u > 1<<63-1 {
+			return Stamp{}, errors.New("job: bad stamp in reply")
+		}
+		n[i] = u
+	}
+	st := Stamp{Dev: n[0], Ino: n[1], Size: int64(n[2]), Mtime: int64(n[3])}
+	if st == (Stamp{}) {
+		return Stamp{}, errors.New("job: empty stamp in reply")
 	}
 	return st, nil
 }

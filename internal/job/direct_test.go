@@ -70,8 +70,9 @@ func mustEncode(t *testing.T, r Request) []byte {
 	return b
 }
 
-// TestWorkerReply: a reply that starts a worker carries its id, pid and
-// bind record through the wire; anything less is refused.
+// TestWorkerReply: a reply that starts a worker carries its id, pid,
+// bind record and policy stamp through the wire; anything less, or a
+// stamp that is not four numbers, is refused.
 func TestWorkerReply(t *testing.T) {
 	bind := &Job{Mode: ModeBind, User: "alice", UID: 1001, GID: 1001, Home: "/home/alice", Kind: KindDefault, Policy: "/etc/lda/policy.yaml", SieveDir: "/etc/lda/sieve"}
 	rep := &Reply{ID: 3, Status: status.New(250, "2.0.0", "worker started"), Worker: 9, Pid: 4242, Bind: bind}
@@ -79,14 +80,36 @@ func TestWorkerReply(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Worker != 9 || got.Pid != 4242 || got.Bind == nil || *got.Bind != *bind {
+	if got.Worker != 9 || got.Pid != 4242 || got.Bind == nil || *got.Bind != *bind || got.Stamp != (Stamp{}) {
 		t.Fatalf("round trip: %+v (bind %+v)", got, got.Bind)
 	}
+	for _, st := range []Stamp{
+		{Dev: 64769, Ino: 131074, Size: 114, Mtime: 1796601600123456789},
+		{Dev: 1, Ino: 2, Size: 0, Mtime: -315619200000000000}, // 1960
+		{Dev: 1<<64 - 1, Ino: 1<<64 - 1, Size: 1<<63 - 1, Mtime: -1 << 63},
+	} {
+		r := *rep
+		r.Stamp = st
+		got, err := DecodeReply(r.Encode())
+		if err != nil || got.Stamp != st {
+			t.Fatalf("stamp %+v: round trip %+v, %v", st, got, err)
+		}
+	}
 	plain := string((&Reply{ID: 3, Status: status.Delivered}).Encode())
+	stamped := *rep
+	stamped.Stamp = Stamp{Dev: 1, Ino: 2, Size: 3, Mtime: 4}
+	withStamp := string(stamped.Encode())
 	for name, raw := range map[string]string{
 		"worker without bind":     strings.Replace(plain, "end\n", "worker 9\npid 4242\nend\n", 1),
 		"bind that is a delivery": strings.Replace(string(rep.Encode()), "mode+20bind", "mode+20deliver", 1),
 		"worker 0":                strings.Replace(string(rep.Encode()), "worker 9", "worker 0", 1),
+		"stamp without a worker":  strings.Replace(plain, "end\n", "stamp 1+202+203+204\nend\n", 1),
+		"stamp of three numbers":  strings.Replace(withStamp, "stamp 1+202+203+204", "stamp 1+202+203", 1),
+		"stamp of five numbers":   strings.Replace(withStamp, "stamp 1+202+203+204", "stamp 1+202+203+204+205", 1),
+		"stamp all zero":          strings.Replace(withStamp, "stamp 1+202+203+204", "stamp 0+200+200+200", 1),
+		"stamp with a sign":       strings.Replace(withStamp, "stamp 1+202+203+204", "stamp 1+202+20-3+204", 1),
+		"stamp size over int64":   strings.Replace(withStamp, "stamp 1+202+203+204", "stamp 1+202+209223372036854775808+204", 1),
+		"stamp twice":             strings.Replace(withStamp, "stamp 1+202+203+204", "stamp 1+202+203+204\nstamp 1+202+203+204", 1),
 	} {
 		t.Run(name, func(t *testing.T) {
 			if r, err := DecodeReply([]byte(raw)); err == nil {
