@@ -76,6 +76,14 @@ func (f *fakes) starter(user string, calls *atomic.Int32, gate chan struct{}) (s
 	}, made
 }
 
+// newAheadPool returns stand-ins and a pool that is closed at the end of
+// the test (Close may be called before).
+func newAheadPool(t *testing.T, maxIdle int, idle time.Duration, maxDeliveries int) (*fakes, *Pool) {
+	p := NewPool(PoolConfig{MaxIdle: maxIdle, IdleTime: idle, MaxDeliveries: maxDeliveries})
+	t.Cleanup(p.Close)
+	return newFakes(t), p
+}
+
 func spareOf(p *Pool, user string) *warm {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -109,9 +117,7 @@ func TestPoolAhead(t *testing.T) {
 		}
 	})
 	t.Run("the spare waits behind the old worker", func(t *testing.T) {
-		f := newFakes(t)
-		p := NewPool(PoolConfig{MaxIdle: 4, IdleTime: time.Minute, MaxDeliveries: 40})
-		defer p.Close()
+		f, p := newAheadPool(t, 4, time.Minute, 40)
 		var calls atomic.Int32
 		renew, made := f.starter("a", &calls, nil)
 		old := f.worker("a", 37)
@@ -133,9 +139,7 @@ func TestPoolAhead(t *testing.T) {
 		}
 	})
 	t.Run("no room: nothing started", func(t *testing.T) {
-		f := newFakes(t)
-		p := NewPool(PoolConfig{MaxIdle: 1, IdleTime: time.Minute, MaxDeliveries: 40})
-		defer p.Close()
+		f, p := newAheadPool(t, 1, time.Minute, 40)
 		var calls atomic.Int32
 		renew, _ := f.starter("a", &calls, nil)
 		p.put(f.worker("a", 37), renew)
@@ -145,9 +149,7 @@ func TestPoolAhead(t *testing.T) {
 		}
 	})
 	t.Run("a spare never pushes another worker out", func(t *testing.T) {
-		f := newFakes(t)
-		p := NewPool(PoolConfig{MaxIdle: 3, IdleTime: time.Minute, MaxDeliveries: 40})
-		defer p.Close()
+		f, p := newAheadPool(t, 3, time.Minute, 40)
 		c := f.worker("c", 1)
 		p.put(c, nil) // the oldest idle worker
 		time.Sleep(time.Millisecond)
@@ -170,9 +172,7 @@ func TestPoolAhead(t *testing.T) {
 		}
 	})
 	t.Run("one spare per user", func(t *testing.T) {
-		f := newFakes(t)
-		p := NewPool(PoolConfig{MaxIdle: 8, IdleTime: time.Minute, MaxDeliveries: 40})
-		defer p.Close()
+		f, p := newAheadPool(t, 8, time.Minute, 40)
 		var calls atomic.Int32
 		renew, made := f.starter("a", &calls, nil)
 		p.put(f.worker("a", 37), renew)
@@ -187,9 +187,7 @@ func TestPoolAhead(t *testing.T) {
 		}
 	})
 	t.Run("room gone during the start", func(t *testing.T) {
-		f := newFakes(t)
-		p := NewPool(PoolConfig{MaxIdle: 2, IdleTime: time.Minute, MaxDeliveries: 40})
-		defer p.Close()
+		f, p := newAheadPool(t, 2, time.Minute, 40)
 		var calls atomic.Int32
 		gate := make(chan struct{})
 		renew, made := f.starter("a", &calls, gate)
@@ -204,8 +202,7 @@ func TestPoolAhead(t *testing.T) {
 		}
 	})
 	t.Run("the pool closed during the start", func(t *testing.T) {
-		f := newFakes(t)
-		p := NewPool(PoolConfig{MaxIdle: 4, IdleTime: time.Minute, MaxDeliveries: 40})
+		f, p := newAheadPool(t, 4, time.Minute, 40)
 		var calls atomic.Int32
 		gate := make(chan struct{})
 		renew, made := f.starter("a", &calls, gate)
@@ -221,10 +218,8 @@ func TestPoolAhead(t *testing.T) {
 		}
 	})
 	t.Run("the reaper keeps a spare while its user's mail comes", func(t *testing.T) {
-		f := newFakes(t)
 		idle := 300 * time.Millisecond
-		p := NewPool(PoolConfig{MaxIdle: 4, IdleTime: idle, MaxDeliveries: 1000})
-		defer p.Close()
+		f, p := newAheadPool(t, 4, idle, 1000)
 		var calls atomic.Int32
 		renew, made := f.starter("a", &calls, nil)
 		old := f.worker("a", 949) // put: 950, fifty left
