@@ -207,7 +207,7 @@ func (a *Agent) runWarm(ctx context.Context, j *job.Job, msg *os.File) (*job.Res
 	ahead := func() (*warm, *status.Status) {
 		w, st := start()
 		if st != nil && a.Log != nil {
-			a.Log.Warn("worker started ahead", "user", k.user, "status", strconv.Itoa(st.Code)+" "+st.Enhanced, "error", st.Error())
+			a.Log.Warn("spare worker not started", "user", k.user, "status", strconv.Itoa(st.Code)+" "+st.Enhanced, "error", st.Error())
 		}
 		return w, st
 	}

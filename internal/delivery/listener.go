@@ -125,7 +125,7 @@ func (d *Direct) deliver(ctx context.Context, r Request) (Outcome, bool) {
 	ahead := func() (*warm, *status.Status) {
 		w, st := start()
 		if st != nil && !(st.Code == status.Busy.Code && st.Enhanced == status.Busy.Enhanced) && d.Log != nil {
-			d.Log.Warn("worker started ahead", "user", r.User.Name, "status", strconv.Itoa(st.Code)+" "+st.Enhanced, "error", st.Error())
+			d.Log.Warn("spare worker not started", "user", r.User.Name, "status", strconv.Itoa(st.Code)+" "+st.Enhanced, "error", st.Error())
 		}
 		return w, st
 	}

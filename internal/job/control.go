@@ -217,7 +217,7 @@ func DecodeReply(data []byte) (*Reply, error) {
 				return nil, err
 			}
 		}
-	} else if f.get("worker") != "" || f.get("pid") != "" || f.get("stamp") != "" {
+	} else if _, stamped := f.lookup("stamp"); stamped || f.get("worker") != "" || f.get("pid") != "" {
 		return nil, errors.New("job: worker in a reply without a bind record")
 	}
 	return rep, nil

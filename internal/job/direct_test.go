@@ -104,6 +104,8 @@ func TestWorkerReply(t *testing.T) {
 		"bind that is a delivery": strings.Replace(string(rep.Encode()), "mode+20bind", "mode+20deliver", 1),
 		"worker 0":                strings.Replace(string(rep.Encode()), "worker 9", "worker 0", 1),
 		"stamp without a worker":  strings.Replace(plain, "end\n", "stamp 1+202+203+204\nend\n", 1),
+		"empty stamp, no worker":  strings.Replace(plain, "end\n", "stamp \nend\n", 1),
+		"empty stamp":             strings.Replace(withStamp, "stamp 1+202+203+204", "stamp ", 1),
 		"stamp of three numbers":  strings.Replace(withStamp, "stamp 1+202+203+204", "stamp 1+202+203", 1),
 		"stamp of five numbers":   strings.Replace(withStamp, "stamp 1+202+203+204", "stamp 1+202+203+204+205", 1),
 		"stamp all zero":          strings.Replace(withStamp, "stamp 1+202+203+204", "stamp 0+200+200+200", 1),
