@@ -22,9 +22,10 @@ const (
 // line cost a write(2) (3 to 24 us traced, on the disk: an append
 // allocates and dirties the log's page and inode) just after the reply,
 // while the client turns round to send its next message. Batched, it is
-// one write for up to 100 ms of lines (DESIGN.md gives the figures). The cost is that a listener that dies without warning
-// (killed, or a crash) loses the lines of its last delay; every normal
-// exit flushes them (ListenerMain, and brokenChannelExit).
+// one write for up to 100 ms of lines (DESIGN.md gives the figures). The
+// cost is that a listener that dies without warning (killed, or a crash)
+// loses the lines of its last delay; every normal exit flushes them
+// (ListenerMain, and brokenChannelExit).
 type logBatch struct {
 	w     io.Writer
 	delay time.Duration

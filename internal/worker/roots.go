@@ -101,8 +101,9 @@ var (
 )
 
 // heldIdle is how long a warm worker keeps its mbox open without an
-// append to it (other jobs, Maildir deliveries say, do not count). A mailbox its user deletes or replaces meanwhile stays
-// allocated while held (its blocks, and its quota); and the worker that
+// append to it (other jobs, Maildir deliveries say, do not count). A
+// mailbox its user deletes or replaces meanwhile stays allocated while
+// held (its blocks, and its quota); and the worker that
 // finally lets it go frees it, which on ext4 with online discard took
 // about 6 ms, in the next delivery's time. After heldIdle the worker lets
 // it go between jobs instead.
