@@ -204,14 +204,16 @@ func (a *Agent) runWarm(ctx context.Context, j *job.Job, msg *os.File) (*job.Res
 		return w, nil
 	}
 	encode := func(_ warmKey, buf []byte) ([]byte, error) { return append(buf, rec...), nil }
-	ahead := func() (*warm, *status.Status) {
-		w, st := start()
-		if st != nil && a.Log != nil {
-			a.Log.Warn("spare worker not started", "user", k.user, "status", strconv.Itoa(st.Code)+" "+st.Enhanced, "error", st.Error())
+	spare := func() starter {
+		return func() (*warm, *status.Status) {
+			w, st := start()
+			if st != nil && a.Log != nil {
+				a.Log.Warn("spare worker not started", "user", k.user, "status", strconv.Itoa(st.Code)+" "+st.Enhanced, "error", st.Error())
+			}
+			return w, st
 		}
-		return w, st
 	}
-	return onWarm(ctx, a.Pool, k, start, ahead, encode, msg, a.Timeout)
+	return onWarm(ctx, a.Pool, k, start, spare, encode, msg, a.Timeout)
 }
 
 // onWarm has a warm worker for k perform the job encode builds for that
@@ -224,7 +226,7 @@ func (a *Agent) runWarm(ctx context.Context, j *job.Job, msg *os.File) (*job.Res
 // (and mbox recovery, by whoever reaps the worker). A worker is never
 // given another user's job: exchange refuses any job whose key is not the
 // worker's.
-func onWarm(ctx context.Context, pool *Pool, k warmKey, start, renew starter,
+func onWarm(ctx context.Context, pool *Pool, k warmKey, start starter, spare func() starter,
 	encode func(k warmKey, buf []byte) ([]byte, error), msg *os.File, timeout time.Duration) (*job.Result, *status.Status) {
 	if timeout <= 0 {
 		timeout = 10 * time.Minute
@@ -244,7 +246,7 @@ func onWarm(ctx context.Context, pool *Pool, k warmKey, start, renew starter,
 		}
 		rec, err := encode(w.key, w.jobBuf[:0])
 		if err != nil {
-			pool.put(w, nil)
+			pool.release(w, nil)
 			return nil, status.Usage.Wrap(err)
 		}
 		w.jobBuf = rec[:0]
@@ -265,7 +267,7 @@ func onWarm(ctx context.Context, pool *Pool, k warmKey, start, renew starter,
 		}
 		res, derr := job.DecodeResult(out)
 		if err == nil && derr == nil {
-			pool.put(w, renew)
+			pool.release(w, spare)
 			return res, res.Status
 		}
 		w.kill()

@@ -66,43 +66,48 @@ func (d *Direct) stamp() policyStamp {
 	return stampOf(&st)
 }
 
+// isBusy reports whether st is root's answer when it runs as many workers
+// as it allows.
+func isBusy(st *status.Status) bool {
+	return st != nil && st.Code == status.Busy.Code && st.Enhanced == status.Busy.Enhanced
+}
+
+// startWorker asks root for a direct worker of user. The worker is keyed
+// by what root bound it to, which is what its jobs must say, and by the
+// policy file root gave it (rep.Stamp), which may be newer than the job's
+// key: then the job that started it still goes to it (onWarm uses the
+// worker's own key), and later jobs find it under the newer stamp.
+func (d *Direct) startWorker(name string) (*warm, *status.Status) {
+	rep, sock := d.Start(name)
+	if !rep.Status.OK() {
+		if sock != nil {
+			sock.Close()
+		}
+		return nil, rep.Status
+	}
+	b := rep.Bind
+	if sock == nil || b == nil {
+		if sock != nil {
+			sock.Close()
+		}
+		return nil, status.Unknown.Wrapf("root started a worker without a socket or bind record")
+	}
+	conn, err := seqpacket.Parent(sock)
+	if err != nil {
+		return nil, status.Unknown.Wrap(err)
+	}
+	id, user := rep.Worker, b.User
+	wk := warmKey{uid: b.UID, gid: b.GID, user: b.User, home: b.Home, policy: b.Policy, stamp: rep.Stamp}
+	w := &warm{key: wk, conn: conn, remote: &remote{id: id, pid: rep.Pid, end: func() { d.End(user, id) }}}
+	return w.openStat(), nil
+}
+
 func (d *Direct) deliver(ctx context.Context, r Request) (Outcome, bool) {
 	pol := d.PolicyPath
 	if pol == "" {
 		pol = "embedded"
 	}
 	k := warmKey{uid: r.User.UID, gid: r.User.GID, user: r.User.Name, home: r.User.Home, policy: pol, stamp: d.stamp()}
-	// start runs in the job's goroutine or, for a replacement started
-	// ahead (Pool.put), in one of its own, a whole job or more after k
-	// was made: it touches nothing of the job's. The worker is keyed by
-	// the policy file root gave it (rep.Stamp), which may be newer than
-	// k's: then the job that started it still goes to it (onWarm uses the
-	// worker's own key), and later jobs find it under the newer stamp.
-	start := func() (*warm, *status.Status) {
-		rep, sock := d.Start(r.User.Name)
-		if !rep.Status.OK() {
-			if sock != nil {
-				sock.Close()
-			}
-			return nil, rep.Status
-		}
-		b := rep.Bind
-		if sock == nil || b == nil {
-			if sock != nil {
-				sock.Close()
-			}
-			return nil, status.Unknown.Wrapf("root started a worker without a socket or bind record")
-		}
-		conn, err := seqpacket.Parent(sock)
-		if err != nil {
-			return nil, status.Unknown.Wrap(err)
-		}
-		id, user := rep.Worker, b.User
-		// Keyed by what root bound it to, which is what its jobs must say.
-		wk := warmKey{uid: b.UID, gid: b.GID, user: b.User, home: b.Home, policy: b.Policy, stamp: rep.Stamp}
-		w := &warm{key: wk, conn: conn, remote: &remote{id: id, pid: rep.Pid, end: func() { d.End(user, id) }}}
-		return w.openStat(), nil
-	}
 	mode := r.Mode
 	if mode == "" {
 		mode = job.ModeDeliver
@@ -117,19 +122,25 @@ func (d *Direct) deliver(ctx context.Context, r Request) (Outcome, bool) {
 		return j.AppendEncode(buf)
 	}
 	busy := false
-	startNow := func() (*warm, *status.Status) {
-		w, st := start()
-		busy = st != nil && st.Code == status.Busy.Code && st.Enhanced == status.Busy.Enhanced
+	start := func() (*warm, *status.Status) {
+		w, st := d.startWorker(r.User.Name)
+		busy = isBusy(st)
 		return w, st
 	}
-	ahead := func() (*warm, *status.Status) {
-		w, st := start()
-		if st != nil && !(st.Code == status.Busy.Code && st.Enhanced == status.Busy.Enhanced) && d.Log != nil {
-			d.Log.Warn("spare worker not started", "user", r.User.Name, "status", strconv.Itoa(st.Code)+" "+st.Enhanced, "error", st.Error())
+	// The spare's starter is made only when one is due: it runs in a
+	// goroutine of its own, a whole job or more later, and must hold
+	// nothing of this job's (nor make r live on the heap for every job).
+	spare := func() starter {
+		dd, user := d, r.User.Name
+		return func() (*warm, *status.Status) {
+			w, st := dd.startWorker(user)
+			if st != nil && !isBusy(st) && dd.Log != nil {
+				dd.Log.Warn("spare worker not started", "user", user, "status", strconv.Itoa(st.Code)+" "+st.Enhanced, "error", st.Error())
+			}
+			return w, st
 		}
-		return w, st
 	}
-	res, st := onWarm(ctx, d.Pool, k, startNow, ahead, encode, r.Message, d.Timeout)
+	res, st := onWarm(ctx, d.Pool, k, start, spare, encode, r.Message, d.Timeout)
 	if busy {
 		return Outcome{}, false
 	}

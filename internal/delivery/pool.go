@@ -208,10 +208,11 @@ func (p *Pool) take(k warmKey) *warm {
 // starter starts a worker for one user (see onWarm).
 type starter func() (*warm, *status.Status)
 
-// put returns a worker that answered its job completely. A worker with
-// ahead() jobs left gets its replacement started now, by renew (if not
-// nil), when the pool has room for both: see startAhead.
-func (p *Pool) put(w *warm, renew starter) {
+// put returns a worker that answered its job completely. It reports
+// whether the caller should start the worker's replacement now (see
+// startAhead): the worker has ahead() jobs left and the pool has room for
+// both.
+func (p *Pool) put(w *warm) (due bool) {
 	w.uses++
 	w.last = time.Now()
 	p.mu.Lock()
@@ -221,7 +222,7 @@ func (p *Pool) put(w *warm, renew starter) {
 	if p.closed || p.cfg.MaxIdle <= 0 || w.uses >= p.cfg.MaxDeliveries && p.cfg.MaxDeliveries > 0 {
 		p.mu.Unlock()
 		w.retire()
-		return
+		return false
 	}
 	p.idle[w.key] = append(p.idle[w.key], w)
 	p.nidle++
@@ -229,12 +230,21 @@ func (p *Pool) put(w *warm, renew starter) {
 	if p.nidle > p.cfg.MaxIdle {
 		evict = p.removeOldest()
 	}
-	if renew != nil && p.ahead() > 0 && w.uses == p.cfg.MaxDeliveries-p.ahead() && p.nidle < p.cfg.MaxIdle {
-		go p.startAhead(renew)
-	}
+	due = p.ahead() > 0 && w.uses == p.cfg.MaxDeliveries-p.ahead() && p.nidle < p.cfg.MaxIdle
 	p.mu.Unlock()
 	if evict != nil {
 		evict.retire()
+	}
+	return due
+}
+
+// release puts w back (put) and, when its replacement is due, starts it
+// in the background with the starter spare makes (if spare is not nil).
+// spare is called only then: a starter outlives the job that released
+// w, so what it holds is allocated for it alone, not for every job.
+func (p *Pool) release(w *warm, spare func() starter) {
+	if p.put(w) && spare != nil {
+		go p.startAhead(spare())
 	}
 }
 

@@ -57,10 +57,15 @@ func (f *fakes) isEnded(w *warm) bool {
 	return f.ended[w.pid()]
 }
 
-// starter returns a starter that makes a worker for user and counts its
-// calls; with gate set, each start waits for a value on it.
-func (f *fakes) starter(user string, calls *atomic.Int32, gate chan struct{}) (starter, chan *warm) {
+// starter returns what makes a starter (as onWarm is given it) of
+// workers for user, counting the starts; with gate set, each start waits
+// for a value on it.
+func (f *fakes) starter(user string, calls *atomic.Int32, gate chan struct{}) (func() starter, chan *warm) {
 	made := make(chan *warm, 4)
+	return func() starter { return f.start(user, calls, gate, made) }, made
+}
+
+func (f *fakes) start(user string, calls *atomic.Int32, gate chan struct{}, made chan *warm) starter {
 	return func() (*warm, *status.Status) {
 		calls.Add(1)
 		if gate != nil {
@@ -73,7 +78,7 @@ func (f *fakes) starter(user string, calls *atomic.Int32, gate chan struct{}) (s
 		}
 		made <- w
 		return w, nil
-	}, made
+	}
 }
 
 // newAheadPool returns stand-ins and a pool that is closed at the end of
@@ -82,6 +87,19 @@ func newAheadPool(t *testing.T, maxIdle int, idle time.Duration, maxDeliveries i
 	p := NewPool(PoolConfig{MaxIdle: maxIdle, IdleTime: idle, MaxDeliveries: maxDeliveries})
 	t.Cleanup(p.Close)
 	return newFakes(t), p
+}
+
+// started returns the next worker a fake starter made, failing the test
+// if none is made within 10 seconds.
+func started(t *testing.T, made chan *warm) *warm {
+	t.Helper()
+	select {
+	case w := <-made:
+		return w
+	case <-time.After(10 * time.Second):
+		t.Fatal("no spare was started")
+		return nil
+	}
 }
 
 func spareOf(p *Pool, user string) *warm {
@@ -121,14 +139,14 @@ func TestPoolAhead(t *testing.T) {
 		var calls atomic.Int32
 		renew, made := f.starter("a", &calls, nil)
 		old := f.worker("a", 37)
-		p.put(old, renew) // its 38th job: two left
-		sp := <-made
+		p.release(old, renew) // its 38th job: two left
+		sp := started(t, made)
 		waitUntil(t, "the spare", func() bool { return spareOf(p, "a") == sp })
 		for i := 39; i <= 40; i++ {
 			if w := p.take(old.key); w != old {
 				t.Fatalf("job %d: took %v, want the old worker", i, w)
 			}
-			p.put(old, renew)
+			p.release(old, renew)
 		}
 		waitUntil(t, "the old worker's end", func() bool { return f.isEnded(old) })
 		if w := p.take(old.key); w != sp {
@@ -142,7 +160,7 @@ func TestPoolAhead(t *testing.T) {
 		f, p := newAheadPool(t, 1, time.Minute, 40)
 		var calls atomic.Int32
 		renew, _ := f.starter("a", &calls, nil)
-		p.put(f.worker("a", 37), renew)
+		p.release(f.worker("a", 37), renew)
 		time.Sleep(50 * time.Millisecond) // a start would have been called by now
 		if calls.Load() != 0 {
 			t.Fatalf("%d starts with no room for a spare", calls.Load())
@@ -151,20 +169,20 @@ func TestPoolAhead(t *testing.T) {
 	t.Run("a spare never pushes another worker out", func(t *testing.T) {
 		f, p := newAheadPool(t, 3, time.Minute, 40)
 		c := f.worker("c", 1)
-		p.put(c, nil) // the oldest idle worker
+		p.release(c, nil) // the oldest idle worker
 		time.Sleep(time.Millisecond)
 		var calls atomic.Int32
 		renew, made := f.starter("a", &calls, nil)
 		a := f.worker("a", 37)
-		p.put(a, renew)
-		sp := <-made
+		p.release(a, renew)
+		sp := started(t, made)
 		waitUntil(t, "the spare", func() bool { return spareOf(p, "a") == sp })
 		if p.take(a.key) != a { // a's old worker out on a job
 			t.Fatal("did not take a's old worker")
 		}
 		b := f.worker("b", 1)
-		p.put(b, nil) // c, b and the spare: full
-		p.put(a, renew)
+		p.release(b, nil) // c, b and the spare: full
+		p.release(a, renew)
 		waitUntil(t, "the spare's end", func() bool { return f.isEnded(sp) })
 		if !isIdle(p, c) || !isIdle(p, b) || !isIdle(p, a) || f.isEnded(c) || spareOf(p, "a") != nil {
 			t.Fatalf("idle c %v, b %v, a %v, spare %v: the spare, not another worker, should have gone",
@@ -175,9 +193,9 @@ func TestPoolAhead(t *testing.T) {
 		f, p := newAheadPool(t, 8, time.Minute, 40)
 		var calls atomic.Int32
 		renew, made := f.starter("a", &calls, nil)
-		p.put(f.worker("a", 37), renew)
-		p.put(f.worker("a", 37), renew)
-		s1, s2 := <-made, <-made
+		p.release(f.worker("a", 37), renew)
+		p.release(f.worker("a", 37), renew)
+		s1, s2 := started(t, made), started(t, made)
 		waitUntil(t, "one spare kept and one ended", func() bool {
 			sp := spareOf(p, "a")
 			return sp != nil && (sp == s1 && f.isEnded(s2) || sp == s2 && f.isEnded(s1))
@@ -191,11 +209,11 @@ func TestPoolAhead(t *testing.T) {
 		var calls atomic.Int32
 		gate := make(chan struct{})
 		renew, made := f.starter("a", &calls, gate)
-		p.put(f.worker("a", 37), renew) // room for one more
+		p.release(f.worker("a", 37), renew) // room for one more
 		waitUntil(t, "the start", func() bool { return calls.Load() == 1 })
-		p.put(f.worker("b", 1), nil) // now full
+		p.release(f.worker("b", 1), nil) // now full
 		close(gate)
-		sp := <-made
+		sp := started(t, made)
 		waitUntil(t, "the spare's end", func() bool { return f.isEnded(sp) })
 		if p.Idle() != 2 || spareOf(p, "a") != nil {
 			t.Fatalf("idle %d, spare %v; want 2 and none", p.Idle(), spareOf(p, "a"))
@@ -207,11 +225,11 @@ func TestPoolAhead(t *testing.T) {
 		gate := make(chan struct{})
 		renew, made := f.starter("a", &calls, gate)
 		old := f.worker("a", 37)
-		p.put(old, renew)
+		p.release(old, renew)
 		waitUntil(t, "the start", func() bool { return calls.Load() == 1 })
 		p.Close()
 		close(gate)
-		sp := <-made
+		sp := started(t, made)
 		waitUntil(t, "the late spare's end", func() bool { return f.isEnded(sp) })
 		if p.Idle() != 0 || spareOf(p, "a") != nil || !f.isEnded(old) {
 			t.Fatalf("after Close: idle %d, spare %v, old ended %v", p.Idle(), spareOf(p, "a"), f.isEnded(old))
@@ -223,8 +241,8 @@ func TestPoolAhead(t *testing.T) {
 		var calls atomic.Int32
 		renew, made := f.starter("a", &calls, nil)
 		old := f.worker("a", 949) // put: 950, fifty left
-		p.put(old, renew)
-		sp := <-made
+		p.release(old, renew)
+		sp := started(t, made)
 		waitUntil(t, "the spare", func() bool { return spareOf(p, "a") == sp })
 		// Two idle times of jobs for the old worker, one every 100 ms:
 		// each keeps the spare too.
@@ -233,7 +251,7 @@ func TestPoolAhead(t *testing.T) {
 			if w := p.take(old.key); w != old {
 				t.Fatalf("took %v, want the old worker", w)
 			}
-			p.put(old, nil)
+			p.release(old, nil)
 		}
 		if spareOf(p, "a") != sp || f.isEnded(sp) {
 			t.Fatal("the spare was reaped while its user's old worker served jobs")
