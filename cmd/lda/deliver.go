@@ -6,10 +6,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"lda/internal/delivery"
 	"lda/internal/job"
@@ -28,6 +31,18 @@ type common struct {
 	log      string
 	timeout  time.Duration
 	sieveDir string
+	// mtaStderr: standard error goes to the MTA, which may put it in a
+	// bounce, so a log that cannot be opened is no log rather than
+	// standard error (lda deliver).
+	mtaStderr bool
+}
+
+// logger returns the -log logger.
+func (c *common) logger() *slog.Logger {
+	if c.mtaStderr {
+		return newLogger(c.log, io.Discard)
+	}
+	return newLogger(c.log, os.Stderr)
 }
 
 func (c *common) register(fs *flag.FlagSet) {
@@ -59,7 +74,7 @@ func (c *common) agent() (*delivery.Agent, *policy.System, error) {
 		return nil, nil, err
 	}
 	return &delivery.Agent{Exe: exe, PolicyPath: path, SieveDir: c.sieveDir, MinUID: sys.MinUID, Timeout: c.timeout,
-		TimerSlack: spawn.DefaultTimerSlack, Log: newLogger(c.log)}, sys, nil
+		TimerSlack: spawn.DefaultTimerSlack, Log: c.logger()}, sys, nil
 }
 
 // lookupUser resolves name, and refuses anyone but oneself when not root.
@@ -92,7 +107,7 @@ func parseDest(s string) (kind, path, folder, program string, err error) {
 
 func cmdDeliver(args []string) int {
 	fs := flag.NewFlagSet("deliver", flag.ContinueOnError)
-	var c common
+	c := common{mtaStderr: true}
 	c.register(fs)
 	sender := fs.String("f", "", "envelope sender (empty: the null sender)")
 	user := fs.String("d", "", "destination user (required)")
@@ -114,6 +129,11 @@ func cmdDeliver(args []string) int {
 	}
 	if *user == "" || fs.NArg() != 0 {
 		return fail(status.ExUsage, "%s: -d USER is required and no operands are taken", status.Usage.Reply())
+	}
+	// A negative size would refuse every message as too big, a
+	// permanent bounce of all mail for a typo in the MTA's command line.
+	if *maxSize < 0 || c.timeout <= 0 {
+		return fail(status.ExUsage, "%s: -max-size must be 0 or more and -timeout more than 0", status.Usage.Reply())
 	}
 	kind, path, destFolder, program, err := parseDest(*dest)
 	if err != nil {
@@ -146,13 +166,18 @@ func deliverStdin(c *common, r request, in io.Reader) *status.Status {
 	if err != nil {
 		// The detail (which file, and why) goes to the log; the caller
 		// prints the one line that the MTA passes on.
-		newLogger(c.log).Error("delivery", "user", r.user, "sender", r.sender, "recipient", r.rcpt,
+		c.logger().Error("delivery", "user", r.user, "sender", r.sender, "recipient", r.rcpt,
 			"status", fmt.Sprintf("%d %s", status.ConfigError.Code, status.ConfigError.Enhanced), "detail", err.Error())
 		return status.ConfigError.Wrap(err)
 	}
 	u, st := c.lookupUser(r.user)
 	if st != nil {
 		agent.Log.Warn("delivery", "user", r.user, "sender", r.sender, "recipient", r.rcpt, "status", fmt.Sprintf("%d %s", st.Code, st.Enhanced), "detail", st.Error())
+		return st
+	}
+	if f, ok := in.(*os.File); ok && closedAtStart(f) {
+		st := status.ConfigError.Wrapf("standard input was closed when lda started: the MTA gave no message")
+		agent.Log.Error("delivery", "user", r.user, "sender", r.sender, "recipient", r.rcpt, "status", fmt.Sprintf("%d %s", st.Code, st.Enhanced), "detail", st.Error())
 		return st
 	}
 	spool, size, st := spoolMessage(in, r.maxSize)
@@ -236,4 +261,18 @@ func spoolMessage(in io.Reader, max int64) (*os.File, int64, *status.Status) {
 		return nil, 0, TooBig.Wrapf("message larger than %d bytes", max)
 	}
 	return f, n, nil
+}
+
+// closedAtStart reports whether f, standard input, was closed when the
+// program started. The Go runtime then opens /dev/null read-write in its
+// place (a shell's "</dev/null" is read-only), and reading it would make
+// an empty message of a missing one: delivered, exit 0, and the MTA's
+// copy dropped.
+func closedAtStart(f *os.File) bool {
+	var st unix.Stat_t
+	if unix.Fstat(int(f.Fd()), &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFCHR || st.Rdev != unix.Mkdev(1, 3) {
+		return false
+	}
+	fl, err := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0)
+	return err == nil && fl&unix.O_ACCMODE == unix.O_RDWR
 }

@@ -121,15 +121,15 @@ func fail(code int, format string, args ...any) int {
 }
 
 // newLogger returns the structured logger selected by -log: "syslog"
-// (facility mail; falls back to standard error when there is no syslog),
-// "stderr", "none", or a file name to append to.
-func newLogger(dest string) *slog.Logger {
-	l, _ := openLog(dest)
+// (facility mail), "stderr", "none", or a file name to append to. When
+// syslog or the file cannot be used it logs to fallback instead.
+func newLogger(dest string, fallback io.Writer) *slog.Logger {
+	l, _ := openLog(dest, fallback)
 	return l
 }
 
 // openLog is newLogger that also returns the log file, when dest is one.
-func openLog(dest string) (*slog.Logger, *os.File) {
+func openLog(dest string, fallback io.Writer) (*slog.Logger, *os.File) {
 	var w io.Writer
 	var file *os.File
 	switch dest {
@@ -141,12 +141,12 @@ func openLog(dest string) (*slog.Logger, *os.File) {
 		if sw, err := syslog.Dial(syslog.FacilityMail|syslog.SevInfo, "lda"); err == nil {
 			w = sw
 		} else {
-			w = os.Stderr
+			w = fallback
 		}
 	default:
 		f, err := os.OpenFile(dest, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 		if err != nil {
-			w = os.Stderr
+			w = fallback
 		} else {
 			w, file = f, f
 		}

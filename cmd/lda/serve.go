@@ -33,7 +33,7 @@ func cmdServe(args []string) int {
 	if err != nil {
 		return fail(status.ExOSErr, "%v", err)
 	}
-	log, file := openLog(dest)
+	log, file := openLog(dest, os.Stderr)
 	p := &daemon.Parent{Exe: exe, Log: log, LogFile: file, LogSyslog: dest == "syslog" || dest == "", LogNone: dest == "none"}
 	if err := p.Serve(*cfgPath); err != nil {
 		return fail(status.ExTempFail, "serve: %v", err)
@@ -48,7 +48,7 @@ func cmdServe(args []string) int {
 // daemon.BatchedStderr).
 func cmdListener(args []string) int {
 	if len(args) == 1 && (args[0] == "syslog" || args[0] == "none") {
-		return daemon.ListenerMain(newLogger(args[0]), func() {})
+		return daemon.ListenerMain(newLogger(args[0], os.Stderr), func() {})
 	}
 	w, flush := daemon.BatchedStderr()
 	return daemon.ListenerMain(slog.New(slog.NewTextHandler(w, nil)), flush)
