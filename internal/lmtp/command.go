@@ -94,7 +94,7 @@ func ParseCommand(line []byte) (Command, error) {
 		if cmd.Verb == "RCPT" {
 			prefix = "TO:"
 		}
-		if len(rest) < len(prefix) || !strings.EqualFold(rest[:len(prefix)], prefix) {
+		if len(rest) < len(prefix) || !equalFoldASCII(rest[:len(prefix)], prefix) {
 			return cmd, replyBadArgs
 		}
 		addr, tail, err := parsePath(strings.TrimLeft(rest[len(prefix):], " "), cmd.Verb == "MAIL")
@@ -110,7 +110,7 @@ func ParseCommand(line []byte) (Command, error) {
 		// RFC 3030: "BDAT" SP chunk-size [SP "LAST"], chunk-size 1*DIGIT.
 		size, last, _ := strings.Cut(rest, " ")
 		if size == "" || len(size) > maxChunkDigits || !isDigits(size) ||
-			(last != "" && !strings.EqualFold(last, "LAST")) {
+			(last != "" && !equalFoldASCII(last, "LAST")) {
 			return cmd, replyBadBDAT
 		}
 		cmd.Chunk, _ = strconv.ParseInt(size, 10, 64)
@@ -223,7 +223,7 @@ scan:
 		}
 		addr = mbox
 	}
-	if !mail && strings.EqualFold(addr, "postmaster") {
+	if !mail && equalFoldASCII(addr, "postmaster") {
 		return addr, rest, nil
 	}
 	if !validMailbox(addr) {

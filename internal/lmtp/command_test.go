@@ -1,6 +1,7 @@
 package lmtp
 
 import (
+	"math"
 	"reflect"
 	"strings"
 	"testing"
@@ -28,6 +29,9 @@ func TestParseCommand(t *testing.T) {
 		{"rcpt source route", "RCPT TO:<@r1.example,@r2.example:u@d.example>", Command{Verb: "RCPT", Arg: "u@d.example"}, ""},
 		{"rcpt postmaster", "RCPT TO:<POSTMASTER>", Command{Verb: "RCPT", Arg: "POSTMASTER"}, ""},
 		{"mail postmaster", "MAIL FROM:<postmaster>", Command{Verb: "MAIL"}, "501 5.1.3"},
+		// Only the ASCII "Postmaster" may go without a domain (RFC 5321
+		// 4.1.1.3): U+017F, the long s, folds to "s" in Unicode.
+		{"rcpt postmaster with a long s", "RCPT TO:<po\u017ftmaster>", Command{Verb: "RCPT"}, "501 5.1.3"},
 		{"rcpt null", "RCPT TO:<>", Command{Verb: "RCPT"}, "501 5.1.3"},
 		{"rcpt quoted", `RCPT TO:<"a b\"c"@d.example>`, Command{Verb: "RCPT", Arg: `"a b\"c"@d.example`}, ""},
 		{"rcpt quoted empty", `RCPT TO:<""@d.example>`, Command{Verb: "RCPT"}, "501 5.1.3"},
@@ -84,6 +88,7 @@ func TestParseCommand(t *testing.T) {
 		{"bdat two spaces before last", "BDAT 10  LAST", Command{Verb: "BDAT"}, "501 5.5.4"},
 		{"bdat extra word", "BDAT 10 LAST LAST", Command{Verb: "BDAT"}, "501 5.5.4"},
 		{"bdat tab", "BDAT 10\tLAST", Command{Verb: "BDAT"}, "501 5.5.4"},
+		{"bdat last with a long s", "BDAT 10 LA\u017fT", Command{Verb: "BDAT"}, "501 5.5.4"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := ParseCommand([]byte(tc.line))
@@ -196,7 +201,9 @@ func TestMailParams(t *testing.T) {
 		{"none", "", MailParams{}, ""},
 		{"all", "SIZE=0 BODY=7bit SMTPUTF8 RET=full ENVID=QQ+2B1", MailParams{Size: 0, Body: "7BIT", SMTPUTF8: true, Ret: "FULL", EnvID: "QQ+1"}, ""},
 		{"size max digits", "SIZE=999999999999999999", MailParams{Size: 999999999999999999}, ""},
-		{"size 19 digits", "SIZE=1000000000000000000", MailParams{}, "501"},
+		{"size 19 digits", "SIZE=1000000000000000000", MailParams{Size: 1000000000000000000}, ""},
+		{"size 20 digits, past int64", "SIZE=99999999999999999999", MailParams{Size: math.MaxInt64}, ""},
+		{"size 21 digits", "SIZE=100000000000000000000", MailParams{}, "501"},
 		{"size plus", "SIZE=+1", MailParams{}, "501"},
 		{"envid 100", "ENVID=" + strings.Repeat("e", 100), MailParams{EnvID: strings.Repeat("e", 100)}, ""},
 		{"envid 101", "ENVID=" + strings.Repeat("e", 101), MailParams{}, "501"},

@@ -1,6 +1,7 @@
 package lmtp
 
 import (
+	"math"
 	"strconv"
 	"strings"
 
@@ -82,9 +83,10 @@ func parseMailParams(params []Param) (MailParams, *status.Status) {
 	return mp, nil
 }
 
-// parseSize accepts 1 to 18 decimal digits.
+// parseSize accepts 1 to 20 decimal digits (RFC 1870); one past int64
+// is math.MaxInt64.
 func parseSize(v string) (int64, bool) {
-	if v == "" || len(v) > 18 {
+	if v == "" || len(v) > 20 { // RFC 1870: size-value = 1*20DIGIT
 		return 0, false
 	}
 	for i := 0; i < len(v); i++ {
@@ -93,7 +95,11 @@ func parseSize(v string) (int64, bool) {
 		}
 	}
 	n, err := strconv.ParseInt(v, 10, 64)
-	return n, err == nil
+	if err != nil {
+		// Well formed and past int64: past any limit too.
+		return math.MaxInt64, true
+	}
+	return n, true
 }
 
 // parseRcptParams interprets the parameters of RCPT like parseMailParams.

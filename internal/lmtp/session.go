@@ -356,7 +356,7 @@ func (s *Session) linger() {
 // cannot be read must end the session.
 func bdatLine(line []byte) bool {
 	line = bytes.TrimLeft(line, " ")
-	if len(line) < 4 || !strings.EqualFold(string(line[:4]), "BDAT") {
+	if len(line) < 4 || !equalFoldASCII(string(line[:4]), "BDAT") {
 		return false
 	}
 	if len(line) == 4 {
@@ -850,4 +850,12 @@ func (s *Session) sendReply(r Reply) {
 		lines = append(lines, fmt.Sprintf("%d-%s %s", st.Code, st.Enhanced, status.Sanitize(l)))
 	}
 	s.send(st, lines...)
+}
+
+// equalFoldASCII is strings.EqualFold for a keyword: s matches t (ASCII)
+// in any case, and only in ASCII. strings.EqualFold folds Unicode too, so
+// "LA\u017fT" (U+017F, long s) would equal "LAST" and "po\u017ftmaster"
+// "postmaster".
+func equalFoldASCII(s, t string) bool {
+	return len(s) == len(t) && isASCII(s) && strings.EqualFold(s, t)
 }
