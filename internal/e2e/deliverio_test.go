@@ -1,15 +1,10 @@
 package e2e
 
 import (
-	"bytes"
-	"context"
-	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"lda/internal/status"
 )
@@ -27,32 +22,13 @@ func TestDeliverStderrAndInput(t *testing.T) {
 		ents, _ := os.ReadDir(filepath.Join(u.Home, "Maildir", "new"))
 		return len(ents)
 	}
-	// run runs the binary with stdin as given: "closed" closes fd 0
-	// before exec, "devnull" leaves it to os/exec (/dev/null, read-only).
+	// run runs lda with fd 0 closed before exec ("closed") or left to
+	// os/exec ("devnull": /dev/null, read-only).
 	run := func(stdin string, args ...string) result {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		var cmd *exec.Cmd
 		if stdin == "closed" {
-			cmd = exec.CommandContext(ctx, "/bin/sh", append([]string{"-c", `exec "$0" "$@" <&-`, f.bin}, args...)...)
-		} else {
-			cmd = exec.CommandContext(ctx, f.bin, args...)
+			return f.runCmd(nil, "/bin/sh", append([]string{"-c", `exec "$0" "$@" <&-`, f.bin}, args...)...)
 		}
-		var out, errb bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errb
-		err := cmd.Run()
-		if ctx.Err() != nil {
-			t.Fatalf("lda %v hung", args)
-		}
-		var ee *exec.ExitError
-		code := 0
-		if errors.As(err, &ee) {
-			code = ee.ExitCode()
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		return result{exit: code, stderr: errb.String(), stdout: out.String()}
+		return f.runCmd(nil, f.bin, args...)
 	}
 	badLog := filepath.Join(f.base, "no-such-dir", "lda.log")
 	missingPolicy := filepath.Join(f.base, "no-such-policy.yaml")

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -121,15 +122,22 @@ type result struct {
 // failure, never a stuck test.
 func (f *fixture) run(stdin []byte, args ...string) result {
 	f.t.Helper()
+	return f.runCmd(bytes.NewReader(stdin), f.bin, args...)
+}
+
+// runCmd runs name (lda itself, or a shell that execs it) with stdin
+// (nil: /dev/null, read-only, as os/exec opens it), for at most 60 s.
+func (f *fixture) runCmd(stdin io.Reader, name string, args ...string) result {
+	f.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, f.bin, args...)
-	cmd.Stdin = bytes.NewReader(stdin)
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Stdin = stdin
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
 	if ctx.Err() != nil {
-		f.t.Fatalf("lda %v hung", args)
+		f.t.Fatalf("%s %v hung", name, args)
 	}
 	code := 0
 	if ee, ok := err.(*exec.ExitError); ok {
