@@ -2,7 +2,9 @@ package mbox
 
 import (
 	"errors"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -11,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"lda/internal/status"
+	"lda/internal/testutil"
 )
 
 // TestHeld: a held mailbox is reused only while the name beneath the same
@@ -20,6 +23,38 @@ import (
 func TestHeld(t *testing.T) {
 	for _, mbox := range []string{"box", "sub/box"} {
 		t.Run(mbox, func(t *testing.T) { testHeld(t, mbox) })
+	}
+}
+
+// TestHeldUnprivileged runs TestHeld's cases that root cannot (its
+// CAP_DAC_OVERRIDE opens a file whatever its mode) in a copy of this test
+// binary as nobody, so that they run in CI, which is root.
+func TestHeldUnprivileged(t *testing.T) {
+	requireRoot(t)
+	dir := testutil.RootDir(t)
+	bin := filepath.Join(dir, "mbox.test")
+	src, err := os.Open(os.Args[0])
+	testutil.Must(t, err)
+	defer src.Close()
+	dst, err := os.OpenFile(bin, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o755)
+	testutil.Must(t, err)
+	_, err = io.Copy(dst, src)
+	testutil.Must(t, err)
+	testutil.Must(t, dst.Close())
+	tmp := filepath.Join(dir, "tmp")
+	testutil.Must(t, os.Mkdir(tmp, 0o777))
+	testutil.Must(t, os.Chmod(tmp, 0o1777))
+	cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
+		bin, "-test.run", "^TestHeld$", "-test.v", "-test.count=1")
+	cmd.Env = []string{"TMPDIR=" + tmp, "PATH=/usr/bin:/bin"}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("TestHeld as nobody: %v\n%s", err, out)
+	}
+	for _, mbox := range []string{"box", "sub/box"} {
+		if want := "--- PASS: TestHeld/" + mbox + "/made_unwritable "; !strings.Contains(string(out), want) {
+			t.Fatalf("TestHeld as nobody did not pass %q:\n%s", want, out)
+		}
 	}
 }
 
