@@ -29,9 +29,9 @@ import (
 // name still leads to it, and faccessat2(AT_EACCESS) says the user may
 // still open it for reading and writing (its mode, ACL or label may have
 // changed). That is what opening the name and checking it would find at
-// that instant, under the lock. Anything else unlocks it and closes it, and the append opens and
-// checks everything afresh. A failed append closes it too, so that the
-// next one starts afresh.
+// that instant, under the lock. Anything else unlocks it and closes it,
+// and the append opens and checks everything afresh. A failed append
+// closes it too, so that the next one starts afresh.
 //
 // A held mailbox holds no lock between appends: only the open file. A
 // Held is for one goroutine at a time. Its zero value holds nothing.

@@ -207,9 +207,7 @@ func (a *Agent) runWarm(ctx context.Context, j *job.Job, msg *os.File) (*job.Res
 	spare := func() starter {
 		return func() (*warm, *status.Status) {
 			w, st := start()
-			if st != nil && a.Log != nil {
-				a.Log.Warn("spare worker not started", "user", k.user, "status", strconv.Itoa(st.Code)+" "+st.Enhanced, "error", st.Error())
-			}
+			warnSpare(a.Log, k.user, st)
 			return w, st
 		}
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"os"
-	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -134,9 +133,7 @@ func (d *Direct) deliver(ctx context.Context, r Request) (Outcome, bool) {
 		dd, user := d, r.User.Name
 		return func() (*warm, *status.Status) {
 			w, st := dd.startWorker(user)
-			if st != nil && !isBusy(st) && dd.Log != nil {
-				dd.Log.Warn("spare worker not started", "user", user, "status", strconv.Itoa(st.Code)+" "+st.Enhanced, "error", st.Error())
-			}
+			warnSpare(dd.Log, user, st)
 			return w, st
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strconv"
 	"sync"
@@ -207,6 +208,14 @@ func (p *Pool) take(k warmKey) *warm {
 
 // starter starts a worker for one user (see onWarm).
 type starter func() (*warm, *status.Status)
+
+// warnSpare logs a spare that could not be started (st not nil), unless
+// root was only busy: the job after the old worker's last starts one.
+func warnSpare(log *slog.Logger, user string, st *status.Status) {
+	if st != nil && !isBusy(st) && log != nil {
+		log.Warn("spare worker not started", "user", user, "status", strconv.Itoa(st.Code)+" "+st.Enhanced, "error", st.Error())
+	}
+}
 
 // put returns a worker that answered its job completely. It reports
 // whether the caller should start the worker's replacement now (see
