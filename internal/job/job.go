@@ -33,6 +33,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"lda/internal/status"
 	"lda/internal/xtext"
@@ -226,7 +227,7 @@ func (j *Job) Validate() error {
 			return fmt.Errorf("job: %s: %w", f.name, err)
 		}
 	}
-	if err := validLine(j.Received); err != nil || strings.Contains(j.Received, "\n") {
+	if err := validLine(j.Received); err != nil || strings.Contains(j.Received, "\n") || headerText(j.Received) != nil {
 		return fmt.Errorf("job: received: bad header value")
 	}
 	if j.SieveDir != "" && policy.ValidPath(j.SieveDir) != nil {
@@ -253,10 +254,11 @@ func (j *Job) Validate() error {
 	return nil
 }
 
-// validAddress accepts an envelope address: no control character, at
-// most 512 bytes (a space can only be part of an RFC 5321 quoted local
-// part, which the LMTP engine has checked). The empty string is the null
-// sender or an absent recipient.
+// validAddress accepts an envelope address: valid UTF-8 (RFC 6531) with
+// no control character and no Unicode line break (headerText), at most
+// 512 bytes (a space can only be part of an RFC 5321 quoted local part,
+// which the LMTP engine has checked). The empty string is the null sender
+// or an absent recipient.
 func validAddress(s string) error {
 	if len(s) > 512 {
 		return errors.New("address too long")
@@ -264,6 +266,32 @@ func validAddress(s string) error {
 	for i := 0; i < len(s); i++ {
 		if s[i] < ' ' || s[i] == 0x7f {
 			return errors.New("control character in address")
+		}
+	}
+	return headerText(s)
+}
+
+// headerText checks the non-ASCII part of a value that a worker writes
+// into a header line (Return-Path, Delivered-To, Received): valid UTF-8,
+// as RFC 6532 requires of a header, with no C1 control and no U+2028 or
+// U+2029. U+0085 (NEL) and those two end a line for some Unicode-aware
+// readers (Python's str.splitlines, for one), which would see the rest of
+// the value as a header of its own. ASCII controls are the callers'.
+func headerText(s string) error {
+	i := 0
+	for i < len(s) && s[i] < utf8.RuneSelf {
+		i++
+	}
+	if i == len(s) {
+		return nil // ASCII, as nearly every address is
+	}
+	s = s[i:]
+	if !utf8.ValidString(s) {
+		return errors.New("not valid UTF-8")
+	}
+	for _, r := range s {
+		if (r >= 0x80 && r < 0xa0) || r == 0x2028 || r == 0x2029 {
+			return fmt.Errorf("control character or line break U+%04X", r)
 		}
 	}
 	return nil

@@ -28,10 +28,13 @@ func TestJobRoundTrip(t *testing.T) {
 	prog.Kind, prog.Path, prog.Program = KindProgram, "", "procmail"
 	def := sample()
 	def.Kind, def.Path, def.Sender, def.Policy = KindDefault, "", "", "embedded"
+	intl := sample() // RFC 6531 addresses and an RFC 6532 trace line
+	intl.Sender, intl.Recipient = "jürgen@bücher.example", "用户@例子.example"
+	intl.Received = "from mx.bücher.example by b; Sun, 6 Dec 2026 00:00:00 +0000"
 	for _, tc := range []struct {
 		name string
 		j    *Job
-	}{{"mbox", sample()}, {"recover", rec}, {"maildir folder", maildir}, {"program", prog}, {"default null sender", def}} {
+	}{{"mbox", sample()}, {"recover", rec}, {"maildir folder", maildir}, {"program", prog}, {"default null sender", def}, {"UTF-8 envelope", intl}} {
 		t.Run(tc.name, func(t *testing.T) {
 			b, err := tc.j.Encode()
 			if err != nil {
@@ -76,6 +79,15 @@ func TestDecodeRefuses(t *testing.T) {
 		{"raw space", strings.Replace(g, "sender ", "sender a b", 1)},
 		{"tab in sender", strings.Replace(g, "sender ", "sender a+09b", 1)},
 		{"bad xtext", strings.Replace(g, "sender ", "sender a+0", 1)},
+		// Header text beyond ASCII (headerText): what some readers take
+		// for a line break, or not UTF-8 at all.
+		{"NEL in sender", strings.Replace(g, "sender ", "sender a+C2+85b", 1)},
+		{"C1 control in recipient", strings.Replace(g, "recipient ", "recipient a+C2+9Bb", 1)},
+		{"line separator in sender", strings.Replace(g, "sender ", "sender a+E2+80+A8b", 1)},
+		{"paragraph separator in recipient", strings.Replace(g, "recipient ", "recipient a+E2+80+A9b", 1)},
+		{"invalid UTF-8 in sender", strings.Replace(g, "sender ", "sender a+FFb", 1)},
+		{"truncated UTF-8 in recipient", strings.Replace(g, "recipient ", "recipient a+C3", 1)},
+		{"NEL in received", strings.Replace(g, "received ", "received a+C2+85X-Injected:+20y", 1)},
 		{"user with slash", strings.Replace(g, "user alice", "user a/b", 1)},
 		{"user dash", strings.Replace(g, "user alice", "user -alice", 1)},
 		{"bad mode", strings.Replace(g, "mode deliver", "mode exec", 1)},

@@ -149,13 +149,17 @@ func isAlpha(s string) bool {
 	return true
 }
 
-// validText accepts valid UTF-8 without control characters.
+// validText accepts valid UTF-8 without control characters or the
+// Unicode line and paragraph separators (U+2028, U+2029): addresses and
+// the LHLO domain end up in header lines (Return-Path, Delivered-To,
+// Received), and a reader that splits lines the Unicode way (as Python's
+// str.splitlines does) breaks a line at those and at U+0085.
 func validText(s string) bool {
 	if !utf8.ValidString(s) {
 		return false
 	}
 	for _, r := range s {
-		if isControl(r) {
+		if isControl(r) || r == '\u2028' || r == '\u2029' {
 			return false
 		}
 	}
