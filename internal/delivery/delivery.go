@@ -162,7 +162,7 @@ func (a *Agent) run(ctx context.Context, j *job.Job, msg *os.File) (*job.Result,
 		if errors.Is(err, spawn.ErrRefused) {
 			return nil, status.PolicyRefused.Wrap(err)
 		}
-		return nil, status.Unknown.Wrap(err)
+		return nil, notStarted(err)
 	}
 	res, err := job.DecodeResult(out.Stdout)
 	switch {
@@ -174,6 +174,17 @@ func (a *Agent) run(ctx context.Context, j *job.Job, msg *os.File) (*job.Result,
 		return nil, status.Unknown.Wrap(fmt.Errorf("worker result: %w (stderr: %q)", err, clip(out.Stderr)))
 	}
 	return res, res.Status
+}
+
+// notStarted is the status of a job that no worker started: the
+// delivery's time limit (451 4.4.7, as for a worker killed at the limit)
+// when that is what stopped it, as a -timeout shorter than a worker's
+// start does; otherwise 451 4.3.0.
+func notStarted(err error) *status.Status {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
+		return status.Timeout.Wrap(err)
+	}
+	return status.Unknown.Wrap(err)
 }
 
 // runWarm has a warm worker of j's user, from root's own pool, perform j.
@@ -261,7 +272,7 @@ func onWarm(ctx context.Context, pool *Pool, k warmKey, start starter, spare fun
 			if !fresh && !errors.Is(err, errWrongWorker) {
 				continue // it died while idle; the job never reached it
 			}
-			return nil, status.Unknown.Wrap(fmt.Errorf("worker: %w", err))
+			return nil, notStarted(fmt.Errorf("worker: %w", err))
 		}
 		res, derr := job.DecodeResult(out)
 		if err == nil && derr == nil {

@@ -13,8 +13,10 @@ import (
 // MTA where the input or the log is not what it should be: standard
 // error is one generic line even when the log cannot be opened (the MTA
 // may put it in a bounce), a bad -max-size or -timeout is a usage error,
-// and a standard input that was closed is a temporary failure, never an
-// empty message delivered with exit 0.
+// a -timeout too short to start a worker is 451 4.4.7, an envelope
+// address that is not UTF-8 or holds a Unicode line break is a usage
+// error, and a standard input that was closed is a temporary failure,
+// never an empty message delivered with exit 0.
 func TestDeliverStderrAndInput(t *testing.T) {
 	f := newFixture(t)
 	u := f.u1
@@ -46,6 +48,15 @@ func TestDeliverStderrAndInput(t *testing.T) {
 		{"negative max-size", "devnull", []string{"-log", f.log, "-max-size", "-1", "-d", u.Name}, 64, "", 0, ""},
 		{"zero timeout", "devnull", []string{"-log", f.log, "-timeout", "0s", "-d", u.Name}, 64, "", 0, ""},
 		{"negative timeout", "devnull", []string{"-log", f.log, "-timeout", "-1s", "-d", u.Name}, 64, "", 0, ""},
+		// A limit too short for a worker to start is a time limit, not
+		// an unknown error.
+		{"timeout before the worker starts", "devnull", []string{"-log", f.log, "-timeout", "1ns", "-d", u.Name}, 75, "lda: " + status.Timeout.Reply() + "\n", 0, ""},
+		// -f and -a become header lines: refused when not UTF-8, or with
+		// what a Unicode reader takes for a line break.
+		{"NEL in the sender", "devnull", []string{"-log", f.log, "-f", "a\u0085b@example.org", "-d", u.Name}, 64, "", 0, ""},
+		{"invalid UTF-8 in the sender", "devnull", []string{"-log", f.log, "-f", "a\xffb@example.org", "-d", u.Name}, 64, "", 0, ""},
+		{"line separator in the recipient", "devnull", []string{"-log", f.log, "-a", "a\u2028X-Spam: no@example.org", "-d", u.Name}, 64, "", 0, ""},
+		{"UTF-8 sender and recipient", "devnull", []string{"-log", f.log, "-f", "jürgen@bücher.example", "-a", "用户@例子.example", "-d", u.Name}, 0, "", 1, ""},
 		{"standard input closed", "closed", []string{"-log", f.log, "-d", u.Name}, 75, "lda: " + status.ConfigError.Reply() + "\n", 0, "standard input was closed"},
 		// The control: a read-only /dev/null is an empty message, as any
 		// empty input is, and is delivered.
