@@ -29,6 +29,10 @@
 #   WORKERS=auto    auto: the warm-worker section in lda.yaml if lda
 #                   serve accepts it; on: required; off: never
 #   MATRICES="maildir mbox"
+#   CELLS=          only these cells, by name (e.g. CELLS=1c-1k with
+#                   MATRICES=mbox): many repetitions of one cell, for a
+#                   confidence interval of its same-repetition ratio
+#                   (the tables give one from six repetitions up)
 #   TSV=            where the per-run figures go (default
 #                   /tmp/lda-bench-<time>.tsv)
 #   KEEP=0          1: keep the temporary directory (logs, mailboxes)
@@ -123,6 +127,14 @@ fi
 LDA_REV=${LDA_REV:-}
 WORKERS=${WORKERS:-auto}
 MATRICES=${MATRICES:-maildir mbox}
+CELLS=${CELLS:-}
+for c in $CELLS; do
+	case $c in
+	1c-1k-1r | 8c-1k-1r | 1c-100k-1r | 1c-1k-10r | 8c-1k-10r) [[ " $MATRICES " == *" maildir "* ]] || { echo "CELLS: $c is a Maildir cell, and MATRICES has no maildir" >&2; exit 2; } ;;
+	1c-1k | 8c-1k | 1c-100k) [[ " $MATRICES " == *" mbox "* ]] || { echo "CELLS: $c is an mbox cell, and MATRICES has no mbox" >&2; exit 2; } ;;
+	*) echo "CELLS: no cell $c (Maildir: 1c-1k-1r 8c-1k-1r 1c-100k-1r 1c-1k-10r 8c-1k-10r; mbox: 1c-1k 8c-1k 1c-100k)" >&2; exit 2 ;;
+	esac
+done
 KEEP=${KEEP:-0}
 if [ -n "$SIEVE" ] && [ "$MATRICES" != maildir ]; then
 	die "SIEVE applies to the Maildir matrix only (mail.local has no filter): set MATRICES=maildir"
@@ -609,6 +621,15 @@ settle() {
 
 MAILDIR_CELLS=("1c-1k-1r 1 1024 1" "8c-1k-1r 8 1024 1" "1c-100k-1r 1 102400 1" "1c-1k-10r 1 1024 10" "8c-1k-10r 8 1024 10")
 MBOX_CELLS=("1c-1k 1 1024 1" "8c-1k 8 1024 1" "1c-100k 1 102400 1")
+# CELLS: keep only the cells named (checked at the top).
+only_cells() {
+	local c
+	for c in "$@"; do
+		if [ -z "$CELLS" ] || [[ " $CELLS " == *" ${c%% *} "* ]]; then printf '%s\n' "$c"; fi
+	done
+}
+mapfile -t MAILDIR_CELLS < <(only_cells "${MAILDIR_CELLS[@]}")
+mapfile -t MBOX_CELLS < <(only_cells "${MBOX_CELLS[@]}")
 
 for m in $MATRICES; do
 	case $m in
@@ -663,7 +684,11 @@ med() {
 }
 # paired MATRIX CELL A B COLUMN: A's value over B's in each repetition (the
 # two ran next to each other), as "median (min-max)". The disk's speed
-# drifts over minutes; a ratio taken within one repetition does not.
+# drifts over minutes; a ratio taken within one repetition does not. With
+# six repetitions or more it adds a 95 % confidence interval of that
+# median, from order statistics (the k-th smallest and largest ratio, k
+# the largest with P(Binomial(n, 1/2) < k) <= 2.5 %): no assumption about
+# the ratios' distribution, only that the repetitions are independent.
 paired() {
 	awk -F'\t' -v m="$1" -v c="$2" -v a="$3" -v b="$4" -v col="$5" '
 		NR == 1 { for (i = 1; i <= NF; i++) if ($i == col) k = i; next }
@@ -675,7 +700,15 @@ paired() {
 			if (n == 0) { print "-"; exit }
 			for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (x[j] < x[i]) { t = x[i]; x[i] = x[j]; x[j] = t }
 			mid = (n % 2) ? x[(n + 1) / 2] : (x[n / 2] + x[n / 2 + 1]) / 2
-			printf "%.2f (%.2f-%.2f)\n", mid, x[1], x[n]
+			if (n < 6) { printf "%.2f (%.2f-%.2f)\n", mid, x[1], x[n]; exit }
+			# cdf: P(Binomial(n, 1/2) <= k - 1), k raised while it stays at 2.5 % or under
+			k = 1; p = 0.5 ^ n; cdf = p
+			while (1) {
+				p = p * (n - k + 1) / k
+				if (cdf + p > 0.025) break
+				cdf += p; k++
+			}
+			printf "%.2f (%.2f-%.2f; 95%% CI %.2f-%.2f)\n", mid, x[1], x[n], x[k], x[n - k + 1]
 		}' "$TSV"
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "-"; else printf "%.2f\n", a / b }'; }
