@@ -162,7 +162,12 @@ func (a *Agent) run(ctx context.Context, j *job.Job, msg *os.File) (*job.Result,
 		if errors.Is(err, spawn.ErrRefused) {
 			return nil, status.PolicyRefused.Wrap(err)
 		}
-		return nil, notStarted(err)
+		if out == nil {
+			return nil, notStarted(err)
+		}
+		// The worker ran (and may have delivered): not a start that the
+		// time limit prevented.
+		return nil, status.Unknown.Wrap(err)
 	}
 	res, err := job.DecodeResult(out.Stdout)
 	switch {
@@ -176,12 +181,12 @@ func (a *Agent) run(ctx context.Context, j *job.Job, msg *os.File) (*job.Result,
 	return res, res.Status
 }
 
-// notStarted is the status of a job that no worker started: the
-// delivery's time limit (451 4.4.7, as for a worker killed at the limit)
-// when that is what stopped it, as a -timeout shorter than a worker's
-// start does; otherwise 451 4.3.0.
+// notStarted is the status of a one-shot worker that spawn could not
+// start: the delivery's time limit (451 4.4.7, as for a worker killed at
+// the limit) when that is what stopped it, as a -timeout shorter than a
+// worker's start does; otherwise 451 4.3.0.
 func notStarted(err error) *status.Status {
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
+	if errors.Is(err, context.DeadlineExceeded) {
 		return status.Timeout.Wrap(err)
 	}
 	return status.Unknown.Wrap(err)
@@ -272,7 +277,7 @@ func onWarm(ctx context.Context, pool *Pool, k warmKey, start starter, spare fun
 			if !fresh && !errors.Is(err, errWrongWorker) {
 				continue // it died while idle; the job never reached it
 			}
-			return nil, notStarted(fmt.Errorf("worker: %w", err))
+			return nil, status.Unknown.Wrap(fmt.Errorf("worker: %w", err))
 		}
 		res, derr := job.DecodeResult(out)
 		if err == nil && derr == nil {
