@@ -35,6 +35,7 @@ type Listener struct {
 	peers map[int]bool
 	log   *slog.Logger
 	ctl   *channel
+	host  string // hostName
 
 	nextID  atomic.Uint64
 	mu      sync.Mutex
@@ -169,6 +170,7 @@ func newListener(log *slog.Logger) (*Listener, error) {
 	}
 	l := &Listener{
 		cfg: cfg, sys: sys, peers: peers, log: log,
+		host:     hostName(cfg, log),
 		ctl:      ctl,
 		skipRcpt: map[string]rcptSeen{},
 		waiting:  map[uint64]chan reply{},
@@ -311,12 +313,27 @@ func (l *Listener) accept(ln net.Listener, serve func(net.Conn)) {
 	}
 }
 
-func (l *Listener) hostname() string {
-	if l.cfg.Hostname != "" {
-		return l.cfg.Hostname
+func (l *Listener) hostname() string { return l.host }
+
+// osHostname is os.Hostname, replaced by tests.
+var osHostname = os.Hostname
+
+// hostName is the name the listener gives in its greeting, its refusals
+// and its Received lines: lda.yaml's hostname, else the system's as it
+// was when the listener started. The kernel takes any bytes for a host
+// name, and one that is not a domain name (validHostname) would go into
+// a reply line and a header line, where job.Validate refuses it and so
+// every recipient; "localhost" stands in for it, with a warning.
+func hostName(cfg *Config, log *slog.Logger) string {
+	if cfg.Hostname != "" {
+		return cfg.Hostname
 	}
-	h, _ := os.Hostname()
-	return h
+	h, err := osHostname()
+	if err == nil && h != "" && validHostname(h) {
+		return h
+	}
+	log.Warn("the system's host name is not a domain name; lda uses localhost (set hostname in lda.yaml)", "hostname", h, "error", fmt.Sprint(err))
+	return "localhost"
 }
 
 var sessionSeq atomic.Uint64
