@@ -187,6 +187,8 @@ func TestAppendBadSender(t *testing.T) {
 		{"DEL", "a\x7fb"},
 		{"C1 NEL", "a\u0085b"},
 		{"C1 CSI", "a\u009bb"},
+		{"line separator", "a\u2028b@x"},
+		{"paragraph separator", "a\u2029b@x"},
 		{"invalid UTF-8", "\xff@x"},
 		{"injected From line", "x\n\nFrom evil@x Mon Jan  1"},
 		{"999 bytes", strings.Repeat("a", 999)},

@@ -214,8 +214,8 @@ func ValidAddress(addr string) (string, error) {
 		return "", fmt.Errorf("redirect %s: invalid UTF-8", q)
 	}
 	for _, r := range addr {
-		if r <= ' ' || r == 0x7f || (r >= 0x80 && r < 0xa0) {
-			return "", fmt.Errorf("redirect %s: control character or space in address", q)
+		if r <= ' ' || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == '\u2028' || r == '\u2029' {
+			return "", fmt.Errorf("redirect %s: control character, line break or space in address", q)
 		}
 	}
 	local, domain, err := splitMailbox(addr)

@@ -149,21 +149,26 @@ func isAlpha(s string) bool {
 	return true
 }
 
-// validText accepts valid UTF-8 without control characters or the
-// Unicode line and paragraph separators (U+2028, U+2029): addresses and
-// the LHLO domain end up in header lines (Return-Path, Delivered-To,
-// Received), and a reader that splits lines the Unicode way (as Python's
-// str.splitlines does) breaks a line at those and at U+0085.
+// validText accepts valid UTF-8 without control characters.
 func validText(s string) bool {
 	if !utf8.ValidString(s) {
 		return false
 	}
 	for _, r := range s {
-		if isControl(r) || r == '\u2028' || r == '\u2029' {
+		if isControl(r) {
 			return false
 		}
 	}
 	return true
+}
+
+// hasLineBreak reports the Unicode line and paragraph separators (U+2028,
+// U+2029). Addresses and the LHLO domain end up in header lines
+// (Return-Path, Delivered-To, Received), and a reader that splits lines
+// the Unicode way (as Python's str.splitlines does) breaks a line at
+// those, and at U+0085, which validText refuses as a C1 control.
+func hasLineBreak(s string) bool {
+	return strings.ContainsRune(s, '\u2028') || strings.ContainsRune(s, '\u2029')
 }
 
 // isControl reports C0 and C1 control characters and DEL.
@@ -174,7 +179,7 @@ func isControl(r rune) bool {
 // validHelloDomain accepts the LHLO argument: one word of printable text,
 // at most 255 bytes. It is never echoed, so no finer check is needed.
 func validHelloDomain(s string) bool {
-	return s != "" && len(s) <= maxDomainLen && !strings.Contains(s, " ") && validText(s)
+	return s != "" && len(s) <= maxDomainLen && !strings.Contains(s, " ") && validText(s) && !hasLineBreak(s)
 }
 
 // parsePath parses an RFC 5321 Reverse-path (MAIL) or Forward-path (RCPT)
@@ -211,7 +216,7 @@ scan:
 	if rest != "" && rest[0] != ' ' {
 		return "", "", replyBadAddress
 	}
-	if len(addr) > MaxAddressLen || !utf8.ValidString(addr) {
+	if len(addr) > MaxAddressLen || !utf8.ValidString(addr) || hasLineBreak(addr) {
 		return "", "", replyBadAddress
 	}
 	if addr == "" {

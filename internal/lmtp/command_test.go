@@ -167,6 +167,9 @@ func TestRcptParams(t *testing.T) {
 		{"user dot", "XLDA-USER=.a", true, Recipient{}, "501"},
 		{"user without ext", "XLDA-USER=alice", false, Recipient{}, "555"},
 		{"dest without ext", "XLDA-DEST=mbox:/x", false, Recipient{}, "555"},
+		// Only addresses and the LHLO domain refuse U+2028: a path may
+		// hold one (policy.ValidPath accepts it, as lda deliver -dest).
+		{"dest with a line separator", "XLDA-DEST=mbox:/var/mail/a+E2+80+A8b", true, Recipient{Dest: "mbox:/var/mail/a\u2028b"}, ""},
 		{"filter upper", "XLDA-FILTER=ONLY", true, Recipient{Filter: "only"}, ""},
 		{"filter xtext", "XLDA-FILTER=onl+79", true, Recipient{Filter: "only"}, ""},
 		{"filter xtext NUL", "XLDA-FILTER=only+00", true, Recipient{}, "501"},

@@ -128,7 +128,9 @@ func sanitize(text string) string {
 		switch {
 		case r == '\t' || r == '\r' || r == '\n':
 			b.WriteByte(' ')
-		case r < 0x20 || r == 0x7f || r == 0xfffd:
+		case r == '\u0085' || r == '\u2028' || r == '\u2029': // line breaks to Unicode readers
+			b.WriteByte(' ')
+		case r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == 0xfffd:
 			b.WriteByte('?')
 		default:
 			b.WriteRune(r)

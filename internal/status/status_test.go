@@ -172,6 +172,12 @@ func TestSanitize(t *testing.T) {
 		{"UTF-8", "Mäil", "Mäil"},
 		{"invalid UTF-8", "a\xffb", "a?b"},
 		{"DEL", "a\x7fb", "a?b"},
+		// Line breaks to a Unicode reader (the text may go into a DSN's
+		// Diagnostic-Code), and the other C1 controls.
+		{"NEL", "a\u0085b", "a b"},
+		{"line separator", "a\u2028b", "a b"},
+		{"paragraph separator", "a\u2029b", "a b"},
+		{"C1 CSI", "a\u009bb", "a?b"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := Sanitize(tc.in); got != tc.want {
