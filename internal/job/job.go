@@ -14,7 +14,9 @@
 //
 // Security: the root side trusts nothing it reads here. Decode validates
 // every field (user names and paths with the policy's own lexical checks,
-// numbers without signs or leading zeros, reply codes with status.Validate)
+// numbers without signs or leading zeros, reply codes with status.Validate,
+// and the values a worker writes into header lines, sender, recipient and
+// Received, as valid UTF-8 without C0 or C1 controls, U+2028 or U+2029)
 // before anything acts on it. The worker decodes the job with the same
 // strictness, because it must not assume the parent is the only writer of
 // its standard input; a direct worker's jobs come from the unprivileged

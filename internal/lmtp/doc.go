@@ -114,7 +114,10 @@
 //     local part not beginning with "-", LDH domain or address literal,
 //     valid UTF-8 without C0/C1 controls or DEL, so no CR, LF, NUL or TAB
 //     (Dovecot CVE-2020-10967 and CVE-2019-11500; the leading "-" stops
-//     option injection, OpenSMTPD CVE-2020-7247): 501 5.1.3.
+//     option injection, OpenSMTPD CVE-2020-7247), and without U+2028 or
+//     U+2029, which with U+0085 end a line for Unicode-aware readers of
+//     the header lines an address goes into: 501 5.1.3. The LHLO domain,
+//     which goes into Received, is held to the same.
 //  5. Parameter syntax (esmtp-keyword, esmtp-value without controls or
 //     "="), at most 16, no duplicates: 501 5.5.4. Then, in the order given,
 //     an unknown parameter is 555 5.5.4 and a bad value 501 5.5.4. xtext
