@@ -332,7 +332,11 @@ func hostName(cfg *Config, log *slog.Logger) string {
 	if err == nil && h != "" && validHostname(h) {
 		return h
 	}
-	log.Warn("the system's host name is not a domain name; lda uses localhost (set hostname in lda.yaml)", "hostname", h, "error", fmt.Sprint(err))
+	if err != nil {
+		log.Warn("the system's host name is unknown; lda uses localhost (set hostname in lda.yaml)", "error", err.Error())
+	} else {
+		log.Warn("the system's host name is not a domain name; lda uses localhost (set hostname in lda.yaml)", "hostname", h)
+	}
 	return "localhost"
 }
 
