@@ -336,16 +336,21 @@ func (a *Agent) recover(ctx context.Context, rj *job.Job) {
 	if rj.Kind == job.KindProgram {
 		return
 	}
-	_, st := a.run(ctx, rj, nil)
+	res, st := a.run(ctx, rj, nil)
 	level := slog.LevelWarn
 	if st == nil || !st.OK() {
 		level = slog.LevelError
 	}
 	// st, not res.Status: a recovery worker that dies in its turn leaves
-	// a result without a status.
+	// a result without a status. The cause is st's own when root made
+	// st, and otherwise the worker's detail: a status read from a result
+	// carries no cause.
 	detail := ""
-	if st != nil && st.Cause != nil {
+	switch {
+	case st != nil && st.Cause != nil:
 		detail = st.Cause.Error()
+	case res != nil:
+		detail = res.Detail
 	}
 	if rj.Recover != nil {
 		a.Log.Log(ctx, level, "mbox recovery", "user", rj.User, "offset", rj.Recover.Offset, "status", reply(st), "detail", detail)

@@ -56,3 +56,43 @@ kill -9 $$
 		t.Fatalf("no delivery line naming the dead worker:\n%s", log)
 	}
 }
+
+// TestRecoveryDetail: a recovery worker that answers a failure in full
+// has its detail in the recovery's log line (a status read from a result
+// carries no cause of its own; the detail used to be dropped).
+func TestRecoveryDetail(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := testutil.RootDir(t)
+	// A stand-in "lda": as a deliver worker it announces an append and
+	// dies; as a recovery worker it refuses, with a reason.
+	script := `#!/bin/sh
+job=$(cat)
+printf 'lda-result 1\n'
+case "$job" in
+*"mode deliver"*) printf 'progress 0 1 2 From+20a@b+20Sun+20Nov+2022+2005:00:00+202026\n'; kill -9 $$ ;;
+esac
+printf 'status 451+204.3.0+20temporary+20local+20error\ndetail mbox:+20recover+20mismatch:+20another+20message+20follows\nend\n'
+`
+	exe := filepath.Join(dir, "fake-lda")
+	testutil.WriteFile(t, exe, []byte(script), 0o755, 0, 0)
+	var logBuf bytes.Buffer
+	a := &Agent{Exe: exe, MinUID: 1000, Timeout: 10 * time.Second, Log: slog.New(slog.NewTextHandler(&logBuf, nil))}
+	msg, err := os.CreateTemp(dir, "msg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(msg, "Subject: x\n\nbody\n")
+	a.Deliver(context.Background(), Request{
+		User: &userdb.User{Name: "nobody", UID: 65534, GID: 65534, Home: "/nonexistent"},
+		Kind: "mbox", Path: "/nonexistent/mbox", Sender: "a@b", Message: msg, Size: 17,
+	})
+	for _, line := range strings.Split(logBuf.String(), "\n") {
+		if strings.Contains(line, `msg="mbox recovery"`) {
+			if !strings.Contains(line, `status="451 4.3.0"`) || !strings.Contains(line, "another message follows") {
+				t.Fatalf("the recovery line lacks the worker's status or detail: %s", line)
+			}
+			return
+		}
+	}
+	t.Fatalf("no recovery line:\n%s", logBuf.String())
+}
