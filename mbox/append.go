@@ -130,14 +130,39 @@ func Append(dir *os.File, name string, msg io.Reader, opt Options) (_ Result, er
 		return Result{}, err
 	}
 	off := orig + int64(len(pad))
+	intent, err := m.setIntent(off, from)
+	if errors.Is(err, errIntentLeft) {
+		// A writer died mid-append: its region goes first (intent.go).
+		if orig, _, err = m.repairIntent(orig); err != nil {
+			return Result{}, err
+		}
+		if pad, err = m.padding(orig); err != nil {
+			return Result{}, err
+		}
+		off = orig + int64(len(pad))
+		intent, err = m.setIntent(off, from)
+	}
+	if err != nil {
+		return Result{}, err
+	}
 	if opt.Progress != nil {
 		opt.Progress(Progress{Offset: off, Dev: st.Dev, Ino: st.Ino, FromLine: from})
 	}
 
 	n, err := m.write(l, pad, from, msg, opt.Quoting)
+	if err == nil && intent {
+		// Removed before the locks go, or the next append would take
+		// this complete message for a dead writer's: if it cannot be
+		// removed, the message goes instead.
+		err = m.clearIntent()
+	}
 	if err != nil {
 		if rerr := m.rollback(orig); rerr != nil {
 			err = fmt.Errorf("%w (and truncating back failed: %v)", err, rerr)
+		} else if intent {
+			if cerr := m.clearIntent(); cerr != nil {
+				err = fmt.Errorf("%w (and %v)", err, cerr)
+			}
 		}
 		return Result{}, err
 	}
@@ -347,15 +372,18 @@ func (w *fdWriter) Write(p []byte) (int, error) {
 
 // Recover undoes a partial append left by a process that died mid-write,
 // described by the Progress it reported. It opens the mailbox with the
-// same checks (never creating it), locks it, and truncates it back to
-// p.Offset only if it is the same file (dev, ino), is longer than
-// p.Offset, the bytes at p.Offset start with p.FromLine (or are a prefix
-// of it, if the writer died inside it), and no unquoted From_ line
-// follows within the region (which would mean that someone else
-// appended afterwards). It reports whether it truncated. If the file is
-// not longer than p.Offset there is nothing to undo: false, nil. If the
-// file does not match, it changes nothing and returns false and an error
-// wrapping ErrRecoverMismatch.
+// same checks (never creating it) and locks it. Where the file system
+// keeps user extended attributes, the append intent left under the locks
+// decides (intent.go): the region it names is cut off (with cutRegion's
+// checks), and with no intent left there is nothing to undo (false,
+// nil). Elsewhere it truncates the file back to p.Offset only if it is
+// the same file (dev, ino), is longer than p.Offset, the bytes at
+// p.Offset start with p.FromLine (or are a prefix of it, if the writer
+// died inside it), and no unquoted From_ line follows within the region
+// (which would mean that someone else appended afterwards). It reports
+// whether it truncated. If the file is not longer than p.Offset there is
+// nothing to undo: false, nil. If the file does not match, it changes
+// nothing and returns false and an error wrapping ErrRecoverMismatch.
 func Recover(dir *os.File, name string, p Progress, opt Options) (bool, error) {
 	if err := checkOptions(&opt); err != nil {
 		return false, err
@@ -380,32 +408,58 @@ func Recover(dir *os.File, name string, p Progress, opt Options) (bool, error) {
 	if st.Dev != p.Dev || st.Ino != p.Ino {
 		return false, fmt.Errorf("%w: %q is not the same file", ErrRecoverMismatch, name)
 	}
-	if st.Size <= p.Offset {
+	// Where intents are kept (intent.go), the intent left under the
+	// locks is the one to act on, not p: the dead writer's, or a later
+	// dead writer's, region is cut off here. None means that the writer
+	// removed it (its append was complete, though never answered) or
+	// that the next append already cut its region off; either way there
+	// is nothing to undo, and what is at p.Offset now may be another
+	// delivery's message, answered 250, which p alone must not cut.
+	size, state, err := m.repairIntent(st.Size)
+	switch {
+	case err != nil:
+		return false, err
+	case state == noIntent:
+		return false, nil
+	case state == intentLeft || state == intentGarbled:
+		return size < st.Size, nil
+	}
+	return m.cutRegion(p, size) // no user attributes: p is all there is
+}
+
+// cutRegion truncates the file (of size size, under the locks) back to
+// p.Offset if the region from there is the one p describes: the bytes
+// at p.Offset start with p.FromLine (or are a prefix of it, if the writer
+// died inside it) and no other From_ line follows. Otherwise it changes
+// nothing and returns an error wrapping ErrRecoverMismatch; a file not
+// longer than p.Offset has nothing to cut.
+func (m *mailbox) cutRegion(p Progress, size int64) (bool, error) {
+	if size <= p.Offset {
 		return false, nil
 	}
 	// The writer may have died inside its From_ line: then the region is
 	// a prefix of it, which is all ours.
-	head := make([]byte, min(int64(len(p.FromLine)), st.Size-p.Offset))
+	head := make([]byte, min(int64(len(p.FromLine)), size-p.Offset))
 	n, err := unix.Pread(m.fd, head, p.Offset)
 	if err != nil {
-		return false, fmt.Errorf("mbox: reading %q: %w", name, err)
+		return false, fmt.Errorf("mbox: reading %q: %w", m.name, err)
 	}
 	if n != len(head) || string(head) != p.FromLine[:len(head)] {
-		return false, fmt.Errorf("%w: no matching From_ line at offset %d of %q", ErrRecoverMismatch, p.Offset, name)
+		return false, fmt.Errorf("%w: no matching From_ line at offset %d of %q", ErrRecoverMismatch, p.Offset, m.name)
 	}
 	if len(head) == len(p.FromLine) {
 		// Search from the From_ line's own newline, so that a From_
 		// line right after it is found too.
-		found, err := m.findFromLine(p.Offset+int64(len(p.FromLine))-1, st.Size)
+		found, err := m.findFromLine(p.Offset+int64(len(p.FromLine))-1, size)
 		if err != nil {
 			return false, err
 		}
 		if found >= 0 {
-			return false, fmt.Errorf("%w: another message follows at offset %d of %q", ErrRecoverMismatch, found, name)
+			return false, fmt.Errorf("%w: another message follows at offset %d of %q", ErrRecoverMismatch, found, m.name)
 		}
 	}
 	if err := m.rollback(p.Offset); err != nil {
-		return false, fmt.Errorf("mbox: truncating %q: %w", name, err)
+		return false, fmt.Errorf("mbox: truncating %q: %w", m.name, err)
 	}
 	return true, nil
 }

@@ -167,6 +167,14 @@ func setHook(t testing.TB, f func(stage string) error) {
 	t.Cleanup(func() { faultHook = nil })
 }
 
+// noIntents makes the package write and read no append intents for the
+// rest of the test, as on a file system without user attributes.
+func noIntents(t testing.TB) {
+	t.Helper()
+	intentAttrs = false
+	t.Cleanup(func() { intentAttrs = true })
+}
+
 // requireRoot skips a test that needs root (the project's one helper).
 func requireRoot(t testing.TB) { testutil.RequireRoot(t) }
 

@@ -1,0 +1,226 @@
+package mbox
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// dyingReader gives n bytes of a message and then panics, as a writer
+// killed in the middle of its append stops.
+type dyingReader struct{ n int }
+
+func (r *dyingReader) Read(p []byte) (int, error) {
+	if r.n <= 0 {
+		panic("killed")
+	}
+	k := min(len(p), r.n)
+	for i := range p[:k] {
+		p[i] = 'x'
+		if i%72 == 71 {
+			p[i] = '\n'
+		}
+	}
+	r.n -= k
+	return k, nil
+}
+
+// die runs an append that panics part way, as a killed writer: its locks
+// go (the deferred unlock and close stand in for the kernel's), whatever
+// it wrote and its intent stay.
+func die(t *testing.T, f func()) {
+	t.Helper()
+	defer func() {
+		if recover() == nil {
+			t.Fatal("the append did not die")
+		}
+	}()
+	f()
+}
+
+// intentOf returns the append intent on path ("" if none).
+func intentOf(t *testing.T, path string) string {
+	t.Helper()
+	buf := make([]byte, 4096)
+	n, err := unix.Getxattr(path, intentAttr, buf)
+	if errors.Is(err, unix.ENODATA) {
+		return ""
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(buf[:n])
+}
+
+// requireUserAttrs skips where the test directory's file system keeps no
+// user extended attributes (then no intents are written at all).
+func requireUserAttrs(t *testing.T, dir string) {
+	t.Helper()
+	probe := filepath.Join(dir, "probe")
+	writeFile(t, probe, "")
+	if err := unix.Setxattr(probe, "user.probe", []byte("1"), 0); errors.Is(err, unix.ENOTSUP) {
+		t.Skip("no user extended attributes here:", err)
+	} else if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestIntent: a writer that dies mid-append leaves its intent, and the
+// next append or Recover, whichever takes the locks first, cuts its
+// region off before anything else, so that a later message never seals
+// a partial one into the mailbox.
+func TestIntent(t *testing.T) {
+	const original = testFrom + "old\n\n"
+	opt := testOptions()
+	later := testFrom + "later\n\n"
+	big := 1 << 20 // past the write buffer, so that part of it reaches the file
+	for _, tc := range []struct {
+		name string
+		// run leaves the mailbox mb in its final state, given what a
+		// dead writer left (dead reports its Progress).
+		run  func(t *testing.T, d *os.File, mb string, dead Progress)
+		want string
+	}{
+		{"the next append cuts the dead writer's region off first", func(t *testing.T, d *os.File, mb string, _ Progress) {
+			appendString(t, mb, "later\n", opt)
+		}, original + later},
+		{"Recover cuts it off", func(t *testing.T, d *os.File, mb string, dead Progress) {
+			if cut, err := recoverAt(t, mb, dead, opt); !cut || err != nil {
+				t.Fatalf("Recover: %v, %v; want the region cut", cut, err)
+			}
+		}, original},
+		{"Recover after the next append cut it off has nothing to undo", func(t *testing.T, d *os.File, mb string, dead Progress) {
+			appendString(t, mb, "later\n", opt)
+			if cut, err := recoverAt(t, mb, dead, opt); cut || err != nil {
+				t.Fatalf("Recover: %v, %v; want nothing to undo", cut, err)
+			}
+		}, original + later},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, d := testDir(t)
+			requireUserAttrs(t, p)
+			mb := filepath.Join(p, "inbox")
+			writeFile(t, mb, original)
+			var dead Progress
+			o := opt
+			o.Progress = func(pr Progress) { dead = pr }
+			die(t, func() { Append(d, "inbox", &dyingReader{n: big / 2}, o) })
+			if got := readFile(t, mb); len(got) <= len(original) || intentOf(t, mb) == "" {
+				t.Fatalf("the dead writer left %d bytes and intent %q; the test needs a partial message and its intent", len(got), intentOf(t, mb))
+			}
+			tc.run(t, d, mb, dead)
+			if got := readFile(t, mb); got != tc.want {
+				t.Fatalf("mailbox:\n got %.200q\nwant %q", got, tc.want)
+			}
+			if in := intentOf(t, mb); in != "" {
+				t.Fatalf("intent %q left", in)
+			}
+		})
+	}
+	t.Run("a writer that died after its fsync is cut off too", func(t *testing.T) {
+		// Its message is complete but was never answered: the MTA
+		// retries it, so it goes rather than being delivered twice.
+		p, d := testDir(t)
+		requireUserAttrs(t, p)
+		mb := filepath.Join(p, "inbox")
+		writeFile(t, mb, original)
+		setHook(t, func(stage string) error {
+			if stage == "clear" {
+				panic("killed")
+			}
+			return nil
+		})
+		die(t, func() { Append(d, "inbox", strings.NewReader("unanswered\n"), opt) })
+		setHook(t, nil)
+		appendString(t, mb, "later\n", opt)
+		if got := readFile(t, mb); got != original+later {
+			t.Fatalf("mailbox %q", got)
+		}
+	})
+	t.Run("a complete append leaves no intent", func(t *testing.T) {
+		p, _ := testDir(t)
+		requireUserAttrs(t, p)
+		mb := filepath.Join(p, "inbox")
+		appendString(t, mb, "one\n", opt)
+		if in := intentOf(t, mb); in != "" {
+			t.Fatalf("intent %q left", in)
+		}
+	})
+	t.Run("an intent that cannot be cleared takes its message with it", func(t *testing.T) {
+		p, d := testDir(t)
+		requireUserAttrs(t, p)
+		mb := filepath.Join(p, "inbox")
+		writeFile(t, mb, original)
+		setHook(t, func(stage string) error {
+			if stage == "clear" {
+				return unix.EIO
+			}
+			return nil
+		})
+		if _, err := Append(d, "inbox", strings.NewReader("new\n"), opt); err == nil {
+			t.Fatal("Append succeeded")
+		}
+		setHook(t, nil)
+		if got := readFile(t, mb); got != original {
+			t.Fatalf("mailbox %q, want the original", got)
+		}
+		appendString(t, mb, "later\n", opt) // and the intent left does no harm
+		if got := readFile(t, mb); got != original+later {
+			t.Fatalf("mailbox %q", got)
+		}
+	})
+	for _, c := range []struct{ name, value string }{
+		{"an intent that no longer matches is dropped, the data kept", "1 0 From bob@example.org Thu Jan  1 00:00:00 2026\n"},
+		{"an intent past the end is dropped", "1 99999 " + testFrom},
+		{"a garbled intent is dropped", "garbage"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p, _ := testDir(t)
+			requireUserAttrs(t, p)
+			mb := filepath.Join(p, "inbox")
+			writeFile(t, mb, original)
+			if err := unix.Setxattr(mb, intentAttr, []byte(c.value), 0); err != nil {
+				t.Fatal(err)
+			}
+			appendString(t, mb, "later\n", opt)
+			if got := readFile(t, mb); got != original+later {
+				t.Fatalf("mailbox %q", got)
+			}
+			if in := intentOf(t, mb); in != "" {
+				t.Fatalf("intent %q left", in)
+			}
+		})
+	}
+}
+
+// appendString appends body to the mailbox file mb (in its directory).
+func appendString(t *testing.T, mb, body string, opt Options) {
+	t.Helper()
+	d := openDir(t, filepath.Dir(mb))
+	if _, err := Append(d, filepath.Base(mb), strings.NewReader(body), opt); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// recoverAt runs Recover for the mailbox file mb.
+func recoverAt(t *testing.T, mb string, p Progress, opt Options) (bool, error) {
+	t.Helper()
+	d := openDir(t, filepath.Dir(mb))
+	opt.Create = false
+	return Recover(d, filepath.Base(mb), p, opt)
+}
+
+// openDir opens dir for the rest of the test.
+func openDir(t *testing.T, dir string) *os.File {
+	t.Helper()
+	d, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
