@@ -101,10 +101,7 @@ func TestIntent(t *testing.T) {
 		}, original + later},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p, d := testDir(t)
-			requireUserAttrs(t, p)
-			mb := filepath.Join(p, "inbox")
-			writeFile(t, mb, original)
+			d, mb := intentDir(t, original)
 			var dead Progress
 			o := opt
 			o.Progress = func(pr Progress) { dead = pr }
@@ -124,10 +121,7 @@ func TestIntent(t *testing.T) {
 	t.Run("a writer that died after its fsync is cut off too", func(t *testing.T) {
 		// Its message is complete but was never answered: the MTA
 		// retries it, so it goes rather than being delivered twice.
-		p, d := testDir(t)
-		requireUserAttrs(t, p)
-		mb := filepath.Join(p, "inbox")
-		writeFile(t, mb, original)
+		d, mb := intentDir(t, original)
 		setHook(t, func(stage string) error {
 			if stage == "clear" {
 				panic("killed")
@@ -142,19 +136,14 @@ func TestIntent(t *testing.T) {
 		}
 	})
 	t.Run("a complete append leaves no intent", func(t *testing.T) {
-		p, _ := testDir(t)
-		requireUserAttrs(t, p)
-		mb := filepath.Join(p, "inbox")
+		_, mb := intentDir(t, "")
 		appendString(t, mb, "one\n", opt)
 		if in := intentOf(t, mb); in != "" {
 			t.Fatalf("intent %q left", in)
 		}
 	})
 	t.Run("an intent that cannot be cleared takes its message with it", func(t *testing.T) {
-		p, d := testDir(t)
-		requireUserAttrs(t, p)
-		mb := filepath.Join(p, "inbox")
-		writeFile(t, mb, original)
+		d, mb := intentDir(t, original)
 		setHook(t, func(stage string) error {
 			if stage == "clear" {
 				return unix.EIO
@@ -179,10 +168,7 @@ func TestIntent(t *testing.T) {
 		{"a garbled intent is dropped", "garbage"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			p, _ := testDir(t)
-			requireUserAttrs(t, p)
-			mb := filepath.Join(p, "inbox")
-			writeFile(t, mb, original)
+			_, mb := intentDir(t, original)
 			if err := unix.Setxattr(mb, intentAttr, []byte(c.value), 0); err != nil {
 				t.Fatal(err)
 			}
@@ -195,6 +181,20 @@ func TestIntent(t *testing.T) {
 			}
 		})
 	}
+}
+
+// intentDir returns a directory on a file system with user attributes
+// (else the test is skipped) and the name of its mailbox "inbox", made
+// with content unless content is empty.
+func intentDir(t *testing.T, content string) (*os.File, string) {
+	t.Helper()
+	p, d := testDir(t)
+	requireUserAttrs(t, p)
+	mb := filepath.Join(p, "inbox")
+	if content != "" {
+		writeFile(t, mb, content)
+	}
+	return d, mb
 }
 
 // appendString appends body to the mailbox file mb (in its directory).

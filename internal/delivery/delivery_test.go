@@ -20,7 +20,6 @@ import (
 // lines; the root side neither panics nor trusts either of them.
 func TestDeadWorkers(t *testing.T) {
 	testutil.RequireRoot(t)
-	dir := testutil.RootDir(t)
 	// A stand-in "lda": it reads its job and, as a deliver worker, writes
 	// the result header and a progress line, then dies; as a recovery
 	// worker it writes only the header and dies.
@@ -32,23 +31,10 @@ case "$job" in
 esac
 kill -9 $$
 `
-	exe := filepath.Join(dir, "fake-lda")
-	testutil.WriteFile(t, exe, []byte(script), 0o755, 0, 0)
-	var logBuf bytes.Buffer
-	a := &Agent{Exe: exe, MinUID: 1000, Timeout: 10 * time.Second, Log: slog.New(slog.NewTextHandler(&logBuf, nil))}
-	msg, err := os.CreateTemp(dir, "msg")
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.WriteString(msg, "Subject: x\n\nbody\n")
-	out := a.Deliver(context.Background(), Request{
-		User: &userdb.User{Name: "nobody", UID: 65534, GID: 65534, Home: "/nonexistent"},
-		Kind: "mbox", Path: "/nonexistent/mbox", Sender: "a@b", Message: msg, Size: 17,
-	})
+	out, log := deliverThrough(t, script)
 	if out.Status.Code != 451 || out.Status.Enhanced != "4.3.0" {
 		t.Fatalf("status %v, want 451 4.3.0", out.Status)
 	}
-	log := logBuf.String()
 	if !strings.Contains(log, `msg="mbox recovery"`) || !strings.Contains(log, "level=ERROR") {
 		t.Fatalf("no failed-recovery line:\n%s", log)
 	}
@@ -62,7 +48,6 @@ kill -9 $$
 // carries no cause of its own; the detail used to be dropped).
 func TestRecoveryDetail(t *testing.T) {
 	testutil.RequireRoot(t)
-	dir := testutil.RootDir(t)
 	// A stand-in "lda": as a deliver worker it announces an append and
 	// dies; as a recovery worker it refuses, with a reason.
 	script := `#!/bin/sh
@@ -73,6 +58,24 @@ case "$job" in
 esac
 printf 'status 451+204.3.0+20temporary+20local+20error\ndetail mbox:+20recover+20mismatch:+20another+20message+20follows\nend\n'
 `
+	_, log := deliverThrough(t, script)
+	for _, line := range strings.Split(log, "\n") {
+		if strings.Contains(line, `msg="mbox recovery"`) {
+			if !strings.Contains(line, `status="451 4.3.0"`) || !strings.Contains(line, "another message follows") {
+				t.Fatalf("the recovery line lacks the worker's status or detail: %s", line)
+			}
+			return
+		}
+	}
+	t.Fatalf("no recovery line:\n%s", log)
+}
+
+// deliverThrough delivers a small message for nobody to an mbox through
+// script, a stand-in for the lda binary (run as nobody by the real
+// spawn), and returns the outcome and the log.
+func deliverThrough(t *testing.T, script string) (Outcome, string) {
+	t.Helper()
+	dir := testutil.RootDir(t)
 	exe := filepath.Join(dir, "fake-lda")
 	testutil.WriteFile(t, exe, []byte(script), 0o755, 0, 0)
 	var logBuf bytes.Buffer
@@ -81,18 +84,11 @@ printf 'status 451+204.3.0+20temporary+20local+20error\ndetail mbox:+20recover+2
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer msg.Close()
 	io.WriteString(msg, "Subject: x\n\nbody\n")
-	a.Deliver(context.Background(), Request{
+	out := a.Deliver(context.Background(), Request{
 		User: &userdb.User{Name: "nobody", UID: 65534, GID: 65534, Home: "/nonexistent"},
 		Kind: "mbox", Path: "/nonexistent/mbox", Sender: "a@b", Message: msg, Size: 17,
 	})
-	for _, line := range strings.Split(logBuf.String(), "\n") {
-		if strings.Contains(line, `msg="mbox recovery"`) {
-			if !strings.Contains(line, `status="451 4.3.0"`) || !strings.Contains(line, "another message follows") {
-				t.Fatalf("the recovery line lacks the worker's status or detail: %s", line)
-			}
-			return
-		}
-	}
-	t.Fatalf("no recovery line:\n%s", logBuf.String())
+	return out, logBuf.String()
 }
