@@ -130,10 +130,15 @@ func Append(dir *os.File, name string, msg io.Reader, opt Options) (_ Result, er
 		return Result{}, err
 	}
 	off := orig + int64(len(pad))
-	intent, err := m.setIntent(off, from)
+	intent := false
+	if kernelLocked(opt) {
+		intent, err = m.setIntent(off, from)
+	}
 	if errors.Is(err, errIntentLeft) {
 		// A writer died mid-append: its region goes first (intent.go).
-		if orig, _, err = m.repairIntent(orig); err != nil {
+		// One that is no longer recognisably its own (another program
+		// appended after it) stays; the append goes ahead after it.
+		if orig, _, err = m.repairIntent(orig); err != nil && !errors.Is(err, ErrRecoverMismatch) {
 			return Result{}, err
 		}
 		if pad, err = m.padding(orig); err != nil {
@@ -149,13 +154,15 @@ func Append(dir *os.File, name string, msg io.Reader, opt Options) (_ Result, er
 		opt.Progress(Progress{Offset: off, Dev: st.Dev, Ino: st.Ino, FromLine: from})
 	}
 
-	n, err := m.write(l, pad, from, msg, opt.Quoting)
-	if err == nil && intent {
-		// Removed before the locks go, or the next append would take
-		// this complete message for a dead writer's: if it cannot be
-		// removed, the message goes instead.
-		err = m.clearIntent()
+	// The intent goes after the last byte and before the fsync, which
+	// makes its removal as durable as the message: removed after it, a
+	// crash could bring it back beside a message answered 250, for the
+	// next append to cut. If it cannot be removed, the message goes.
+	var beforeSync func() error
+	if intent {
+		beforeSync = m.clearIntent
 	}
+	n, err := m.write(l, pad, from, msg, opt.Quoting, beforeSync)
 	if err != nil {
 		if rerr := m.rollback(orig); rerr != nil {
 			err = fmt.Errorf("%w (and truncating back failed: %v)", err, rerr)
@@ -257,7 +264,7 @@ func (m *mailbox) padding(size int64) (string, error) {
 // duplicate descriptor, fsyncs and closes it (so that a close error is
 // seen while the original descriptor still holds the locks). It returns
 // the number of bytes written.
-func (m *mailbox) write(l *locker, pad, from string, msg io.Reader, q Quoting) (int64, error) {
+func (m *mailbox) write(l *locker, pad, from string, msg io.Reader, q Quoting, beforeSync func() error) (int64, error) {
 	wfd, err := unix.FcntlInt(uintptr(m.fd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		return 0, fmt.Errorf("mbox: dup: %w", err)
@@ -297,6 +304,11 @@ func (m *mailbox) write(l *locker, pad, from string, msg io.Reader, q Quoting) (
 	}
 	if err := bw.Flush(); err != nil {
 		return fw.n, fmt.Errorf("mbox: writing %q: %w", m.name, err)
+	}
+	if beforeSync != nil {
+		if err := beforeSync(); err != nil {
+			return fw.n, err
+		}
 	}
 	if err := hook("sync"); err != nil {
 		return fw.n, fmt.Errorf("mbox: fsync %q: %w", m.name, err)
@@ -415,14 +427,17 @@ func Recover(dir *os.File, name string, p Progress, opt Options) (bool, error) {
 	// that the next append already cut its region off; either way there
 	// is nothing to undo, and what is at p.Offset now may be another
 	// delivery's message, answered 250, which p alone must not cut.
+	if !kernelLocked(opt) {
+		return m.cutRegion(p, st.Size) // no intents without kernel locks
+	}
 	size, state, err := m.repairIntent(st.Size)
 	switch {
-	case err != nil:
-		return false, err
-	case state == noIntent:
+	case state == noIntent && err == nil:
 		return false, nil
 	case state == intentLeft || state == intentGarbled:
-		return size < st.Size, nil
+		return size < st.Size, err
+	case err != nil:
+		return false, err
 	}
 	return m.cutRegion(p, size) // no user attributes: p is all there is
 }
@@ -436,6 +451,13 @@ func Recover(dir *os.File, name string, p Progress, opt Options) (bool, error) {
 func (m *mailbox) cutRegion(p Progress, size int64) (bool, error) {
 	if size <= p.Offset {
 		return false, nil
+	}
+	if p.Offset > 0 {
+		// A message starts at the start of a line.
+		var b [1]byte
+		if n, err := unix.Pread(m.fd, b[:], p.Offset-1); err != nil || n != 1 || b[0] != '\n' {
+			return false, fmt.Errorf("%w: offset %d of %q is not at the start of a line", ErrRecoverMismatch, p.Offset, m.name)
+		}
 	}
 	// The writer may have died inside its From_ line: then the region is
 	// a prefix of it, which is all ours.

@@ -10,21 +10,29 @@ import (
 )
 
 // The append intent: an extended attribute on the mailbox, set under the
-// locks before the first byte of an append and removed after its fsync,
-// before the locks are released. A writer that dies in between (killed,
-// or its machine's OOM killer) leaves it behind, and its locks go with
-// it: the OFD lock at its death, a dot-lock as soon as its pid is seen
-// gone. Whoever takes the locks next, an append or Recover, therefore
-// finds the attribute of a writer that can no longer be writing, and
-// cuts that writer's region off (cutRegion) before it does anything
+// locks before the first byte of an append and removed after its last
+// byte and before its fsync, which makes the removal as durable as the
+// message (removed after the fsync, a crash could bring it back beside a
+// message answered 250). A writer that dies in between (killed, or by
+// the OOM killer) leaves it behind, and its kernel locks (fcntl, flock)
+// go with it. Whoever takes those locks next, an lda append or Recover,
+// therefore finds the intent of a writer that can no longer be writing,
+// and cuts that writer's region off (cutRegion) before it does anything
 // else. Without it, another delivery to the same mailbox, waiting on the
 // lock, appended after the partial message, and Recover, run later by
 // whoever reaped the dead writer, then had to leave the partial message
 // where it was (ErrRecoverMismatch: another message follows).
 //
+// Intents are used only when a kernel lock is taken (kernelLocked): a
+// dot-lock can be broken by age while its writer still lives, and an
+// intent found under it would not mean a dead writer. A program that
+// does not know the intent and appends after a partial message makes the
+// region no longer recognisable; it is left as it is, as before.
+//
 // The value is "1 OFFSET FROMLINE": the offset at which the region
 // starts and the From_ line written there. A file system without user
-// extended attributes (ENOTSUP) gets no intent, and the append and
+// extended attributes (ENOTSUP), an append-only file (EPERM) or a
+// security module's refusal (EACCES) gets no intent, and the append and
 // Recover work as they did before it.
 const intentAttr = "user.lda.append"
 
@@ -51,7 +59,10 @@ func (m *mailbox) setIntent(off int64, from string) (ok bool, err error) {
 		return true, nil
 	case errors.Is(err, unix.EEXIST):
 		return false, errIntentLeft
-	case errors.Is(err, unix.ENOTSUP):
+	case errors.Is(err, unix.ENOTSUP), errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
+		// No user attributes here, an append-only file (chattr +a), or
+		// a security module's refusal: the append goes ahead as before
+		// intents, which is better than no delivery at all.
 		return false, nil
 	}
 	return false, fmt.Errorf("mbox: recording the append in %q: %w", m.name, err)
@@ -115,21 +126,31 @@ func (m *mailbox) leftIntent() (Progress, intentState, error) {
 // its intent is there, and removes the intent; size is the file's size
 // under the locks. It returns the size after and what it found. A region
 // that is no longer recognisably that writer's (cutRegion's checks) is
-// left as it is; the intent goes either way, so that it is looked at
-// once.
+// left as it is, and its ErrRecoverMismatch returned; the intent goes
+// either way, so that it is looked at once.
 func (m *mailbox) repairIntent(size int64) (int64, intentState, error) {
 	p, state, err := m.leftIntent()
 	if err != nil || state == noIntent || state == noAttrs {
 		return size, state, err
 	}
+	var mismatch error
 	if state == intentLeft {
 		cut, err := m.cutRegion(p, size)
 		if err != nil && !errors.Is(err, ErrRecoverMismatch) {
 			return size, state, err
 		}
+		mismatch = err
 		if cut {
 			size = p.Offset
 		}
 	}
-	return size, state, m.clearIntent()
+	if err := m.clearIntent(); err != nil {
+		return size, state, err
+	}
+	return size, state, mismatch
 }
+
+// kernelLocked reports whether opt takes a kernel lock (fcntl or flock).
+// Only then does an intent found under the locks mean a dead writer: a
+// dot-lock can also be broken by age while its writer still lives.
+func kernelLocked(opt Options) bool { return opt.Locks&(FcntlLock|Flock) != 0 }

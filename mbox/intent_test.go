@@ -118,9 +118,10 @@ func TestIntent(t *testing.T) {
 			}
 		})
 	}
-	t.Run("a writer that died after its fsync is cut off too", func(t *testing.T) {
-		// Its message is complete but was never answered: the MTA
-		// retries it, so it goes rather than being delivered twice.
+	t.Run("a writer that died after its last byte is cut off too", func(t *testing.T) {
+		// Its message is complete, its fsync not done, and it was never
+		// answered: the MTA retries it, so it goes rather than being
+		// delivered twice.
 		d, mb := intentDir(t, original)
 		setHook(t, func(stage string) error {
 			if stage == "clear" {
@@ -223,4 +224,99 @@ func openDir(t *testing.T, dir string) *os.File {
 	}
 	t.Cleanup(func() { d.Close() })
 	return d
+}
+
+// TestIntentEdges: what the intent must never do. It must not outlive
+// its message's fsync, act without a kernel lock, cut what another
+// program appended, or stop a delivery to an append-only mailbox.
+func TestIntentEdges(t *testing.T) {
+	const original = testFrom + "old\n\n"
+	later := testFrom + "later\n\n"
+	t.Run("removed before the fsync, so a crash cannot bring it back", func(t *testing.T) {
+		d, mb := intentDir(t, original)
+		var stages []string
+		setHook(t, func(stage string) error {
+			if stage == "clear" || stage == "sync" {
+				stages = append(stages, stage)
+			}
+			return nil
+		})
+		if _, err := Append(d, "inbox", strings.NewReader("new\n"), testOptions()); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Join(stages, ",") != "clear,sync" {
+			t.Fatalf("stages %v, want the intent cleared before the fsync", stages)
+		}
+		_ = mb
+	})
+	t.Run("with a dot-lock alone there is no intent", func(t *testing.T) {
+		// A dot-lock can be broken by age while its writer lives: an
+		// intent found under it would not mean a dead writer.
+		d, mb := intentDir(t, original)
+		opt := testOptions()
+		opt.Locks = DotLock
+		die(t, func() { Append(d, "inbox", &dyingReader{n: 1 << 19}, opt) })
+		if in := intentOf(t, mb); in != "" {
+			t.Fatalf("intent %q set under a dot-lock alone", in)
+		}
+	})
+	t.Run("what another program appended after a partial message stays", func(t *testing.T) {
+		d, mb := intentDir(t, original)
+		opt := testOptions()
+		var dead Progress
+		o := opt
+		o.Progress = func(pr Progress) { dead = pr }
+		die(t, func() { Append(d, "inbox", &dyingReader{n: 1 << 19}, o) })
+		// A program that ignores the intent (procmail, say) appends.
+		f, err := os.OpenFile(mb, os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteString("\n\nFrom bob@example.org Thu Jan  1 00:00:00 2026\nother\n\n")
+		f.Close()
+		before := readFile(t, mb)
+		if cut, err := recoverAt(t, mb, dead, opt); cut || !errors.Is(err, ErrRecoverMismatch) {
+			t.Fatalf("Recover: %v, %v; want a mismatch reported", cut, err)
+		}
+		if readFile(t, mb) != before || intentOf(t, mb) != "" {
+			t.Fatalf("Recover changed the mailbox or left the intent")
+		}
+		appendString(t, mb, "later\n", opt)
+		if got := readFile(t, mb); got != before+later {
+			t.Fatalf("mailbox %.200q", got)
+		}
+	})
+	t.Run("an intent whose offset is inside a line is not acted on", func(t *testing.T) {
+		_, mb := intentDir(t, original)
+		// testFrom again at offset 1 would be a From_ line only if it
+		// began a line.
+		writeFile(t, mb, "x"+testFrom+"body\n\n")
+		if err := unix.Setxattr(mb, intentAttr, []byte("1 1 "+testFrom), 0); err != nil {
+			t.Fatal(err)
+		}
+		appendString(t, mb, "later\n", testOptions())
+		if got := readFile(t, mb); got != "x"+testFrom+"body\n\n"+later {
+			t.Fatalf("mailbox %q", got)
+		}
+	})
+	t.Run("an append-only mailbox still gets its mail", func(t *testing.T) {
+		requireRoot(t)
+		d, mb := intentDir(t, original)
+		f, err := os.Open(mb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		const fsAppendFL = 0x20 // FS_APPEND_FL, linux/fs.h
+		if err := unix.IoctlSetPointerInt(int(f.Fd()), unix.FS_IOC_SETFLAGS, fsAppendFL); err != nil {
+			t.Skip("cannot make the file append-only here:", err)
+		}
+		defer unix.IoctlSetPointerInt(int(f.Fd()), unix.FS_IOC_SETFLAGS, 0)
+		if _, err := Append(d, "inbox", strings.NewReader("later\n"), testOptions()); err != nil {
+			t.Fatalf("Append to an append-only mailbox: %v", err)
+		}
+		if got := readFile(t, mb); got != original+later {
+			t.Fatalf("mailbox %q", got)
+		}
+	})
 }
