@@ -384,11 +384,12 @@ func (w *fdWriter) Write(p []byte) (int, error) {
 
 // Recover undoes a partial append left by a process that died mid-write,
 // described by the Progress it reported. It opens the mailbox with the
-// same checks (never creating it) and locks it. Where the file system
-// keeps user extended attributes, the append intent left under the locks
-// decides (intent.go): the region it names is cut off (with cutRegion's
-// checks), and with no intent left there is nothing to undo (false,
-// nil). Elsewhere it truncates the file back to p.Offset only if it is
+// same checks (never creating it) and locks it. Where a kernel lock is
+// taken and the file system keeps user extended attributes, the append
+// intent left under the locks decides (intent.go): the region it names
+// is cut off (with cutRegion's checks; a mismatch is returned as below),
+// and with no intent left there is nothing to undo (false, nil).
+// Elsewhere it truncates the file back to p.Offset only if it is
 // the same file (dev, ino), is longer than p.Offset, the bytes at
 // p.Offset start with p.FromLine (or are a prefix of it, if the writer
 // died inside it), and no unquoted From_ line follows within the region
