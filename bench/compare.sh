@@ -127,13 +127,21 @@ fi
 LDA_REV=${LDA_REV:-}
 WORKERS=${WORKERS:-auto}
 MATRICES=${MATRICES:-maildir mbox}
+# The cells of each matrix: "name conns size rcpts".
+MAILDIR_CELLS=("1c-1k-1r 1 1024 1" "8c-1k-1r 8 1024 1" "1c-100k-1r 1 102400 1" "1c-1k-10r 1 1024 10" "8c-1k-10r 8 1024 10")
+MBOX_CELLS=("1c-1k 1 1024 1" "8c-1k 8 1024 1" "1c-100k 1 102400 1")
+# cell_names CELL...: the names alone.
+cell_names() { local c; for c in "$@"; do printf '%s ' "${c%% *}"; done; }
 CELLS=${CELLS:-}
 for c in $CELLS; do
-	case $c in
-	1c-1k-1r | 8c-1k-1r | 1c-100k-1r | 1c-1k-10r | 8c-1k-10r) [[ " $MATRICES " == *" maildir "* ]] || { echo "CELLS: $c is a Maildir cell, and MATRICES has no maildir" >&2; exit 2; } ;;
-	1c-1k | 8c-1k | 1c-100k) [[ " $MATRICES " == *" mbox "* ]] || { echo "CELLS: $c is an mbox cell, and MATRICES has no mbox" >&2; exit 2; } ;;
-	*) echo "CELLS: no cell $c (Maildir: 1c-1k-1r 8c-1k-1r 1c-100k-1r 1c-1k-10r 8c-1k-10r; mbox: 1c-1k 8c-1k 1c-100k)" >&2; exit 2 ;;
-	esac
+	if [[ " $(cell_names "${MAILDIR_CELLS[@]}")" == *" $c "* ]]; then
+		[[ " $MATRICES " == *" maildir "* ]] || { echo "CELLS: $c is a Maildir cell, and MATRICES has no maildir" >&2; exit 2; }
+	elif [[ " $(cell_names "${MBOX_CELLS[@]}")" == *" $c "* ]]; then
+		[[ " $MATRICES " == *" mbox "* ]] || { echo "CELLS: $c is an mbox cell, and MATRICES has no mbox" >&2; exit 2; }
+	else
+		echo "CELLS: no cell $c (Maildir: $(cell_names "${MAILDIR_CELLS[@]}"); mbox: $(cell_names "${MBOX_CELLS[@]}"))" >&2
+		exit 2
+	fi
 done
 KEEP=${KEEP:-0}
 if [ -n "$SIEVE" ] && [ "$MATRICES" != maildir ]; then
@@ -619,8 +627,6 @@ settle() {
 	fi
 }
 
-MAILDIR_CELLS=("1c-1k-1r 1 1024 1" "8c-1k-1r 8 1024 1" "1c-100k-1r 1 102400 1" "1c-1k-10r 1 1024 10" "8c-1k-10r 8 1024 10")
-MBOX_CELLS=("1c-1k 1 1024 1" "8c-1k 8 1024 1" "1c-100k 1 102400 1")
 # CELLS: keep only the cells named (checked at the top).
 only_cells() {
 	local c
