@@ -52,8 +52,10 @@ func (m *mailbox) setIntent(off int64, from string) (ok bool, err error) {
 	if !intentAttrs {
 		return false, nil
 	}
-	v := "1 " + strconv.FormatInt(off, 10) + " " + from
-	err = unix.Fsetxattr(m.fd, intentAttr, []byte(v), unix.XATTR_CREATE)
+	v := make([]byte, 0, 24+len(from)) // one allocation: this is on every append
+	v = append(strconv.AppendInt(append(v, "1 "...), off, 10), ' ')
+	v = append(v, from...)
+	err = unix.Fsetxattr(m.fd, intentAttr, v, unix.XATTR_CREATE)
 	switch {
 	case err == nil:
 		return true, nil
