@@ -429,7 +429,7 @@ func Recover(dir *os.File, name string, p Progress, opt Options) (bool, error) {
 	// is nothing to undo, and what is at p.Offset now may be another
 	// delivery's message, answered 250, which p alone must not cut.
 	if !kernelLocked(opt) {
-		return m.cutRegion(p, st.Size) // no intents without kernel locks
+		return m.cutRegion(regionOf(p), st.Size) // no intents without kernel locks
 	}
 	size, state, err := m.repairIntent(st.Size)
 	switch {
@@ -440,40 +440,40 @@ func Recover(dir *os.File, name string, p Progress, opt Options) (bool, error) {
 	case err != nil:
 		return false, err
 	}
-	return m.cutRegion(p, size) // no user attributes: p is all there is
+	return m.cutRegion(regionOf(p), size) // no user attributes: p is all there is
 }
 
 // cutRegion truncates the file (of size size, under the locks) back to
-// p.Offset if the region from there is the one p describes: the bytes
-// at p.Offset start with p.FromLine (or are a prefix of it, if the writer
-// died inside it) and no other From_ line follows. Otherwise it changes
-// nothing and returns an error wrapping ErrRecoverMismatch; a file not
-// longer than p.Offset has nothing to cut.
-func (m *mailbox) cutRegion(p Progress, size int64) (bool, error) {
-	if size <= p.Offset {
+// r.off if the region from there is the one r describes: the bytes at
+// r.off start with r's From_ line (or are the start of it, if the writer
+// died inside it; region.startsWith) and no other From_ line follows.
+// Otherwise it changes nothing and returns an error wrapping
+// ErrRecoverMismatch; a file not longer than r.off has nothing to cut.
+func (m *mailbox) cutRegion(r region, size int64) (bool, error) {
+	if size <= r.off {
 		return false, nil
 	}
-	if p.Offset > 0 {
+	if r.off > 0 {
 		// A message starts at the start of a line.
 		var b [1]byte
-		if n, err := unix.Pread(m.fd, b[:], p.Offset-1); err != nil || n != 1 || b[0] != '\n' {
-			return false, fmt.Errorf("%w: offset %d of %q is not at the start of a line", ErrRecoverMismatch, p.Offset, m.name)
+		if n, err := unix.Pread(m.fd, b[:], r.off-1); err != nil || n != 1 || b[0] != '\n' {
+			return false, fmt.Errorf("%w: offset %d of %q is not at the start of a line", ErrRecoverMismatch, r.off, m.name)
 		}
 	}
 	// The writer may have died inside its From_ line: then the region is
-	// a prefix of it, which is all ours.
-	head := make([]byte, min(int64(len(p.FromLine)), size-p.Offset))
-	n, err := unix.Pread(m.fd, head, p.Offset)
+	// the start of it, which is all ours.
+	head := make([]byte, min(int64(r.n), size-r.off))
+	n, err := unix.Pread(m.fd, head, r.off)
 	if err != nil {
 		return false, fmt.Errorf("mbox: reading %q: %w", m.name, err)
 	}
-	if n != len(head) || string(head) != p.FromLine[:len(head)] {
-		return false, fmt.Errorf("%w: no matching From_ line at offset %d of %q", ErrRecoverMismatch, p.Offset, m.name)
+	if n != len(head) || !r.startsWith(head) {
+		return false, fmt.Errorf("%w: no matching From_ line at offset %d of %q", ErrRecoverMismatch, r.off, m.name)
 	}
-	if len(head) == len(p.FromLine) {
+	if len(head) == r.n {
 		// Search from the From_ line's own newline, so that a From_
 		// line right after it is found too.
-		found, err := m.findFromLine(p.Offset+int64(len(p.FromLine))-1, size)
+		found, err := m.findFromLine(r.off+int64(r.n)-1, size)
 		if err != nil {
 			return false, err
 		}
@@ -481,7 +481,7 @@ func (m *mailbox) cutRegion(p Progress, size int64) (bool, error) {
 			return false, fmt.Errorf("%w: another message follows at offset %d of %q", ErrRecoverMismatch, found, m.name)
 		}
 	}
-	if err := m.rollback(p.Offset); err != nil {
+	if err := m.rollback(r.off); err != nil {
 		return false, fmt.Errorf("mbox: truncating %q: %w", m.name, err)
 	}
 	return true, nil

@@ -95,8 +95,10 @@
 //     while we waited. Else MailboxUnavail.
 //  8. Only now the size is taken as the original size. With a kernel
 //     lock (fcntl or flock) the append intent (intent.go) is set, an
-//     extended attribute "user.lda.append" naming the offset and the
-//     From_ line about to be written; one already there was left by a
+//     extended attribute "user.lda.append" naming the offset, and the
+//     length and a SHA-256 prefix of the From_ line about to be written
+//     (at most 43 bytes, so that it stays in the inode); one already
+//     there was left by a
 //     writer that died mid-append (its kernel locks died with it), and
 //     its region is cut off first, with Recover's checks. Then the
 //     message is appended, the intent removed, and the descriptor

@@ -2,7 +2,10 @@ package mbox
 
 import (
 	"bytes"
+	"encoding/hex"
 	"io"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -47,6 +50,42 @@ func FuzzQuoteRoundTrip(f *testing.F) {
 		}
 		if _, err := r.Next(); err != io.EOF {
 			t.Fatalf("after 3 messages: %v, want io.EOF", err)
+		}
+	})
+}
+
+// FuzzIntent: what setIntent writes reads back as the region it
+// describes and is at most 43 bytes whatever the sender; and any
+// value parseIntent accepts in the second form is the one intentValue
+// writes for it (so no two values mean the same region).
+func FuzzIntent(f *testing.F) {
+	f.Add(int64(0), "alice@example.org", "2 0 40 0123456789abcdef")
+	f.Add(int64(1)<<62, "", "1 5 "+testFrom)
+	f.Add(int64(123456), strings.Repeat("x", maxSender), "2 01 40 0123456789abcdef")
+	f.Fuzz(func(t *testing.T, off int64, sender, raw string) {
+		if off >= 0 && checkSender(sender) == nil {
+			from := FromLine(sender, testTime)
+			v := intentValue(off, from)
+			if len(v) > 43 {
+				t.Fatalf("value %q is %d bytes", v, len(v))
+			}
+			r, ok := parseIntent(string(v))
+			if !ok || r.off != off || r.n != len(from) || !r.startsWith([]byte(from)) {
+				t.Fatalf("%q read back as %+v, %v", v, r, ok)
+			}
+			for k := 1; k < len(from); k++ {
+				if !r.startsWith([]byte(from[:k])) {
+					t.Fatalf("%q: the first %d bytes of its From_ line are not taken for its start", v, k)
+				}
+			}
+		}
+		r, ok := parseIntent(raw)
+		if !ok || r.from != "" {
+			return
+		}
+		want := "2 " + strconv.FormatInt(r.off, 10) + " " + strconv.Itoa(r.n) + " " + hex.EncodeToString(r.sum[:])
+		if raw != want {
+			t.Fatalf("%q accepted as %+v, which is written %q", raw, r, want)
 		}
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -319,4 +320,96 @@ func TestIntentEdges(t *testing.T) {
 			t.Fatalf("mailbox %q", got)
 		}
 	})
+}
+
+// TestIntentForms: the value an append writes is short whatever the
+// sender, and a dead writer's region is recognised from either form,
+// whole or cut short inside its From_ line; what is not its From_ line
+// stays.
+func TestIntentForms(t *testing.T) {
+	t.Run("the value is at most 43 bytes whatever the sender", func(t *testing.T) {
+		for _, sender := range []string{"", "a@b", strings.Repeat("s", maxSender)} {
+			from := FromLine(sender, testTime)
+			v := intentValue(1<<62, from)
+			if len(v) > 43 {
+				t.Errorf("sender of %d bytes: value %q is %d bytes, more than the 43 documented", len(sender), v, len(v))
+			}
+			r, ok := parseIntent(string(v))
+			if !ok || r.off != 1<<62 || r.n != len(from) || r.from != "" || !r.startsWith([]byte(from)) {
+				t.Errorf("sender of %d bytes: %q read back as %+v, %v", len(sender), v, r, ok)
+			}
+		}
+	})
+	const original = testFrom + "old\n\n"
+	later := testFrom + "later\n\n"
+	from := FromLine("dead@example.org", testTime)
+	other := FromLine("dead@example.net", testTime) // the same length
+	for _, c := range []struct {
+		name, left, value string
+		cut               bool
+	}{
+		{"a whole From_ line and its message", from + "partial bo", string(intentValue(int64(len(original)), from)), true},
+		{"died inside its From_ line", from[:9], string(intentValue(int64(len(original)), from)), true},
+		{"died after one byte", "F", string(intentValue(int64(len(original)), from)), true},
+		{"the first form, as an older lda wrote it", from + "partial", "1 " + strconv.Itoa(len(original)) + " " + from, true},
+		{"another From_ line of the same length", other + "kept", string(intentValue(int64(len(original)), from)), false},
+		{"a short region with a line break", "From x\n", string(intentValue(int64(len(original)), from)), false},
+		{"a short region that is not a From_ line", "Subject", string(intentValue(int64(len(original)), from)), false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, mb := intentDir(t, original+c.left)
+			if err := unix.Setxattr(mb, intentAttr, []byte(c.value), 0); err != nil {
+				t.Fatal(err)
+			}
+			appendString(t, mb, "later\n", testOptions())
+			got := readFile(t, mb)
+			want := original + later
+			if !c.cut {
+				want = original + c.left
+				if !strings.HasSuffix(c.left, "\n") {
+					want += "\n"
+				}
+				want += "\n" + later
+			}
+			if got != want {
+				t.Fatalf("mailbox:\n got %q\nwant %q", got, want)
+			}
+			if in := intentOf(t, mb); in != "" {
+				t.Fatalf("intent %q left", in)
+			}
+		})
+	}
+}
+
+// TestParseIntent: garbled values are refused, not guessed at.
+func TestParseIntent(t *testing.T) {
+	sum := strings.Repeat("ab", sumLen)
+	for _, c := range []struct {
+		value string
+		ok    bool
+	}{
+		{"2 0 40 " + sum, true},
+		{"2 00 40 " + sum, false},
+		{"2 -1 40 " + sum, false},
+		{"2 +1 40 " + sum, false},
+		{"2 0 040 " + sum, false},
+		{"2 0 6 " + sum, false}, // shorter than any From_ line
+		{"2 0 9999 " + sum, false},
+		{"2 0 40 " + strings.ToUpper(sum), false},
+		{"2 0 40 " + sum[2:], false},
+		{"2 0 40 " + sum + " ", false},
+		{"2 0 40", false},
+		{"2 0", false},
+		{"3 0 40 " + sum, false},
+		{"1 0 " + testFrom, true},
+		{"1 0 From x", false}, // no newline
+		{"", false},
+	} {
+		t.Run(c.value, func(t *testing.T) {
+			r, ok := parseIntent(c.value)
+			if ok != c.ok {
+				t.Fatalf("parseIntent(%q) = %+v, %v; want ok %v", c.value, r, ok, c.ok)
+			}
+		})
+	}
 }
