@@ -4,7 +4,7 @@
 //
 //	lmtpload -socket PATH -users u1,u2 [-c N] [-n N] [-size BYTES] [-rcpts N]
 //	         [-dest USER=KIND:PATH]... [-pipelining] [-chunking] [-lhlo NAME]
-//	         [-ack FILE] [-id PREFIX] [-json] [-timeout D] [-bodies N]
+//	         [-sender ADDR] [-ack FILE] [-id PREFIX] [-json] [-timeout D] [-bodies N]
 //
 // See bench/README.md.
 package main
@@ -53,6 +53,7 @@ type config struct {
 	pipelining bool
 	chunking   bool
 	lhlo       string
+	sender     string // MAIL FROM
 	prefix     string
 	timeout    time.Duration
 	ack        *ackWriter
@@ -79,6 +80,7 @@ func main() {
 	flag.BoolVar(&cfg.pipelining, "pipelining", false, "send MAIL, every RCPT and DATA in one write")
 	flag.BoolVar(&cfg.chunking, "chunking", false, "send the message with BDAT LAST (RFC 3030) instead of DATA; the server must offer CHUNKING")
 	flag.StringVar(&cfg.lhlo, "lhlo", "lmtpload."+lmtpbench.Domain, "LHLO name")
+	flag.StringVar(&cfg.sender, "sender", lmtpbench.Sender, "envelope sender (MAIL FROM); its length sets the mbox From_ line's")
 	flag.StringVar(&ackPath, "ack", "", "write one line per recipient reply to FILE")
 	flag.StringVar(&cfg.prefix, "id", "", "run id, the prefix of every bench id (default from the time)")
 	flag.BoolVar(&asJSON, "json", false, "print the result as one JSON object")
@@ -101,6 +103,9 @@ func main() {
 	}
 	if cfg.conns < 1 || cfg.messages < 0 || cfg.rcpts < 1 || cfg.size < 0 || cfg.timeout <= 0 || cfg.nbodies < 0 {
 		usage("-c and -rcpts must be at least 1, -n, -size and -bodies not negative, -timeout positive")
+	}
+	if cfg.sender != "" && (strings.ContainsAny(cfg.sender, " \t\r\n<>") || !strings.Contains(cfg.sender, "@")) {
+		usage("-sender is an address (local@domain) without spaces or angle brackets, or empty for the null sender")
 	}
 	if cfg.prefix == "" {
 		cfg.prefix = "lmtpload" + time.Now().UTC().Format("20060102T150405")
@@ -468,7 +473,7 @@ func (cfg *config) prepare(k int) message {
 func (s *session) deliver(m message, t *tally) error {
 	cfg := s.cfg
 	id, addrs, rcptCmd, wire := m.id, m.addrs, m.rcptCmd, m.wire
-	mail := "MAIL FROM:<" + lmtpbench.Sender + ">\r\n"
+	mail := "MAIL FROM:<" + cfg.sender + ">\r\n"
 
 	// pending holds the recipients that have no final reply yet.
 	pending := make([]bool, len(addrs))
