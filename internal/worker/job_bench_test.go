@@ -16,12 +16,31 @@ import (
 // record, result), in-process, into a temporary home. Its allocations
 // are what a new worker pays in page faults until its heap reaches the
 // first GC goal.
-func BenchmarkDirectJob(b *testing.B) {
+func BenchmarkDirectJob(b *testing.B) { benchDirectJob(b, policy.Default()) }
+
+// BenchmarkDirectJobMbox is the same job into ~/mbox (fcntl locking):
+// the mailbox held from one job to the next, the append's intent, the
+// recovery record.
+func BenchmarkDirectJobMbox(b *testing.B) {
+	sys, err := policy.ParseSystem(strings.NewReader(mboxPolicy), "bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchDirectJob(b, sys)
+}
+
+const mboxPolicy = `version: 1
+default: {mbox: ~/mbox}
+allow:
+  - {mbox: ~/mbox}
+mbox: {locking: [fcntl], create: true}
+`
+
+func benchDirectJob(b *testing.B, sys *policy.System) {
 	home := b.TempDir()
 	if err := os.Chmod(home, 0o755); err != nil {
 		b.Fatal(err)
 	}
-	sys := policy.Default()
 	uid, gid := 60000, 60000 // only compared, never used: the test runs as whoever runs it
 	bind := &job.Job{Mode: job.ModeBind, User: "bench", UID: uid, GID: gid, Home: home, Policy: "embedded"}
 	msg := strings.Repeat("From: <a@b.example>\nSubject: x\n\n"+strings.Repeat("y", 70)+"\n", 16)
