@@ -28,6 +28,9 @@
 #                   tree untouched) instead of from the work tree
 #   WORKERS=auto    auto: the warm-worker section in lda.yaml if lda
 #                   serve accepts it; on: required; off: never
+#   MAX_DELIVERIES= that section's max_deliveries (default: none given,
+#                   so lda's own, 1000, applies); see RESULTS.md, the
+#                   twenty-third round, for 10000
 #   MATRICES="maildir mbox"
 #   CELLS=          only these cells, by name (e.g. CELLS=1c-1k with
 #                   MATRICES=mbox): many repetitions of one cell, for a
@@ -126,6 +129,8 @@ if [ -n "$PIN" ]; then
 fi
 LDA_REV=${LDA_REV:-}
 WORKERS=${WORKERS:-auto}
+MAX_DELIVERIES=${MAX_DELIVERIES:-}
+[[ -z $MAX_DELIVERIES || $MAX_DELIVERIES =~ ^[1-9][0-9]*$ ]] || { echo "MAX_DELIVERIES=$MAX_DELIVERIES: not a positive number" >&2; exit 2; }
 MATRICES=${MATRICES:-maildir mbox}
 # The cells of each matrix: "name conns size rcpts".
 MAILDIR_CELLS=("1c-1k-1r 1 1024 1" "8c-1k-1r 8 1024 1" "1c-100k-1r 1 102400 1" "1c-1k-10r 1 1024 10" "8c-1k-10r 8 1024 10")
@@ -368,7 +373,7 @@ hostname: bench.test
 log: $d/lda.log
 EOF
 		if [ "$1" = with ]; then
-			printf 'workers: {max_idle: 64, idle_time: 30s, max_deliveries: 1000}\n' >>"$d/lda.yaml"
+			printf 'workers: {max_idle: 64, idle_time: 30s%s}\n' "${MAX_DELIVERIES:+, max_deliveries: $MAX_DELIVERIES}" >>"$d/lda.yaml"
 		fi
 		chmod 644 "$d/lda.yaml" "$d/policy.yaml"
 	}
@@ -794,7 +799,7 @@ floor_table() {
 
 echo
 say "results (medians of $REPS repetitions x $MESSAGES messages; d/s = successful recipient deliveries per second)"
-echo "lda: $LDA_DESC; warm-workers section: ${LDA_WORKERS:-?}; dovecot $(dovecot --version | cut -d' ' -f1); mail.local from $MAIL_LOCAL_DEB; pipelining: $PIPELINING; bodies: $BODIES; warm-up: $WARMUP; chunking: $CHUNKING${CHUNK_FLAG:+ (lda and Dovecot send BDAT; mail.local, without CHUNKING, DATA)}; sieve: ${SIEVE:-none}; servers pinned: ${PIN:-no}"
+echo "lda: $LDA_DESC; warm-workers section: ${LDA_WORKERS:-?} (max_deliveries: ${MAX_DELIVERIES:-default}); dovecot $(dovecot --version | cut -d' ' -f1); mail.local from $MAIL_LOCAL_DEB; pipelining: $PIPELINING; bodies: $BODIES; warm-up: $WARMUP; chunking: $CHUNKING${CHUNK_FLAG:+ (lda and Dovecot send BDAT; mail.local, without CHUNKING, DATA)}; sieve: ${SIEVE:-none}; servers pinned: ${PIN:-no}"
 echo "machine: $(nproc) CPUs, Linux $(uname -r), homes on $(findmnt -no FSTYPE -T "$BASE") ($(findmnt -no OPTIONS -T "$BASE" | cut -d, -f1-3)), /var/mail on $(findmnt -no FSTYPE -T /var/mail); 1-min load average before the runs: $(awk -F'\t' 'NR > 1 { print $NF }' "$TSV" | sort -g | sed -n '1p;$p' | paste -sd- -)"
 echo
 for m in $MATRICES; do
