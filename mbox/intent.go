@@ -84,12 +84,13 @@ func (m *mailbox) setIntent(off int64, from string) (ok bool, err error) {
 }
 
 // intentValue is the value setIntent writes, in one allocation (this is
-// on every append).
+// on every append): the From_ line is hashed from the tail of the
+// value's own buffer, which the sum then overwrites.
 func intentValue(off int64, from string) []byte {
-	v := make([]byte, 0, 48)
+	v := make([]byte, 0, 48+len(from))
 	v = append(strconv.AppendInt(append(v, "2 "...), off, 10), ' ')
 	v = append(strconv.AppendInt(v, int64(len(from)), 10), ' ')
-	sum := sha256.Sum256([]byte(from))
+	sum := sha256.Sum256(append(v[len(v):], from...))
 	return hex.AppendEncode(v, sum[:sumLen])
 }
 
@@ -159,10 +160,10 @@ func parseIntent(v string) (region, bool) {
 	case "2":
 		ns, sums, ok := strings.Cut(v, " ")
 		n, ok := decimal(ns, ok)
-		r := region{off: off, n: int(n)}
 		if !ok || n < int64(len(fromPrefix))+2 || n > 64+maxSender || len(sums) != 2*sumLen {
 			return region{}, false
 		}
+		r := region{off: off, n: int(n)}
 		if _, err := hex.Decode(r.sum[:], []byte(sums)); err != nil || hex.EncodeToString(r.sum[:]) != sums {
 			return region{}, false // lower case only, as intentValue writes
 		}

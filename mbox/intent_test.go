@@ -340,6 +340,12 @@ func TestIntentForms(t *testing.T) {
 			}
 		}
 	})
+	t.Run("the value takes one allocation", func(t *testing.T) {
+		from := FromLine(strings.Repeat("s", 100), testTime)
+		if n := testing.AllocsPerRun(100, func() { intentValue(1<<40, from) }); n != 1 {
+			t.Fatalf("%v allocations", n)
+		}
+	})
 	const original = testFrom + "old\n\n"
 	later := testFrom + "later\n\n"
 	from := FromLine("dead@example.org", testTime)
