@@ -97,7 +97,8 @@
 //     lock (fcntl or flock) the append intent (intent.go) is set, an
 //     extended attribute "user.lda.append" naming the offset, and the
 //     length and a SHA-256 prefix of the From_ line about to be written
-//     (at most 43 bytes, so that it stays in the inode); one already
+//     (at most 59 bytes, so that beside no other attribute it stays in
+//     the inode); one already
 //     there was left by a
 //     writer that died mid-append (its kernel locks died with it), and
 //     its region is cut off first, with Recover's checks. Then the

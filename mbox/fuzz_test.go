@@ -55,7 +55,7 @@ func FuzzQuoteRoundTrip(f *testing.F) {
 }
 
 // FuzzIntent: what setIntent writes reads back as the region it
-// describes and is at most 43 bytes whatever the sender; and any
+// describes and is at most 59 bytes whatever the sender; and any
 // value parseIntent accepts in the second form is the one intentValue
 // writes for it (so no two values mean the same region).
 func FuzzIntent(f *testing.F) {
@@ -66,7 +66,7 @@ func FuzzIntent(f *testing.F) {
 		if off >= 0 && checkSender(sender) == nil {
 			from := FromLine(sender, testTime)
 			v := intentValue(off, from)
-			if len(v) > 43 {
+			if len(v) > 59 {
 				t.Fatalf("value %q is %d bytes", v, len(v))
 			}
 			r, ok := parseIntent(string(v))

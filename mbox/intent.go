@@ -33,14 +33,21 @@ import (
 // region no longer recognisable; it is left as it is, as before.
 //
 // The value is "2 OFFSET LENGTH SUM": the offset at which the region
-// starts, and the length of the From_ line written there and the first 8
-// bytes of its SHA-256, in hex. It is at most 43 bytes whatever the
-// sender, so that it fits in the inode: on ext4 with 256-byte inodes a
-// value of more than 60 bytes takes a block of its own, allocated by the
-// set and freed by the removal, which made each append 40-50 us slower
-// (a loop of appends with fsync on the disk, p50 150 against 190 us).
+// starts, and the length of the From_ line written there and the first
+// 16 bytes of its SHA-256, in hex. It is at most 59 bytes whatever the
+// sender, so that on a file with no other extended attributes it fits in
+// the inode: on ext4 with 256-byte inodes a value of more than 60 bytes
+// takes a block of its own, allocated by the set and freed by the
+// removal, which made each append 40-50 us slower (a loop of appends with
+// fsync on the disk, p50 150 against 190 us). Other attributes (an
+// SELinux label, an ACL) share that room and can push it out again.
+//
 // The first form, "1 OFFSET FROMLINE" with the From_ line itself, is
-// still read: an older lda may have left one.
+// still read: an older lda may have left one. The compatibility is one
+// way: an older lda takes the second form for garbage and removes it
+// without cutting, so a partial message from a writer of this version
+// that died while an older one (a worker still running the old binary
+// after an upgrade) took the locks next stays, as before intents.
 //
 // A file system without user extended attributes (ENOTSUP), an
 // append-only file (EPERM) or a security module's refusal (EACCES) gets
@@ -48,9 +55,10 @@ import (
 const intentAttr = "user.lda.append"
 
 // sumLen is how many bytes of the From_ line's SHA-256 an intent keeps:
-// it tells the dead writer's From_ line from another, written by someone
-// who can set the attribute anyway (the mailbox's owner).
-const sumLen = 8
+// enough that no one can make two From_ lines with the same sum, though
+// whoever can set the attribute (anyone who may write the mailbox) can
+// write the mailbox anyway.
+const sumLen = 16
 
 // intentAttrs is false in tests that play a file system without user
 // extended attributes.
@@ -87,7 +95,7 @@ func (m *mailbox) setIntent(off int64, from string) (ok bool, err error) {
 // on every append): the From_ line is hashed from the tail of the
 // value's own buffer, which the sum then overwrites.
 func intentValue(off int64, from string) []byte {
-	v := make([]byte, 0, 48+len(from))
+	v := make([]byte, 0, 64+len(from))
 	v = append(strconv.AppendInt(append(v, "2 "...), off, 10), ' ')
 	v = append(strconv.AppendInt(v, int64(len(from)), 10), ' ')
 	sum := sha256.Sum256(append(v[len(v):], from...))
@@ -199,16 +207,18 @@ func regionOf(p Progress) region {
 
 // startsWith reports whether head, the first min(r.n, what is there)
 // bytes at r.off, is r's From_ line or, shorter, the start of it (the
-// writer died inside it). Known only by its sum, a From_ line that was
-// cut short can be told only by its shape: the start of "From " and no
-// newline, which a From_ line holds only as its last byte.
+// writer died inside it). Known only by its sum, a whole From_ line must
+// also be one (validFromLine, as the first form's is), so that a forged
+// intent cannot cut inside a message, where "From " lines are quoted;
+// one that was cut short can be told only by its shape: the start of
+// "From " and no newline, which a From_ line holds only as its last byte.
 func (r region) startsWith(head []byte) bool {
 	switch {
 	case r.from != "":
 		return string(head) == r.from[:len(head)]
 	case len(head) == r.n:
 		sum := sha256.Sum256(head)
-		return [sumLen]byte(sum[:sumLen]) == r.sum
+		return [sumLen]byte(sum[:sumLen]) == r.sum && validFromLine(string(head))
 	}
 	k := min(len(head), len(fromPrefix))
 	return string(head[:k]) == fromPrefix[:k] && bytes.IndexByte(head, '\n') < 0

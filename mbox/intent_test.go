@@ -327,12 +327,12 @@ func TestIntentEdges(t *testing.T) {
 // whole or cut short inside its From_ line; what is not its From_ line
 // stays.
 func TestIntentForms(t *testing.T) {
-	t.Run("the value is at most 43 bytes whatever the sender", func(t *testing.T) {
+	t.Run("the value is at most 59 bytes whatever the sender", func(t *testing.T) {
 		for _, sender := range []string{"", "a@b", strings.Repeat("s", maxSender)} {
 			from := FromLine(sender, testTime)
 			v := intentValue(1<<62, from)
-			if len(v) > 43 {
-				t.Errorf("sender of %d bytes: value %q is %d bytes, more than the 43 documented", len(sender), v, len(v))
+			if len(v) > 59 {
+				t.Errorf("sender of %d bytes: value %q is %d bytes, more than the 59 documented", len(sender), v, len(v))
 			}
 			r, ok := parseIntent(string(v))
 			if !ok || r.off != 1<<62 || r.n != len(from) || r.from != "" || !r.startsWith([]byte(from)) {
@@ -361,6 +361,7 @@ func TestIntentForms(t *testing.T) {
 		{"another From_ line of the same length", other + "kept", string(intentValue(int64(len(original)), from)), false},
 		{"a short region with a line break", "From x\n", string(intentValue(int64(len(original)), from)), false},
 		{"a short region that is not a From_ line", "Subject", string(intentValue(int64(len(original)), from)), false},
+		{"a short region that starts like one and is not", "Frog x", string(intentValue(int64(len(original)), from)), false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, mb := intentDir(t, original+c.left)
@@ -387,9 +388,29 @@ func TestIntentForms(t *testing.T) {
 	}
 }
 
+// TestIntentForged: an intent whose sum fits a line that is not a From_
+// line (set by hand: whoever may write the mailbox may set it) cuts
+// nothing, as the first form could not either.
+func TestIntentForged(t *testing.T) {
+	const original = testFrom + "Subject: s\n\nkeep me\nbody line\nmore text\n\n"
+	_, mb := intentDir(t, original)
+	off := strings.Index(original, "body line")
+	forged := intentValue(int64(off), "body line\n")
+	if err := unix.Setxattr(mb, intentAttr, forged, 0); err != nil {
+		t.Fatal(err)
+	}
+	appendString(t, mb, "later\n", testOptions())
+	if got, want := readFile(t, mb), original+testFrom+"later\n\n"; got != want {
+		t.Fatalf("mailbox:\n got %q\nwant %q", got, want)
+	}
+}
+
 // TestParseIntent: garbled values are refused, not guessed at.
 func TestParseIntent(t *testing.T) {
 	sum := strings.Repeat("ab", sumLen)
+	if sumLen != 16 {
+		t.Fatalf("sumLen %d: the table and the documented 59 bytes assume 16", sumLen)
+	}
 	for _, c := range []struct {
 		value string
 		ok    bool
