@@ -18,6 +18,9 @@
 #                   lda's first run starts a worker per user in it). It
 #                   comes after SETTLE, which neither lda's idle_time
 #                   (30s here) nor Dovecot's idle_kill (60s) outlasts
+#   SENDER=         lmtpload -sender for every peer (default its own,
+#                   bench@bench.test, 16 bytes; the mbox From_ line's
+#                   length follows it; rawceiling writes its own)
 #   BODIES=32       lmtpload -bodies: distinct bodies made before each run,
 #                   taken in turn (0: every message made whole during the
 #                   run, as before the nineteenth round; see bench/README.md)
@@ -107,6 +110,8 @@ REPS=${REPS:-3}
 MESSAGES=${MESSAGES:-2000}
 PIPELINING=${PIPELINING:-1}
 BODIES=${BODIES:-32}
+SENDER=${SENDER:-}
+[[ $SENDER =~ ^[^[:space:]\<\>@]+@[^[:space:]\<\>@]+$ || -z $SENDER ]] || { echo "SENDER=$SENDER: not an address (local@domain)" >&2; exit 2; }
 WARMUP=${WARMUP:-400}
 CHUNKING=${CHUNKING:-0}
 CHUNK_FLAG=()
@@ -425,6 +430,7 @@ load() {
 	local flags=(-socket "$sock" -c "$c" -n "$n" -size "$size" -rcpts "$r" -users "$USERS" -json -id "$peer-$STAMP-$RANDOM" -ack "$BASE/ack.txt")
 	[ "$PIPELINING" = 1 ] && flags+=(-pipelining)
 	flags+=(-bodies "$BODIES")
+	[ -n "$SENDER" ] && flags+=(-sender "$SENDER")
 	"$LOAD" "${flags[@]}" "$@" 2>"$BASE/load.err" || { cat "$BASE/load.err" >&2; return 1; }
 	[ -s "$BASE/load.err" ] && sed 's/^/    /' "$BASE/load.err" | head -n 5 >&2
 	return 0
@@ -799,7 +805,7 @@ floor_table() {
 
 echo
 say "results (medians of $REPS repetitions x $MESSAGES messages; d/s = successful recipient deliveries per second)"
-echo "lda: $LDA_DESC; warm-workers section: ${LDA_WORKERS:-?} (max_deliveries: ${MAX_DELIVERIES:-default}); dovecot $(dovecot --version | cut -d' ' -f1); mail.local from $MAIL_LOCAL_DEB; pipelining: $PIPELINING; bodies: $BODIES; warm-up: $WARMUP; chunking: $CHUNKING${CHUNK_FLAG:+ (lda and Dovecot send BDAT; mail.local, without CHUNKING, DATA)}; sieve: ${SIEVE:-none}; servers pinned: ${PIN:-no}"
+echo "lda: $LDA_DESC; warm-workers section: ${LDA_WORKERS:-?} (max_deliveries: ${MAX_DELIVERIES:-default}); dovecot $(dovecot --version | cut -d' ' -f1); mail.local from $MAIL_LOCAL_DEB; pipelining: $PIPELINING; bodies: $BODIES; sender: ${SENDER:-bench@bench.test}; warm-up: $WARMUP; chunking: $CHUNKING${CHUNK_FLAG:+ (lda and Dovecot send BDAT; mail.local, without CHUNKING, DATA)}; sieve: ${SIEVE:-none}; servers pinned: ${PIN:-no}"
 echo "machine: $(nproc) CPUs, Linux $(uname -r), homes on $(findmnt -no FSTYPE -T "$BASE") ($(findmnt -no OPTIONS -T "$BASE" | cut -d, -f1-3)), /var/mail on $(findmnt -no FSTYPE -T /var/mail); 1-min load average before the runs: $(awk -F'\t' 'NR > 1 { print $NF }' "$TSV" | sort -g | sed -n '1p;$p' | paste -sd- -)"
 echo
 for m in $MATRICES; do
