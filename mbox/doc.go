@@ -93,27 +93,25 @@
 //  7. After locking, fstat again (nlink == 1) and lstat the name again
 //     (still the same dev/ino): the file may have been replaced or linked
 //     while we waited. Else MailboxUnavail.
-//  8. Only now the size is taken as the original size. With a kernel
-//     lock (fcntl or flock) the append intent (intent.go) is set, an
-//     extended attribute "user.lda.append" naming the offset, and the
-//     length and a SHA-256 prefix of the From_ line about to be written
-//     (at most 59 bytes, so that beside no other attribute it stays in
-//     the inode); one already
-//     there was left by a
-//     writer that died mid-append (its kernel locks died with it), and
-//     its region is cut off first, with Recover's checks. Then the
-//     message is appended, the intent removed, and the descriptor
-//     fsync'ed (and the directory, if the file was created); an intent
-//     that cannot be removed takes its message with it. On any failure
-//     of a read, write, fsync or close, the file is truncated back to the
-//     original size while still locked, and fsync'ed; fsync is never
-//     retried (a retried fsync can succeed after the data was dropped).
-//     So a killed lda writer's partial message is cut off by whichever
-//     lda writer takes the locks next, before a later message could
-//     follow it, not only by Recover run after the death. With a
-//     dot-lock alone, or where the file system keeps no user extended
-//     attributes, there is no intent, and only Recover's own checks
-//     apply.
+//  8. Only now the size is taken as the original size. With a kernel lock
+//     (fcntl or flock) the append intent (intent.go) is set, an extended
+//     attribute "user.lda.append" naming the offset, and the length and a
+//     SHA-256 prefix of the From_ line about to be written (at most 59
+//     bytes, so that beside no other attribute it stays in the inode);
+//     one already there was left by a writer that died mid-append (its
+//     kernel locks died with it), and its region is cut off first, with
+//     Recover's checks. Then the message is appended, the intent removed,
+//     and the descriptor fsync'ed (and the directory, if the file was
+//     created); an intent that cannot be removed takes its message with
+//     it. On any failure of a read, write, fsync or close, the file is
+//     truncated back to the original size while still locked, and
+//     fsync'ed; fsync is never retried (a retried fsync can succeed after
+//     the data was dropped). So a killed lda writer's partial message is
+//     cut off by whichever lda writer takes the locks next, before a
+//     later message could follow it, not only by Recover run after the
+//     death. With a dot-lock alone, or where the file system keeps no
+//     user extended attributes, there is no intent, and only Recover's
+//     own checks apply.
 //
 // A missing mailbox (ENOENT on the last component only; a missing
 // directory is MailboxUnavail) is created only if Options.Create is set,
