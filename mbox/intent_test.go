@@ -57,6 +57,18 @@ func intentOf(t *testing.T, path string) string {
 	return string(buf[:n])
 }
 
+// settled checks that the mailbox file mb holds want and no intent: the
+// state every append leaves behind.
+func settled(t *testing.T, mb, want string) {
+	t.Helper()
+	if got := readFile(t, mb); got != want {
+		t.Fatalf("mailbox:\n got %.200q\nwant %q", got, want)
+	}
+	if in := intentOf(t, mb); in != "" {
+		t.Fatalf("intent %q left", in)
+	}
+}
+
 // requireUserAttrs skips where the test directory's file system keeps no
 // user extended attributes (then no intents are written at all).
 func requireUserAttrs(t *testing.T, dir string) {
@@ -111,12 +123,7 @@ func TestIntent(t *testing.T) {
 				t.Fatalf("the dead writer left %d bytes and intent %q; the test needs a partial message and its intent", len(got), intentOf(t, mb))
 			}
 			tc.run(t, d, mb, dead)
-			if got := readFile(t, mb); got != tc.want {
-				t.Fatalf("mailbox:\n got %.200q\nwant %q", got, tc.want)
-			}
-			if in := intentOf(t, mb); in != "" {
-				t.Fatalf("intent %q left", in)
-			}
+			settled(t, mb, tc.want)
 		})
 	}
 	t.Run("a writer that died after its last byte is cut off too", func(t *testing.T) {
@@ -133,16 +140,12 @@ func TestIntent(t *testing.T) {
 		die(t, func() { Append(d, "inbox", strings.NewReader("unanswered\n"), opt) })
 		setHook(t, nil)
 		appendString(t, mb, "later\n", opt)
-		if got := readFile(t, mb); got != original+later {
-			t.Fatalf("mailbox %q", got)
-		}
+		settled(t, mb, original+later)
 	})
 	t.Run("a complete append leaves no intent", func(t *testing.T) {
 		_, mb := intentDir(t, "")
 		appendString(t, mb, "one\n", opt)
-		if in := intentOf(t, mb); in != "" {
-			t.Fatalf("intent %q left", in)
-		}
+		settled(t, mb, testFrom+"one\n\n")
 	})
 	t.Run("an intent that cannot be cleared takes its message with it", func(t *testing.T) {
 		d, mb := intentDir(t, original)
@@ -160,9 +163,7 @@ func TestIntent(t *testing.T) {
 			t.Fatalf("mailbox %q, want the original", got)
 		}
 		appendString(t, mb, "later\n", opt) // and the intent left does no harm
-		if got := readFile(t, mb); got != original+later {
-			t.Fatalf("mailbox %q", got)
-		}
+		settled(t, mb, original+later)
 	})
 	for _, c := range []struct{ name, value string }{
 		{"an intent that no longer matches is dropped, the data kept", "1 0 From bob@example.org Thu Jan  1 00:00:00 2026\n"},
@@ -175,12 +176,7 @@ func TestIntent(t *testing.T) {
 				t.Fatal(err)
 			}
 			appendString(t, mb, "later\n", opt)
-			if got := readFile(t, mb); got != original+later {
-				t.Fatalf("mailbox %q", got)
-			}
-			if in := intentOf(t, mb); in != "" {
-				t.Fatalf("intent %q left", in)
-			}
+			settled(t, mb, original+later)
 		})
 	}
 }
@@ -283,9 +279,7 @@ func TestIntentEdges(t *testing.T) {
 			t.Fatalf("Recover changed the mailbox or left the intent")
 		}
 		appendString(t, mb, "later\n", opt)
-		if got := readFile(t, mb); got != before+later {
-			t.Fatalf("mailbox %.200q", got)
-		}
+		settled(t, mb, before+later)
 	})
 	t.Run("an intent whose offset is inside a line is not acted on", func(t *testing.T) {
 		_, mb := intentDir(t, original)
@@ -296,9 +290,7 @@ func TestIntentEdges(t *testing.T) {
 			t.Fatal(err)
 		}
 		appendString(t, mb, "later\n", testOptions())
-		if got := readFile(t, mb); got != "x"+testFrom+"body\n\n"+later {
-			t.Fatalf("mailbox %q", got)
-		}
+		settled(t, mb, "x"+testFrom+"body\n\n"+later)
 	})
 	t.Run("an append-only mailbox still gets its mail", func(t *testing.T) {
 		requireRoot(t)
@@ -316,9 +308,7 @@ func TestIntentEdges(t *testing.T) {
 		if _, err := Append(d, "inbox", strings.NewReader("later\n"), testOptions()); err != nil {
 			t.Fatalf("Append to an append-only mailbox: %v", err)
 		}
-		if got := readFile(t, mb); got != original+later {
-			t.Fatalf("mailbox %q", got)
-		}
+		settled(t, mb, original+later)
 	})
 }
 
@@ -369,7 +359,6 @@ func TestIntentForms(t *testing.T) {
 				t.Fatal(err)
 			}
 			appendString(t, mb, "later\n", testOptions())
-			got := readFile(t, mb)
 			want := original + later
 			if !c.cut {
 				want = original + c.left
@@ -378,12 +367,7 @@ func TestIntentForms(t *testing.T) {
 				}
 				want += "\n" + later
 			}
-			if got != want {
-				t.Fatalf("mailbox:\n got %q\nwant %q", got, want)
-			}
-			if in := intentOf(t, mb); in != "" {
-				t.Fatalf("intent %q left", in)
-			}
+			settled(t, mb, want)
 		})
 	}
 }
@@ -400,9 +384,7 @@ func TestIntentForged(t *testing.T) {
 		t.Fatal(err)
 	}
 	appendString(t, mb, "later\n", testOptions())
-	if got, want := readFile(t, mb), original+testFrom+"later\n\n"; got != want {
-		t.Fatalf("mailbox:\n got %q\nwant %q", got, want)
-	}
+	settled(t, mb, original+testFrom+"later\n\n")
 }
 
 // TestParseIntent: garbled values are refused, not guessed at.
