@@ -20,18 +20,8 @@ import (
 // lines; the root side neither panics nor trusts either of them.
 func TestDeadWorkers(t *testing.T) {
 	testutil.RequireRoot(t)
-	// A stand-in "lda": it reads its job and, as a deliver worker, writes
-	// the result header and a progress line, then dies; as a recovery
-	// worker it writes only the header and dies.
-	script := `#!/bin/sh
-job=$(cat)
-printf 'lda-result 1\n'
-case "$job" in
-*"mode deliver"*) printf 'progress 0 1 2 From+20a@b+20Sun+20Nov+2022+2005:00:00+202026\n' ;;
-esac
-kill -9 $$
-`
-	out, log := deliverThrough(t, script)
+	// The recovery worker writes only the result header and dies.
+	out, log := deliverThrough(t, "kill -9 $$")
 	if out.Status.Code != 451 || out.Status.Enhanced != "4.3.0" {
 		t.Fatalf("status %v, want 451 4.3.0", out.Status)
 	}
@@ -48,17 +38,8 @@ kill -9 $$
 // carries no cause of its own; the detail used to be dropped).
 func TestRecoveryDetail(t *testing.T) {
 	testutil.RequireRoot(t)
-	// A stand-in "lda": as a deliver worker it announces an append and
-	// dies; as a recovery worker it refuses, with a reason.
-	script := `#!/bin/sh
-job=$(cat)
-printf 'lda-result 1\n'
-case "$job" in
-*"mode deliver"*) printf 'progress 0 1 2 From+20a@b+20Sun+20Nov+2022+2005:00:00+202026\n'; kill -9 $$ ;;
-esac
-printf 'status 451+204.3.0+20temporary+20local+20error\ndetail mbox:+20recover+20mismatch:+20another+20message+20follows\nend\n'
-`
-	_, log := deliverThrough(t, script)
+	// The recovery worker refuses, with a reason.
+	_, log := deliverThrough(t, `printf 'status 451+204.3.0+20temporary+20local+20error\ndetail mbox:+20recover+20mismatch:+20another+20message+20follows\nend\n'`)
 	for _, line := range strings.Split(log, "\n") {
 		if strings.Contains(line, `msg="mbox recovery"`) {
 			if !strings.Contains(line, `status="451 4.3.0"`) || !strings.Contains(line, "another message follows") {
@@ -71,10 +52,20 @@ printf 'status 451+204.3.0+20temporary+20local+20error\ndetail mbox:+20recover+2
 }
 
 // deliverThrough delivers a small message for nobody to an mbox through
-// script, a stand-in for the lda binary (run as nobody by the real
-// spawn), and returns the outcome and the log.
-func deliverThrough(t *testing.T, script string) (Outcome, string) {
+// a stand-in for the lda binary (run as nobody by the real spawn), and
+// returns the outcome and the log. The stand-in reads its job and writes
+// the result header; as a deliver worker it then announces an mbox
+// append and dies; as the recovery worker that follows it runs the shell
+// command recovery.
+func deliverThrough(t *testing.T, recovery string) (Outcome, string) {
 	t.Helper()
+	script := `#!/bin/sh
+job=$(cat)
+printf 'lda-result 1\n'
+case "$job" in
+*"mode deliver"*) printf 'progress 0 1 2 From+20a@b+20Sun+20Nov+2022+2005:00:00+202026\n'; kill -9 $$ ;;
+esac
+` + recovery + "\n"
 	dir := testutil.RootDir(t)
 	exe := filepath.Join(dir, "fake-lda")
 	testutil.WriteFile(t, exe, []byte(script), 0o755, 0, 0)
