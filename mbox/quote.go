@@ -83,6 +83,10 @@ var gts = bytes.Repeat([]byte{'>'}, 256)
 
 const fromPrefix = "From "
 
+// fromBytes is fromPrefix for emit, which would otherwise copy it to the
+// heap for every line that starts with "From" ("From:" headers).
+var fromBytes = []byte(fromPrefix)
+
 // quoteWriter quotes a message body for an mbox. Write may be called with
 // arbitrary splits of the input; the output depends only on the
 // concatenation. Close flushes a pending line start, adds the final line
@@ -125,7 +129,7 @@ func (qw *quoteWriter) emitGT(n int64) {
 // flushPending writes the held-back line start unchanged.
 func (qw *quoteWriter) flushPending() {
 	qw.emitGT(qw.gt)
-	qw.emit([]byte(fromPrefix[:qw.matched]))
+	qw.emit(fromBytes[:qw.matched])
 	qw.gt, qw.matched = 0, 0
 }
 
@@ -166,7 +170,7 @@ func (qw *quoteWriter) Write(p []byte) (int, error) {
 			p = p[1:]
 			if qw.matched == len(fromPrefix) {
 				qw.emitGT(qw.gt + 1)
-				qw.emit([]byte(fromPrefix))
+				qw.emit(fromBytes)
 				qw.gt, qw.matched = 0, 0
 				qw.bol = false
 			}
