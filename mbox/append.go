@@ -35,6 +35,11 @@ type Options struct {
 	Time        time.Time      // delivery time for the From_ line (zero = now)
 	Progress    func(Progress) // optional; called after locking and checks, before the first byte is written
 	Held        *Held          // optional; keeps the mailbox open for the next Append, checked (see Held)
+	// Durable, if set, is called once the message (and the directory of
+	// a mailbox just created) is on stable storage, with the locks still
+	// held: a caller can answer then, while the append tidies up. Append
+	// succeeds once it has been called.
+	Durable func()
 }
 
 // Result says where the appended message is: it starts (with its From_
@@ -124,49 +129,15 @@ func Append(dir *os.File, name string, msg io.Reader, opt Options) (_ Result, er
 		}
 		m.close()
 	}()
-	orig := st.Size
-	pad, err := m.padding(orig)
+	a := &appending{m: m, opt: &opt, from: from, orig: st.Size, dev: st.Dev, ino: st.Ino}
+	n, err := m.write(l, a, msg)
 	if err != nil {
-		return Result{}, err
-	}
-	off := orig + int64(len(pad))
-	intent := false
-	if kernelLocked(opt) {
-		intent, err = m.setIntent(off, from)
-	}
-	if errors.Is(err, errIntentLeft) {
-		// A writer died mid-append: its region goes first (intent.go).
-		// One that is no longer recognisably its own (another program
-		// appended after it) stays; the append goes ahead after it.
-		if orig, _, err = m.repairIntent(orig); err != nil && !errors.Is(err, ErrRecoverMismatch) {
+		if !a.began {
 			return Result{}, err
 		}
-		if pad, err = m.padding(orig); err != nil {
-			return Result{}, err
-		}
-		off = orig + int64(len(pad))
-		intent, err = m.setIntent(off, from)
-	}
-	if err != nil {
-		return Result{}, err
-	}
-	if opt.Progress != nil {
-		opt.Progress(Progress{Offset: off, Dev: st.Dev, Ino: st.Ino, FromLine: from})
-	}
-
-	// The intent goes after the last byte and before the fsync, which
-	// makes its removal as durable as the message: removed after it, a
-	// crash could bring it back beside a message answered 250, for the
-	// next append to cut. If it cannot be removed, the message goes.
-	var beforeSync func() error
-	if intent {
-		beforeSync = m.clearIntent
-	}
-	n, err := m.write(l, pad, from, msg, opt.Quoting, beforeSync)
-	if err != nil {
-		if rerr := m.rollback(orig); rerr != nil {
+		if rerr := m.rollback(a.orig); rerr != nil {
 			err = fmt.Errorf("%w (and truncating back failed: %v)", err, rerr)
-		} else if intent {
+		} else if a.intent != noForm {
 			if cerr := m.clearIntent(); cerr != nil {
 				err = fmt.Errorf("%w (and %v)", err, cerr)
 			}
@@ -174,7 +145,93 @@ func Append(dir *os.File, name string, msg io.Reader, opt Options) (_ Result, er
 		return Result{}, err
 	}
 	ok = true
-	return Result{Offset: off, Size: n - int64(len(pad))}, nil
+	if opt.Durable != nil {
+		opt.Durable()
+	}
+	if a.intent == endForm {
+		// Left behind (this process killed now, or the removal
+		// failing), it names an append that ended where the file
+		// ends, which the next lock holder leaves as it is.
+		m.clearIntent()
+	}
+	return Result{Offset: a.off, Size: n - int64(len(a.pad))}, nil
+}
+
+// appending is one append's state, settled by start just before its first
+// byte is written.
+type appending struct {
+	m        *mailbox
+	opt      *Options
+	from     string
+	orig     int64 // the file's size before the append (after any repair)
+	dev, ino uint64
+	began    bool       // start got as far as writing: a failure truncates back to orig
+	pad      string     // written before off, to end a previous writer's last line and message
+	off      int64      // where the From_ line goes
+	intent   intentForm // the intent set, if any
+}
+
+// intentForm is which intent an append set: none, the second form
+// (removed after its last byte and before its fsync) or the third
+// (removed after its fsync, and after Durable).
+type intentForm int
+
+const (
+	noForm intentForm = iota
+	startForm
+	endForm
+)
+
+// start runs under the locks just before the first write(2) of an
+// append, which will write size bytes, the whole message if final (it was
+// buffered whole), else the first part. It repairs what a dead writer left
+// (intent.go), works out the padding, records the intent, reports the
+// Progress and writes the padding. Waiting until now lets the intent of an
+// append that fits in the write buffer, as most do, name its end: then it
+// can stay until after the fsync, and the caller's answer need not wait
+// for its removal.
+func (a *appending) start(w *fdWriter, final bool, size int) error {
+	m, opt := a.m, a.opt
+	var err error
+	if a.pad, err = m.padding(a.orig); err != nil {
+		return err
+	}
+	a.off = a.orig + int64(len(a.pad))
+	form, known := startForm, 0
+	if final {
+		form, known = endForm, size
+	}
+	set := false
+	if kernelLocked(*opt) {
+		set, err = m.setIntent(a.off, known, a.from)
+	}
+	if errors.Is(err, errIntentLeft) {
+		// A writer died mid-append: its region goes first (intent.go).
+		// One that is no longer recognisably its own (another program
+		// appended after it) stays; the append goes ahead after it.
+		if a.orig, _, err = m.repairIntent(a.orig); err != nil && !errors.Is(err, ErrRecoverMismatch) {
+			return err
+		}
+		if a.pad, err = m.padding(a.orig); err != nil {
+			return err
+		}
+		a.off = a.orig + int64(len(a.pad))
+		set, err = m.setIntent(a.off, known, a.from)
+	}
+	if err != nil {
+		return err
+	}
+	if set {
+		a.intent = form
+	}
+	if opt.Progress != nil {
+		opt.Progress(Progress{Offset: a.off, Dev: a.dev, Ino: a.ino, FromLine: a.from})
+	}
+	a.began = true
+	if a.pad != "" {
+		_, err = w.write([]byte(a.pad))
+	}
+	return err
 }
 
 // acquire returns the mailbox name beneath dir open, checked, locked and
@@ -260,16 +317,16 @@ func (m *mailbox) padding(size int64) (string, error) {
 	return "\n\n", nil
 }
 
-// write appends pad, the From_ line and the quoted message through a
-// duplicate descriptor, fsyncs and closes it (so that a close error is
-// seen while the original descriptor still holds the locks). It returns
-// the number of bytes written.
-func (m *mailbox) write(l *locker, pad, from string, msg io.Reader, q Quoting, beforeSync func() error) (int64, error) {
+// write appends the From_ line and the quoted message (with a.start's
+// padding before them) through a duplicate descriptor, fsyncs and closes
+// it (so that a close error is seen while the original descriptor still
+// holds the locks). It returns the number of bytes written.
+func (m *mailbox) write(l *locker, a *appending, msg io.Reader) (int64, error) {
 	wfd, err := unix.FcntlInt(uintptr(m.fd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		return 0, fmt.Errorf("mbox: dup: %w", err)
 	}
-	fw := &fdWriter{fd: wfd}
+	fw := &fdWriter{fd: wfd, first: a}
 	defer func() {
 		if fw.fd >= 0 {
 			unix.Close(fw.fd)
@@ -280,9 +337,8 @@ func (m *mailbox) write(l *locker, pad, from string, msg io.Reader, q Quoting, b
 	bw := bufs.out
 	bw.Reset(fw)
 	defer bw.Reset(nil) // drop fw, and any data a failure left unwritten
-	bw.WriteString(pad)
-	bw.WriteString(from)
-	qw := newQuoteWriter(bw, q)
+	bw.WriteString(a.from)
+	qw := newQuoteWriter(bw, a.opt.Quoting)
 	buf := bufs.in[:]
 	for {
 		n, rerr := msg.Read(buf)
@@ -302,11 +358,17 @@ func (m *mailbox) write(l *locker, pad, from string, msg io.Reader, q Quoting, b
 	if err := qw.Close(); err != nil {
 		return fw.n, fmt.Errorf("mbox: writing %q: %w", m.name, err)
 	}
+	fw.final = true // a first write now carries the whole message
 	if err := bw.Flush(); err != nil {
 		return fw.n, fmt.Errorf("mbox: writing %q: %w", m.name, err)
 	}
-	if beforeSync != nil {
-		if err := beforeSync(); err != nil {
+	if a.intent == startForm {
+		// Removed after the last byte and before the fsync, which
+		// makes its removal as durable as the message: removed after
+		// it, a crash could bring it back beside a message answered
+		// 250, for the next append to cut. If it cannot be removed,
+		// the message goes.
+		if err := m.clearIntent(); err != nil {
 			return fw.n, err
 		}
 	}
@@ -354,12 +416,29 @@ func (m *mailbox) rollback(size int64) error {
 }
 
 // fdWriter writes to a raw descriptor, handling short writes and EINTR.
+// first, if set, is started once, before the first write, with whether
+// final is set (the write carries all there is) and its length.
 type fdWriter struct {
-	fd int
-	n  int64
+	fd    int
+	n     int64
+	first *appending
+	final bool
 }
 
 func (w *fdWriter) Write(p []byte) (int, error) {
+	if a := w.first; a != nil {
+		w.first = nil
+		if err := a.start(w, w.final, len(p)); err != nil {
+			return 0, err
+		}
+	}
+	return w.write(p)
+}
+
+func (w *fdWriter) write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
 	if err := hook("write"); err != nil {
 		return 0, err
 	}

@@ -126,28 +126,52 @@ func TestIntent(t *testing.T) {
 			settled(t, mb, tc.want)
 		})
 	}
-	t.Run("a writer that died after its last byte is cut off too", func(t *testing.T) {
-		// Its message is complete, its fsync not done, and it was never
-		// answered: the MTA retries it, so it goes rather than being
-		// delivered twice.
-		d, mb := intentDir(t, original)
-		setHook(t, func(stage string) error {
-			if stage == "clear" {
-				panic("killed")
-			}
-			return nil
-		})
-		die(t, func() { Append(d, "inbox", strings.NewReader("unanswered\n"), opt) })
-		setHook(t, nil)
-		appendString(t, mb, "later\n", opt)
-		settled(t, mb, original+later)
+	// bigBody does not fit in the write buffer: its append sets the
+	// second form, removed before the fsync. A small one sets the third,
+	// which names its end and goes after the fsync.
+	bigBody := strings.Repeat("a line of the message\n", 4000)
+	t.Run("a writer that died after its last byte", func(t *testing.T) {
+		for _, c := range []struct {
+			name, body, stage string
+			kept              bool
+		}{
+			// Its message is complete and was never answered (or, after
+			// the fsync, perhaps answered). The third form says so, and
+			// it stays: the MTA, without an answer, retries, and the
+			// message may come twice but is never lost. The second form
+			// cannot tell, and its region goes, as before.
+			{"third form, before its fsync: kept", "unanswered\n", "sync", true},
+			{"third form, after its fsync: kept", "answered\n", "clear", true},
+			{"second form, before its fsync: cut", bigBody, "clear", false},
+		} {
+			t.Run(c.name, func(t *testing.T) {
+				d, mb := intentDir(t, original)
+				setHook(t, func(stage string) error {
+					if stage == c.stage {
+						panic("killed")
+					}
+					return nil
+				})
+				die(t, func() { Append(d, "inbox", strings.NewReader(c.body), opt) })
+				setHook(t, nil)
+				if intentOf(t, mb) == "" {
+					t.Fatal("the dead writer left no intent; the test needs one")
+				}
+				appendString(t, mb, "later\n", opt)
+				want := original + later
+				if c.kept {
+					want = original + testFrom + c.body + "\n" + later
+				}
+				settled(t, mb, want)
+			})
+		}
 	})
 	t.Run("a complete append leaves no intent", func(t *testing.T) {
 		_, mb := intentDir(t, "")
 		appendString(t, mb, "one\n", opt)
 		settled(t, mb, testFrom+"one\n\n")
 	})
-	t.Run("an intent that cannot be cleared takes its message with it", func(t *testing.T) {
+	t.Run("an intent of the second form that cannot be cleared takes its message with it", func(t *testing.T) {
 		d, mb := intentDir(t, original)
 		setHook(t, func(stage string) error {
 			if stage == "clear" {
@@ -155,15 +179,36 @@ func TestIntent(t *testing.T) {
 			}
 			return nil
 		})
-		if _, err := Append(d, "inbox", strings.NewReader("new\n"), opt); err == nil {
+		if _, err := Append(d, "inbox", strings.NewReader(bigBody), opt); err == nil {
 			t.Fatal("Append succeeded")
 		}
 		setHook(t, nil)
 		if got := readFile(t, mb); got != original {
-			t.Fatalf("mailbox %q, want the original", got)
+			t.Fatalf("mailbox of %d bytes, want the original", len(got))
 		}
 		appendString(t, mb, "later\n", opt) // and the intent left does no harm
 		settled(t, mb, original+later)
+	})
+	t.Run("an intent of the third form that cannot be cleared leaves its message", func(t *testing.T) {
+		// It is removed after the fsync: the message is safe by then,
+		// and the intent left names an append that ended where the
+		// file ends, which the next append leaves as it is.
+		d, mb := intentDir(t, original)
+		setHook(t, func(stage string) error {
+			if stage == "clear" {
+				return unix.EIO
+			}
+			return nil
+		})
+		if _, err := Append(d, "inbox", strings.NewReader("new\n"), opt); err != nil {
+			t.Fatalf("Append: %v", err)
+		}
+		setHook(t, nil)
+		if in := intentOf(t, mb); !strings.HasPrefix(in, "3 ") {
+			t.Fatalf("intent %q left; the test needs the third form", in)
+		}
+		appendString(t, mb, "later\n", opt)
+		settled(t, mb, original+testFrom+"new\n\n"+later)
 	})
 	for _, c := range []struct{ name, value string }{
 		{"an intent that no longer matches is dropped, the data kept", "1 0 From bob@example.org Thu Jan  1 00:00:00 2026\n"},
@@ -179,6 +224,22 @@ func TestIntent(t *testing.T) {
 			settled(t, mb, original+later)
 		})
 	}
+}
+
+// lockedByOther reports whether an fcntl lock on the mailbox file mb
+// keeps another open file description from locking it.
+func lockedByOther(t *testing.T, mb string) bool {
+	t.Helper()
+	fd, err := unix.Open(mb, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	lk := unix.Flock_t{Type: unix.F_WRLCK}
+	if err := unix.FcntlFlock(uintptr(fd), unix.F_OFD_GETLK, &lk); err != nil {
+		t.Fatal(err)
+	}
+	return lk.Type != unix.F_UNLCK
 }
 
 // intentDir returns a directory on a file system with user attributes
@@ -229,22 +290,44 @@ func openDir(t *testing.T, dir string) *os.File {
 func TestIntentEdges(t *testing.T) {
 	const original = testFrom + "old\n\n"
 	later := testFrom + "later\n\n"
-	t.Run("removed before the fsync, so a crash cannot bring it back", func(t *testing.T) {
-		d, mb := intentDir(t, original)
-		var stages []string
-		setHook(t, func(stage string) error {
-			if stage == "clear" || stage == "sync" {
-				stages = append(stages, stage)
-			}
-			return nil
-		})
-		if _, err := Append(d, "inbox", strings.NewReader("new\n"), testOptions()); err != nil {
-			t.Fatal(err)
+	t.Run("the second form goes before the fsync, the third after it and after Durable", func(t *testing.T) {
+		// Removed after the fsync, a crash could bring the second form
+		// back beside a message answered 250, for the next append to
+		// cut. The third form names the append's end, which it reaches.
+		for _, c := range []struct{ name, body, want string }{
+			{"second", strings.Repeat("a line of the message\n", 4000), "clear,sync,durable"},
+			{"third", "new\n", "sync,durable,clear"},
+		} {
+			t.Run(c.name, func(t *testing.T) {
+				d, mb := intentDir(t, original)
+				var stages []string
+				setHook(t, func(stage string) error {
+					if stage == "clear" || stage == "sync" {
+						stages = append(stages, stage)
+					}
+					return nil
+				})
+				opt := testOptions()
+				opt.Durable = func() {
+					stages = append(stages, "durable")
+					if !lockedByOther(t, mb) {
+						t.Error("at Durable: the mailbox is not locked")
+					}
+					in, size := intentOf(t, mb), int64(len(readFile(t, mb)))
+					r, ok := parseIntent(in)
+					if c.name == "third" && (!ok || r.end != size) {
+						t.Errorf("at Durable: intent %q (%+v), file of %d bytes; want the third form ending there", in, r, size)
+					}
+				}
+				if _, err := Append(d, "inbox", strings.NewReader(c.body), opt); err != nil {
+					t.Fatal(err)
+				}
+				if strings.Join(stages, ",") != c.want {
+					t.Fatalf("stages %v, want %s", stages, c.want)
+				}
+				settled(t, mb, original+testFrom+c.body+"\n")
+			})
 		}
-		if strings.Join(stages, ",") != "clear,sync" {
-			t.Fatalf("stages %v, want the intent cleared before the fsync", stages)
-		}
-		_ = mb
 	})
 	t.Run("with a dot-lock alone there is no intent", func(t *testing.T) {
 		// A dot-lock can be broken by age while its writer lives: an
@@ -320,7 +403,7 @@ func TestIntentForms(t *testing.T) {
 	t.Run("the value is at most 59 bytes whatever the sender", func(t *testing.T) {
 		for _, sender := range []string{"", "a@b", strings.Repeat("s", maxSender)} {
 			from := FromLine(sender, testTime)
-			v := intentValue(1<<62, from)
+			v := intentValue(1<<62, 0, from)
 			if len(v) > 59 {
 				t.Errorf("sender of %d bytes: value %q is %d bytes, more than the 59 documented", len(sender), v, len(v))
 			}
@@ -330,9 +413,23 @@ func TestIntentForms(t *testing.T) {
 			}
 		}
 	})
+	t.Run("the third form names the end and is at most 60 bytes below 10^14", func(t *testing.T) {
+		for _, sender := range []string{"", "a@b", strings.Repeat("s", maxSender)} {
+			from := FromLine(sender, testTime)
+			const off = 1e14 - 1
+			v := intentValue(off, bufSize, from)
+			if len(v) > 60 {
+				t.Errorf("sender of %d bytes: value %q is %d bytes, more than the 60 documented", len(sender), v, len(v))
+			}
+			r, ok := parseIntent(string(v))
+			if !ok || r.off != off || r.end != off+bufSize || r.n != len(from) || !r.startsWith([]byte(from)) {
+				t.Errorf("sender of %d bytes: %q read back as %+v, %v", len(sender), v, r, ok)
+			}
+		}
+	})
 	t.Run("the value takes one allocation", func(t *testing.T) {
 		from := FromLine(strings.Repeat("s", 100), testTime)
-		if n := testing.AllocsPerRun(100, func() { intentValue(1<<40, from) }); n != 1 {
+		if n := testing.AllocsPerRun(100, func() { intentValue(1<<40, 0, from); intentValue(1<<40, 2000, from) }); n != 2 {
 			t.Fatalf("%v allocations", n)
 		}
 	})
@@ -344,14 +441,19 @@ func TestIntentForms(t *testing.T) {
 		name, left, value string
 		cut               bool
 	}{
-		{"a whole From_ line and its message", from + "partial bo", string(intentValue(int64(len(original)), from)), true},
-		{"died inside its From_ line", from[:9], string(intentValue(int64(len(original)), from)), true},
-		{"died after one byte", "F", string(intentValue(int64(len(original)), from)), true},
+		{"a whole From_ line and its message", from + "partial bo", string(intentValue(int64(len(original)), 0, from)), true},
+		{"died inside its From_ line", from[:9], string(intentValue(int64(len(original)), 0, from)), true},
+		{"died after one byte", "F", string(intentValue(int64(len(original)), 0, from)), true},
 		{"the first form, as an older lda wrote it", from + "partial", "1 " + strconv.Itoa(len(original)) + " " + from, true},
-		{"another From_ line of the same length", other + "kept", string(intentValue(int64(len(original)), from)), false},
-		{"a short region with a line break", "From x\n", string(intentValue(int64(len(original)), from)), false},
-		{"a short region that is not a From_ line", "Subject", string(intentValue(int64(len(original)), from)), false},
-		{"a short region that starts like one and is not", "Frog x", string(intentValue(int64(len(original)), from)), false},
+		{"another From_ line of the same length", other + "kept", string(intentValue(int64(len(original)), 0, from)), false},
+		{"a short region with a line break", "From x\n", string(intentValue(int64(len(original)), 0, from)), false},
+		{"a short region that is not a From_ line", "Subject", string(intentValue(int64(len(original)), 0, from)), false},
+		{"a short region that starts like one and is not", "Frog x", string(intentValue(int64(len(original)), 0, from)), false},
+		{"third form, cut short", from + "partial bo", string(intentValue(int64(len(original)), len(from)+20, from)), true},
+		{"third form, died inside its From_ line", from[:9], string(intentValue(int64(len(original)), len(from)+20, from)), true},
+		{"third form, ended where the file ends", from + "whole\n\n", string(intentValue(int64(len(original)), len(from)+7, from)), false},
+		{"third form, ended before the file ends", from + "whole\n\nmore", string(intentValue(int64(len(original)), len(from)+7, from)), false},
+		{"third form, another From_ line of the same length", other + "kept", string(intentValue(int64(len(original)), len(from)+20, from)), false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, mb := intentDir(t, original+c.left)
@@ -362,10 +464,10 @@ func TestIntentForms(t *testing.T) {
 			want := original + later
 			if !c.cut {
 				want = original + c.left
-				if !strings.HasSuffix(c.left, "\n") {
-					want += "\n"
+				for !strings.HasSuffix(want, "\n\n") {
+					want += "\n" // the padding that ends a line and a message
 				}
-				want += "\n" + later
+				want += later
 			}
 			settled(t, mb, want)
 		})
@@ -379,7 +481,7 @@ func TestIntentForged(t *testing.T) {
 	const original = testFrom + "Subject: s\n\nkeep me\nbody line\nmore text\n\n"
 	_, mb := intentDir(t, original)
 	off := strings.Index(original, "body line")
-	forged := intentValue(int64(off), "body line\n")
+	forged := intentValue(int64(off), 0, "body line\n")
 	if err := unix.Setxattr(mb, intentAttr, forged, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -410,6 +512,14 @@ func TestParseIntent(t *testing.T) {
 		{"2 0 40", false},
 		{"2 0", false},
 		{"3 0 40 " + sum, false},
+		{"3 0 100 40 " + sum, true},
+		{"3 0 40 40 " + sum, true},
+		{"3 0 39 40 " + sum, false}, // ends inside its own From_ line
+		{"3 0 0 40 " + sum, false},
+		{"3 0 0100 40 " + sum, false},
+		{"3 9223372036854775807 100 40 " + sum, false}, // its end overflows
+		{"3 0 100 " + sum, false},
+		{"4 0 100 40 " + sum, false},
 		{"1 0 " + testFrom, true},
 		{"1 0 From x", false}, // no newline
 		{"", false},
