@@ -69,7 +69,19 @@ func MainDirect() int {
 		os.Stderr.WriteString("worker: " + err.Error() + "\n")
 		return 1
 	}
-	var out []byte // the result, one buffer for the worker's life
+	var (
+		out      []byte // the result, one buffer for the worker's life
+		answered bool   // this job's result is sent
+		sendErr  error
+	)
+	// answer clears the recovery record and sends the result: once a
+	// job's work is on stable storage (an mbox delivery calls it early,
+	// before it tidies up), and after the job otherwise.
+	answer := func(res *job.Result) {
+		rec.Clear()
+		out = appendResult(out[:0], res)
+		sendErr, answered = conn.Send(out, nil), true
+	}
 	for {
 		pkt, f, err := recvJob(conn)
 		if errors.Is(err, io.EOF) {
@@ -78,13 +90,15 @@ func MainDirect() int {
 		if err != nil {
 			return 1
 		}
-		res, stop := directJob(pkt, f, bind, sys, rec)
+		answered = false
+		res, stop := directJob(pkt, f, bind, sys, rec, answer)
 		if f != nil {
 			f.Close()
 		}
-		rec.Clear()
-		out = appendResult(out[:0], res)
-		if conn.Send(out, nil) != nil || stop {
+		if !answered {
+			answer(res)
+		}
+		if sendErr != nil || stop {
 			return 1
 		}
 	}
@@ -92,7 +106,7 @@ func MainDirect() int {
 
 // directJob admits one job from the listener and runs it. stop is set
 // when the worker must not serve another (a record it cannot trust).
-func directJob(pkt []byte, f *os.File, bind *job.Job, sys *policy.System, rec *job.Recovery) (res *job.Result, stop bool) {
+func directJob(pkt []byte, f *os.File, bind *job.Job, sys *policy.System, rec *job.Recovery, answer func(*job.Result)) (res *job.Result, stop bool) {
 	j, err := job.Decode(pkt)
 	if err != nil {
 		return &job.Result{Status: status.Unknown.Wrap(err)}, true
@@ -115,7 +129,7 @@ func directJob(pkt []byte, f *os.File, bind *job.Job, sys *policy.System, rec *j
 		r := *j
 		r.Mode, r.Folder, r.RecoverTmp = job.ModeRecover, folder, tmp
 		return rec.Set(&r)
-	}}
+	}, answer: answer}
 	res = execute(sys, t)
 	return res, t.retiring()
 }

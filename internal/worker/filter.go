@@ -294,7 +294,7 @@ func perform(p *policy.Policy, u policy.User, t *task, actions []sieve.Action, r
 			where = append(where, filepath.Join(d.Path, w))
 		case policy.Mbox:
 			sys := p.Sys
-			st = deliverMbox(sys, dd, t, messageReader(t))
+			st = deliverMbox(sys, dd, t, messageReader(t), nil)
 			where = append(where, d.String())
 		default:
 			st = status.ConfigError.Wrapf("sieve: default destination %s cannot take keep", d)

@@ -100,6 +100,10 @@ type task struct {
 	retire bool
 	// home is what the job knows of the user's per-user files (homeProbe).
 	home *homeProbe
+	// answer, if set, sends the job's result at once (a direct worker):
+	// an mbox delivery answers as soon as its message is on stable
+	// storage, before it removes its append intent and unlocks.
+	answer func(*job.Result)
 }
 
 // retiring reports whether a warm worker must serve no other job after
@@ -220,7 +224,14 @@ func execute(sys *policy.System, t *task) *job.Result {
 	msg := messageReader(t)
 	switch d.Kind {
 	case policy.Mbox:
-		res.Status = deliverMbox(sys, dec, t, msg)
+		var durable func()
+		if t.answer != nil {
+			durable = func() {
+				res.Status = status.Delivered
+				t.answer(res)
+			}
+		}
+		res.Status = deliverMbox(sys, dec, t, msg, durable)
 	case policy.Maildir:
 		var where string
 		where, res.Status = deliverMaildir(t, dec, d.Folder, msg)
@@ -404,12 +415,15 @@ func mboxOptions(sys *policy.System, dec policy.Decision, j *job.Job) (mbox.Opti
 	}, nil
 }
 
-func deliverMbox(sys *policy.System, dec policy.Decision, t *task, msg io.Reader) *status.Status {
+// deliverMbox appends msg to the mailbox dec names. durable, if set, is
+// called once the message is on stable storage (mbox.Options.Durable).
+func deliverMbox(sys *policy.System, dec policy.Decision, t *task, msg io.Reader, durable func()) *status.Status {
 	opt, err := mboxOptions(sys, dec, t.Job)
 	if err != nil {
 		return status.ConfigError.Wrap(err)
 	}
 	opt.Held = &held
+	opt.Durable = durable
 	opt.Progress = func(p mbox.Progress) {
 		// Written unbuffered, before the first byte of the message, so the
 		// parent knows what to cut off if this process dies.
