@@ -61,8 +61,8 @@ func FromLine(sender string, t time.Time) string {
 }
 
 // checkSender refuses a sender that could break or forge the From_ line:
-// not UTF-8, or holding a control character or a Unicode line or
-// paragraph separator (U+2028, U+2029), at which some readers end a line.
+// not UTF-8, or holding a control character or a character at which
+// some readers end a line (status.UnicodeLineBreak).
 func checkSender(s string) error {
 	if len(s) > maxSender {
 		return status.Usage.Wrapf("mbox: envelope sender longer than %d bytes", maxSender)
@@ -71,7 +71,7 @@ func checkSender(s string) error {
 		return status.Usage.Wrapf("mbox: envelope sender is not valid UTF-8")
 	}
 	for _, r := range s {
-		if r < 0x20 || (r >= 0x7f && r < 0xa0) || r == '\u2028' || r == '\u2029' {
+		if r < 0x20 || (r >= 0x7f && r < 0xa0) || status.UnicodeLineBreak(r) {
 			return status.Usage.Wrapf("mbox: envelope sender contains control character or line break %U", r)
 		}
 	}

@@ -214,7 +214,7 @@ func ValidAddress(addr string) (string, error) {
 		return "", fmt.Errorf("redirect %s: invalid UTF-8", q)
 	}
 	for _, r := range addr {
-		if r <= ' ' || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == '\u2028' || r == '\u2029' {
+		if r <= ' ' || r == 0x7f || (r >= 0x80 && r < 0xa0) || status.UnicodeLineBreak(r) {
 			return "", fmt.Errorf("redirect %s: control character, line break or space in address", q)
 		}
 	}

@@ -275,10 +275,10 @@ func validAddress(s string) error {
 
 // headerText checks the non-ASCII part of a value that a worker writes
 // into a header line (Return-Path, Delivered-To, Received): valid UTF-8,
-// as RFC 6532 requires of a header, with no C1 control and no U+2028 or
-// U+2029. U+0085 (NEL) and those two end a line for some Unicode-aware
-// readers (Python's str.splitlines, for one), which would see the rest of
-// the value as a header of its own. ASCII controls are the callers'.
+// as RFC 6532 requires of a header, with no C1 control and no character
+// at which a Unicode-aware reader ends a line (status.UnicodeLineBreak),
+// which would make the rest of the value a header of its own. ASCII
+// controls are the callers'.
 func headerText(s string) error {
 	i := 0
 	for i < len(s) && s[i] < utf8.RuneSelf {
@@ -292,7 +292,7 @@ func headerText(s string) error {
 		return errors.New("not valid UTF-8")
 	}
 	for _, r := range s {
-		if (r >= 0x80 && r < 0xa0) || r == 0x2028 || r == 0x2029 {
+		if (r >= 0x80 && r < 0xa0) || status.UnicodeLineBreak(r) {
 			return fmt.Errorf("control character or line break U+%04X", r)
 		}
 	}

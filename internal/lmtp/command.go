@@ -162,13 +162,13 @@ func validText(s string) bool {
 	return true
 }
 
-// hasLineBreak reports the Unicode line and paragraph separators (U+2028,
-// U+2029). Addresses and the LHLO domain end up in header lines
-// (Return-Path, Delivered-To, Received), and a reader that splits lines
-// the Unicode way (as Python's str.splitlines does) breaks a line at
-// those, and at U+0085, which validText refuses as a C1 control.
+// hasLineBreak reports the characters at which a reader that splits
+// lines the Unicode way (as Python's str.splitlines does) breaks a line:
+// U+0085, U+2028 and U+2029 (status.UnicodeLineBreak). Addresses and the
+// LHLO domain end up in header lines (Return-Path, Delivered-To,
+// Received).
 func hasLineBreak(s string) bool {
-	return strings.ContainsRune(s, '\u2028') || strings.ContainsRune(s, '\u2029')
+	return strings.ContainsFunc(s, status.UnicodeLineBreak)
 }
 
 // isControl reports C0 and C1 control characters and DEL.

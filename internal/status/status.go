@@ -119,6 +119,17 @@ func Sanitize(text string) string {
 	return strings.TrimSpace(clean)
 }
 
+// UnicodeLineBreak reports the characters beyond CR and LF at which
+// Unicode-aware readers end a line: U+0085 (NEL), U+2028 and U+2029
+// (Python's str.splitlines breaks at all three). A value lda writes into
+// a reply, a header line or a From_ line must not hold one, or such a
+// reader sees the rest of it as a line of its own. Every check of such a
+// value (the LMTP parser's, the job's header values, mbox's sender,
+// Sieve's redirect address, Sanitize) asks this one.
+func UnicodeLineBreak(r rune) bool {
+	return r == '\u0085' || r == '\u2028' || r == '\u2029'
+}
+
 func sanitize(text string) string {
 	var b strings.Builder
 	for _, r := range text {
@@ -128,7 +139,7 @@ func sanitize(text string) string {
 		switch {
 		case r == '\t' || r == '\r' || r == '\n':
 			b.WriteByte(' ')
-		case r == '\u0085' || r == '\u2028' || r == '\u2029': // line breaks to Unicode readers
+		case UnicodeLineBreak(r):
 			b.WriteByte(' ')
 		case r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == 0xfffd:
 			b.WriteByte('?')

@@ -230,3 +230,23 @@ func FuzzValidEnhanced(f *testing.F) {
 		}
 	})
 }
+
+// TestUnicodeLineBreak: exactly the three characters at which a
+// Unicode-aware reader ends a line besides CR and LF; their neighbours
+// and the ASCII breaks (which every caller refuses as controls) are not.
+func TestUnicodeLineBreak(t *testing.T) {
+	for _, c := range []struct {
+		r    rune
+		want bool
+	}{
+		{'\u0085', true}, {'\u2028', true}, {'\u2029', true},
+		{'\u0084', false}, {'\u0086', false}, {'\u2027', false}, {'\u202a', false},
+		{'\n', false}, {'\r', false}, {'a', false}, {'\ufffd', false},
+	} {
+		t.Run(fmt.Sprintf("%U", c.r), func(t *testing.T) {
+			if got := UnicodeLineBreak(c.r); got != c.want {
+				t.Fatalf("UnicodeLineBreak(%U) = %v", c.r, got)
+			}
+		})
+	}
+}
