@@ -137,7 +137,7 @@ func Append(dir *os.File, name string, msg io.Reader, opt Options) (_ Result, er
 		}
 		if rerr := m.rollback(a.orig); rerr != nil {
 			err = fmt.Errorf("%w (and truncating back failed: %v)", err, rerr)
-		} else if a.intent != noForm {
+		} else if a.intent {
 			if cerr := m.clearIntent(); cerr != nil {
 				err = fmt.Errorf("%w (and %v)", err, cerr)
 			}
@@ -146,13 +146,7 @@ func Append(dir *os.File, name string, msg io.Reader, opt Options) (_ Result, er
 	}
 	ok = true
 	if opt.Durable != nil {
-		opt.Durable()
-	}
-	if a.intent == endForm {
-		// Left behind (this process killed now, or the removal
-		// failing), it names an append that ended where the file
-		// ends, which the next lock holder leaves as it is.
-		m.clearIntent()
+		opt.Durable() // the unlock and the closes follow it
 	}
 	return Result{Offset: a.off, Size: n - int64(len(a.pad))}, nil
 }
@@ -165,45 +159,27 @@ type appending struct {
 	from     string
 	orig     int64 // the file's size before the append (after any repair)
 	dev, ino uint64
-	began    bool       // start got as far as writing: a failure truncates back to orig
-	pad      string     // written before off, to end a previous writer's last line and message
-	off      int64      // where the From_ line goes
-	intent   intentForm // the intent set, if any
+	began    bool   // start got as far as writing: a failure truncates back to orig
+	pad      string // written before off, to end a previous writer's last line and message
+	off      int64  // where the From_ line goes
+	intent   bool   // the intent is set
 }
 
-// intentForm is which intent an append set: none, the second form
-// (removed after its last byte and before its fsync) or the third
-// (removed after its fsync, and after Durable).
-type intentForm int
-
-const (
-	noForm intentForm = iota
-	startForm
-	endForm
-)
-
-// start runs under the locks just before the first write(2) of an
-// append, which will write size bytes, the whole message if final (it was
-// buffered whole), else the first part. It repairs what a dead writer left
-// (intent.go), works out the padding, records the intent, reports the
-// Progress and writes the padding. Waiting until now lets the intent of an
-// append that fits in the write buffer, as most do, name its end: then it
-// can stay until after the fsync, and the caller's answer need not wait
-// for its removal.
-func (a *appending) start(w *fdWriter, final bool, size int) error {
+// start runs under the locks just before the first write(2) of an append:
+// it repairs what a dead writer left (intent.go), works out the padding,
+// records the intent, reports the Progress and writes the padding. The
+// message has been read and quoted into the write buffer by then (the
+// first 64 KiB of a larger one), so that a failure to read it leaves no
+// intent and nothing to truncate.
+func (a *appending) start(w *fdWriter) error {
 	m, opt := a.m, a.opt
 	var err error
 	if a.pad, err = m.padding(a.orig); err != nil {
 		return err
 	}
 	a.off = a.orig + int64(len(a.pad))
-	form, known := startForm, 0
-	if final {
-		form, known = endForm, size
-	}
-	set := false
 	if kernelLocked(*opt) {
-		set, err = m.setIntent(a.off, known, a.from)
+		a.intent, err = m.setIntent(a.off, a.from)
 	}
 	if errors.Is(err, errIntentLeft) {
 		// A writer died mid-append: its region goes first (intent.go).
@@ -216,13 +192,10 @@ func (a *appending) start(w *fdWriter, final bool, size int) error {
 			return err
 		}
 		a.off = a.orig + int64(len(a.pad))
-		set, err = m.setIntent(a.off, known, a.from)
+		a.intent, err = m.setIntent(a.off, a.from)
 	}
 	if err != nil {
 		return err
-	}
-	if set {
-		a.intent = form
 	}
 	if opt.Progress != nil {
 		opt.Progress(Progress{Offset: a.off, Dev: a.dev, Ino: a.ino, FromLine: a.from})
@@ -358,11 +331,10 @@ func (m *mailbox) write(l *locker, a *appending, msg io.Reader) (int64, error) {
 	if err := qw.Close(); err != nil {
 		return fw.n, fmt.Errorf("mbox: writing %q: %w", m.name, err)
 	}
-	fw.final = true // a first write now carries the whole message
 	if err := bw.Flush(); err != nil {
 		return fw.n, fmt.Errorf("mbox: writing %q: %w", m.name, err)
 	}
-	if a.intent == startForm {
+	if a.intent {
 		// Removed after the last byte and before the fsync, which
 		// makes its removal as durable as the message: removed after
 		// it, a crash could bring it back beside a message answered
@@ -416,19 +388,17 @@ func (m *mailbox) rollback(size int64) error {
 }
 
 // fdWriter writes to a raw descriptor, handling short writes and EINTR.
-// first, if set, is started once, before the first write, with whether
-// final is set (the write carries all there is) and its length.
+// first, if set, is started once, before the first write.
 type fdWriter struct {
 	fd    int
 	n     int64
 	first *appending
-	final bool
 }
 
 func (w *fdWriter) Write(p []byte) (int, error) {
 	if a := w.first; a != nil {
 		w.first = nil
-		if err := a.start(w, w.final, len(p)); err != nil {
+		if err := a.start(w); err != nil {
 			return 0, err
 		}
 	}

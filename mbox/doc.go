@@ -94,30 +94,28 @@
 //     (still the same dev/ino): the file may have been replaced or linked
 //     while we waited. Else MailboxUnavail.
 //  8. Only now the size is taken as the original size. The message is
-//     quoted into the write buffer; just before its first write(2), with
-//     a kernel lock (fcntl or flock), the append intent (intent.go) is
-//     set, an extended attribute "user.lda.append" naming the offset, the
-//     length and a SHA-256 prefix of the From_ line about to be written
-//     and, when the whole append is in the buffer, its size (at most 60
-//     bytes, so that beside no other attribute it stays in the inode);
-//     one already there was left by a writer that died mid-append (its
-//     kernel locks died with it), and its region is cut off first, with
-//     Recover's checks, unless its intent names a size that the file
-//     reaches (that append was complete). Then the message is appended
-//     and the descriptor fsync'ed (and the directory, if the file was
-//     created), and Options.Durable called. An intent without the size is
-//     removed before the fsync, and one that cannot be removed takes its
-//     message with it; one with the size is removed after Durable, and a
-//     failure to remove it is harmless. On any failure of a read, write,
-//     fsync or close, the file is
-//     truncated back to the original size while still locked, and
-//     fsync'ed; fsync is never retried (a retried fsync can succeed after
-//     the data was dropped). So a killed lda writer's partial message is
-//     cut off by whichever lda writer takes the locks next, before a
-//     later message could follow it, not only by Recover run after the
-//     death. With a dot-lock alone, or where the file system keeps no
-//     user extended attributes, there is no intent, and only Recover's
-//     own checks apply.
+//     read and quoted into the write buffer; just before its first
+//     write(2), with a kernel lock (fcntl or flock), the append intent
+//     (intent.go) is set, an extended attribute "user.lda.append" naming
+//     the offset, and the length and a SHA-256 prefix of the From_ line
+//     about to be written (at most 59 bytes, so that beside no other
+//     attribute it stays in the inode); one already there was left by a
+//     writer that died mid-append (its kernel locks died with it), and
+//     its region is cut off first, with Recover's checks. Then the
+//     message is appended, the intent removed, and the descriptor
+//     fsync'ed (and the directory, if the file was created); an intent
+//     that cannot be removed takes its message with it. Options.Durable
+//     is called only then, with the locks still held, so no intent is
+//     ever left beside a message that was answered. On any failure of a
+//     read, write, fsync or close, the file is truncated back to the
+//     original size while still locked, and fsync'ed; fsync is never
+//     retried (a retried fsync can succeed after the data was dropped).
+//     So a killed lda writer's partial message is cut off by whichever
+//     lda writer takes the locks next, before a later message could
+//     follow it, not only by Recover run after the death. With a
+//     dot-lock alone, or where the file system keeps no user extended
+//     attributes, there is no intent, and only Recover's own checks
+//     apply.
 //
 // A missing mailbox (ENOENT on the last component only; a missing
 // directory is MailboxUnavail) is created only if Options.Create is set,

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"math"
 	"strconv"
 	"strings"
 
@@ -14,16 +13,21 @@ import (
 )
 
 // The append intent: an extended attribute on the mailbox, set under the
-// locks just before the first byte of an append and removed when the
-// append is done. A writer that dies in between (killed, or by the OOM
-// killer) leaves it behind, and its kernel locks (fcntl, flock) go with
-// it. Whoever takes those locks next, an lda append or Recover,
-// therefore finds the intent of a writer that can no longer be writing,
-// and cuts that writer's region off (cutRegion) before it does anything
-// else. Without it, another delivery to the same mailbox, waiting on the
-// lock, appended after the partial message, and Recover, run later by
-// whoever reaped the dead writer, then had to leave the partial message
-// where it was (ErrRecoverMismatch: another message follows).
+// locks just before the first write(2) of an append (appending.start) and
+// removed after its last byte and before its fsync, which makes the
+// removal as durable as the message (removed after the fsync, a crash
+// could bring it back beside a message answered 250). So no intent is
+// ever there beside a message that was answered: the answer
+// (Options.Durable) comes after the fsync. A writer that dies in between
+// (killed, or by the OOM killer) leaves it behind, and its kernel locks
+// (fcntl, flock) go with it. Whoever takes those locks next, an lda
+// append or Recover, therefore finds the intent of a writer that can no
+// longer be writing, and cuts that writer's region off (cutRegion)
+// before it does anything else. Without it, another delivery to the
+// same mailbox, waiting on the lock, appended after the partial message,
+// and Recover, run later by whoever reaped the dead writer, then had to
+// leave the partial message where it was (ErrRecoverMismatch: another
+// message follows).
 //
 // Intents are used only when a kernel lock is taken (kernelLocked): a
 // dot-lock can be broken by age while its writer still lives, and an
@@ -31,43 +35,28 @@ import (
 // does not know the intent and appends after a partial message makes the
 // region no longer recognisable; it is left as it is, as before.
 //
-// An append whose From_ line and quoted message fit in the write buffer
-// (64 KiB, most mail) is written with one write(2), and knows its size
-// before it: its intent, the third form, "3 OFFSET SIZE LENGTH SUM",
-// names where the append ends as well as where it starts. It is removed
-// after the fsync, and after Options.Durable, so that the caller's answer
-// does not wait for the removal (one system call, 3.5 % of the rate over
-// LMTP). A region whose third-form intent ends where the file ends, or
-// before, is complete, and is never cut: its writer died after its last
-// byte (before or after its answer), or a crash brought back an intent
-// removed after the fsync. A message never answered may then be
-// delivered twice by the MTA's retry; none is lost.
-//
-// A larger append sets the second form, "2 OFFSET LENGTH SUM", which
-// cannot say where the append ends. It is removed after the last byte
-// and before the fsync, which makes the removal as durable as the message
-// (removed after the fsync, a crash could bring it back beside a message
-// answered 250, to be cut as a partial one).
-//
-// OFFSET is where the region starts; LENGTH and SUM are the length of the
-// From_ line written there and the first 16 bytes of its SHA-256, in hex;
-// SIZE is the length of the whole append from OFFSET. The second form is
-// at most 59 bytes whatever the sender, and the third at most 60 for a
-// mailbox under 10^14 bytes, so that on a file with no other extended
-// attributes they fit in the inode: on ext4 with 256-byte inodes a value
-// of more than 60 bytes takes a block of its own, allocated by the set
-// and freed by the removal, which made each append 40-50 us slower (a
-// loop of appends with fsync on the disk, p50 150 against 190 us). Other
-// attributes (an SELinux label, an ACL) share that room and can push it
-// out again.
+// The value is "2 OFFSET LENGTH SUM": the offset at which the region
+// starts, and the length of the From_ line written there and the first
+// 16 bytes of its SHA-256, in hex. It is at most 59 bytes whatever the
+// sender, so that on a file with no other extended attributes it fits in
+// the inode: on ext4 with 256-byte inodes a value of more than 60 bytes
+// takes a block of its own, allocated by the set and freed by the
+// removal, which made each append 40-50 us slower (a loop of appends with
+// fsync on the disk, p50 150 against 190 us). Other attributes (an
+// SELinux label, an ACL) share that room and can push it out again.
 //
 // The first form, "1 OFFSET FROMLINE" with the From_ line itself, is
 // still read: an older lda may have left one. The compatibility is one
-// way: an older lda takes the second and third forms for garbage and
-// removes them without cutting, so a partial message from a writer of
-// this version that died while an older one (a worker still running the
-// old binary after an upgrade) took the locks next stays, as before
-// intents.
+// way: an older lda takes the second form for garbage and removes it
+// without cutting, so a partial message from a writer of this version
+// that died while an older one (a worker still running the old binary
+// after an upgrade) took the locks next stays, as before intents.
+//
+// An intent that names the append's end too, so that it could stay until
+// after the answer (one system call fewer before it), was tried and not
+// kept: left by a writer killed after its answer, it would stand beside
+// an answered message, and a mail reader that then shortened that message
+// in place would make it look like a partial one, to be cut.
 //
 // A file system without user extended attributes (ENOTSUP), an
 // append-only file (EPERM) or a security module's refusal (EACCES) gets
@@ -89,14 +78,14 @@ var errIntentLeft = errors.New("mbox: an earlier append's intent is still set")
 
 // setIntent records the region an append is about to write. ok is false
 // where the file system keeps no user attributes.
-func (m *mailbox) setIntent(off int64, size int, from string) (ok bool, err error) {
+func (m *mailbox) setIntent(off int64, from string) (ok bool, err error) {
 	if err := hook("intent"); err != nil {
 		return false, err
 	}
 	if !intentAttrs {
 		return false, nil
 	}
-	err = unix.Fsetxattr(m.fd, intentAttr, intentValue(off, size, from), unix.XATTR_CREATE)
+	err = unix.Fsetxattr(m.fd, intentAttr, intentValue(off, from), unix.XATTR_CREATE)
 	switch {
 	case err == nil:
 		return true, nil
@@ -112,17 +101,11 @@ func (m *mailbox) setIntent(off int64, size int, from string) (ok bool, err erro
 }
 
 // intentValue is the value setIntent writes, in one allocation (this is
-// on every append): the third form when the append's size is known
-// (size > 0), else the second. The From_ line is hashed from the tail of
-// the value's own buffer, which the sum then overwrites.
-func intentValue(off int64, size int, from string) []byte {
-	v := make([]byte, 0, 80+len(from))
-	if size > 0 {
-		v = append(strconv.AppendInt(append(v, "3 "...), off, 10), ' ')
-		v = append(strconv.AppendInt(v, int64(size), 10), ' ')
-	} else {
-		v = append(strconv.AppendInt(append(v, "2 "...), off, 10), ' ')
-	}
+// on every append): the From_ line is hashed from the tail of the
+// value's own buffer, which the sum then overwrites.
+func intentValue(off int64, from string) []byte {
+	v := make([]byte, 0, 64+len(from))
+	v = append(strconv.AppendInt(append(v, "2 "...), off, 10), ' ')
 	v = append(strconv.AppendInt(v, int64(len(from)), 10), ' ')
 	sum := sha256.Sum256(append(v[len(v):], from...))
 	return hex.AppendEncode(v, sum[:sumLen])
@@ -191,22 +174,13 @@ func parseIntent(v string) (region, bool) {
 			return region{}, false
 		}
 		return region{off: off, from: v, n: len(v)}, true
-	case "2", "3":
-		var end int64
-		if form == "3" {
-			sizes, rest, ok := strings.Cut(v, " ")
-			size, ok := decimal(sizes, ok)
-			if !ok || size == 0 || off > math.MaxInt64-size {
-				return region{}, false
-			}
-			end, v = off+size, rest
-		}
+	case "2":
 		ns, sums, ok := strings.Cut(v, " ")
 		n, ok := decimal(ns, ok)
-		if !ok || n < int64(len(fromPrefix))+2 || n > 64+maxSender || len(sums) != 2*sumLen || end != 0 && n > end-off {
+		if !ok || n < int64(len(fromPrefix))+2 || n > 64+maxSender || len(sums) != 2*sumLen {
 			return region{}, false
 		}
-		r := region{off: off, n: int(n), end: end}
+		r := region{off: off, n: int(n)}
 		if _, err := hex.Decode(r.sum[:], []byte(sums)); err != nil || hex.EncodeToString(r.sum[:]) != sums {
 			return region{}, false // lower case only, as intentValue writes
 		}
@@ -227,14 +201,12 @@ func decimal(s string, ok bool) (int64, bool) {
 
 // region is where a writer's append starts and what it wrote first: its
 // From_ line, whole (from a Progress, or an intent of the first form),
-// or as its length and the start of its SHA-256 (the second and third
-// forms); and, from the third form, where the append ends.
+// or as its length and the start of its SHA-256 (the second form).
 type region struct {
 	off  int64
 	from string // "" when only n and sum are known
 	n    int
 	sum  [sumLen]byte
-	end  int64 // where the append ends (the third form), 0 if not known
 }
 
 // regionOf is the region a Progress describes.
@@ -265,18 +237,15 @@ func (r region) startsWith(head []byte) bool {
 // its intent is there, and removes the intent; size is the file's size
 // under the locks. It returns the size after and what it found. A region
 // that is no longer recognisably that writer's (cutRegion's checks) is
-// left as it is, and its ErrRecoverMismatch returned. So is, without an
-// error, one whose intent (the third form) ends where the file now ends
-// or before: that writer wrote its last byte, and died either before its
-// answer or after it, before removing the intent. The intent goes either
-// way, so that it is looked at once.
+// left as it is, and its ErrRecoverMismatch returned; the intent goes
+// either way, so that it is looked at once.
 func (m *mailbox) repairIntent(size int64) (int64, intentState, error) {
 	r, state, err := m.leftIntent()
 	if err != nil || state == noIntent || state == noAttrs {
 		return size, state, err
 	}
 	var mismatch error
-	if state == intentLeft && (r.end == 0 || size < r.end) {
+	if state == intentLeft {
 		cut, err := m.cutRegion(r, size)
 		if err != nil && !errors.Is(err, ErrRecoverMismatch) {
 			return size, state, err

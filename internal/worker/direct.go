@@ -69,19 +69,7 @@ func MainDirect() int {
 		os.Stderr.WriteString("worker: " + err.Error() + "\n")
 		return 1
 	}
-	var (
-		out      []byte // the result, one buffer for the worker's life
-		answered bool   // this job's result is sent
-		sendErr  error
-	)
-	// answer clears the recovery record and sends the result: once a
-	// job's work is on stable storage (an mbox delivery calls it early,
-	// before it tidies up), and after the job otherwise.
-	answer := func(res *job.Result) {
-		rec.Clear()
-		out = appendResult(out[:0], res)
-		sendErr, answered = conn.Send(out, nil), true
-	}
+	r := &replier{rec: rec, send: func(b []byte) error { return conn.Send(b, nil) }}
 	for {
 		pkt, f, err := recvJob(conn)
 		if errors.Is(err, io.EOF) {
@@ -90,18 +78,44 @@ func MainDirect() int {
 		if err != nil {
 			return 1
 		}
-		answered = false
-		res, stop := directJob(pkt, f, bind, sys, rec, answer)
-		if f != nil {
-			f.Close()
-		}
-		if !answered {
-			answer(res)
-		}
-		if sendErr != nil || stop {
+		if r.serve(pkt, f, bind, sys) {
 			return 1
 		}
 	}
+}
+
+// replier answers a direct worker's jobs, each exactly once, with the
+// recovery record cleared first: root must never undo what was answered.
+type replier struct {
+	rec  *job.Recovery
+	send func([]byte) error
+	out  []byte // the result, one buffer for the worker's life
+	sent bool   // the job's result is sent
+	err  error  // the send's
+}
+
+// serve runs one job (its message f, if any, closed after it) and makes
+// sure it is answered: by the job itself, early (an mbox delivery, once
+// its message is on stable storage, before it unlocks), or after it. It
+// reports whether the worker must stop: a record it cannot trust, or an
+// answer it could not send.
+func (r *replier) serve(pkt []byte, f *os.File, bind *job.Job, sys *policy.System) (stop bool) {
+	r.sent, r.err = false, nil
+	res, stop := directJob(pkt, f, bind, sys, r.rec, r.answer)
+	if f != nil {
+		f.Close()
+	}
+	if !r.sent {
+		r.answer(res)
+	}
+	return stop || r.err != nil
+}
+
+// answer clears the recovery record and sends res.
+func (r *replier) answer(res *job.Result) {
+	r.rec.Clear()
+	r.out = appendResult(r.out[:0], res)
+	r.err, r.sent = r.send(r.out), true
 }
 
 // directJob admits one job from the listener and runs it. stop is set

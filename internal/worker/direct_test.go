@@ -21,6 +21,7 @@ type directFixture struct {
 	pkt  []byte
 	msg  *os.File // the message: a sealed memfd, as the listener sends it
 	rec  *job.Recovery
+	recf *os.File // the recovery record's memfd, as root reads it
 }
 
 func newDirectFixture(tb testing.TB) *directFixture {
@@ -65,13 +66,14 @@ func newDirectFixture(tb testing.TB) *directFixture {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return &directFixture{home: home, bind: bind, pkt: pkt, msg: ro, rec: rec}
+	return &directFixture{home: home, bind: bind, pkt: pkt, msg: ro, rec: rec, recf: recf}
 }
 
-// TestDirectAnswer: an mbox delivery answers once, as soon as its message
-// is on stable storage, with the mailbox still locked; after it the
-// append removes its intent and unlocks. Other jobs are answered by
-// MainDirect's loop, after the job.
+// TestDirectAnswer: every job is answered exactly once, with the recovery
+// record already clear (root must never undo what was answered). An mbox
+// delivery answers as soon as its message is on stable storage, with the
+// mailbox still locked, and its intent removed before that; it unlocks
+// after. A Maildir job is answered after it.
 func TestDirectAnswer(t *testing.T) {
 	for _, c := range []struct {
 		name, policy string
@@ -90,29 +92,45 @@ func TestDirectAnswer(t *testing.T) {
 			}
 			fx := newDirectFixture(t)
 			mb := filepath.Join(fx.home, "mbox")
-			for i := range 3 { // the mailbox held from the first job on
-				var answers []int
-				answer := func(res *job.Result) {
-					answers = append(answers, res.Status.Code)
-					if c.early && !mboxLocked(t, mb) {
-						t.Errorf("job %d: answered with the mailbox unlocked", i)
+			var sends []string
+			msgfd := -1 // the job's message: still open while the job runs, closed by serve after it
+			r := &replier{rec: fx.rec, send: func(b []byte) error {
+				res, err := job.DecodeResult(append(job.ResultHeader(), b...)) // the listener adds the header line
+				if err != nil {
+					t.Fatalf("result: %v", err)
+				}
+				if left, err := job.ReadRecovery(fx.recf); left != nil || err != nil {
+					t.Errorf("answered with the recovery record set (%v, %v)", left, err)
+				}
+				_, err = unix.FcntlInt(uintptr(msgfd), unix.F_GETFD, 0)
+				if inJob := err == nil; inJob != c.early {
+					t.Errorf("answered inside the job: %v, want %v", inJob, c.early)
+				}
+				if c.early {
+					if !mboxLocked(t, mb) {
+						t.Error("answered with the mailbox unlocked")
+					}
+					if _, err := unix.Getxattr(mb, "user.lda.append", nil); !errors.Is(err, unix.ENODATA) && !errors.Is(err, unix.ENOTSUP) {
+						t.Errorf("answered with the intent set (%v)", err)
 					}
 				}
-				res, stop := directJob(fx.pkt, fx.msg, fx.bind, sys, fx.rec, answer)
-				if stop || res.Status.Code != 250 {
-					t.Fatalf("job %d: %v (stop %v)", i, res.Status, stop)
+				sends = append(sends, res.Status.Reply())
+				return nil
+			}}
+			for i := range 3 { // the mailbox held from the first job on
+				fd, err := unix.FcntlInt(fx.msg.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+				if err != nil {
+					t.Fatal(err)
 				}
-				if want := map[bool]int{true: 1, false: 0}[c.early]; len(answers) != want || want == 1 && answers[0] != 250 {
-					t.Fatalf("job %d: answers %v during the job, want %d of 250", i, answers, want)
+				sends, msgfd = nil, fd
+				if stop := r.serve(fx.pkt, os.NewFile(uintptr(fd), "message"), fx.bind, sys); stop {
+					t.Fatalf("job %d: the worker would stop", i)
 				}
-				if !c.early {
-					continue
+				if len(sends) != 1 || !strings.HasPrefix(sends[0], "250 ") {
+					t.Fatalf("job %d: answers %q, want one 250", i, sends)
 				}
-				if mboxLocked(t, mb) {
+				if c.early && mboxLocked(t, mb) {
 					t.Errorf("job %d: the mailbox is still locked after the job", i)
-				}
-				if _, err := unix.Getxattr(mb, "user.lda.append", nil); !errors.Is(err, unix.ENODATA) && !errors.Is(err, unix.ENOTSUP) {
-					t.Errorf("job %d: intent left after the job (%v)", i, err)
 				}
 			}
 		})

@@ -102,7 +102,7 @@ type task struct {
 	home *homeProbe
 	// answer, if set, sends the job's result at once (a direct worker):
 	// an mbox delivery answers as soon as its message is on stable
-	// storage, before it removes its append intent and unlocks.
+	// storage, before it unlocks and closes the mailbox.
 	answer func(*job.Result)
 }
 
