@@ -11,6 +11,8 @@ import (
 	"testing/iotest"
 
 	"golang.org/x/sys/unix"
+
+	"lda/internal/testutil"
 )
 
 // dyingReader gives n bytes of a message and then panics, as a writer
@@ -183,22 +185,6 @@ func TestIntent(t *testing.T) {
 	}
 }
 
-// lockedByOther reports whether an fcntl lock on the mailbox file mb
-// keeps another open file description from locking it.
-func lockedByOther(t *testing.T, mb string) bool {
-	t.Helper()
-	fd, err := unix.Open(mb, unix.O_RDWR|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fd)
-	lk := unix.Flock_t{Type: unix.F_WRLCK}
-	if err := unix.FcntlFlock(uintptr(fd), unix.F_OFD_GETLK, &lk); err != nil {
-		t.Fatal(err)
-	}
-	return lk.Type != unix.F_UNLCK
-}
-
 // intentDir returns a directory on a file system with user attributes
 // (else the test is skipped) and the name of its mailbox "inbox", made
 // with content unless content is empty.
@@ -274,7 +260,7 @@ func TestIntentEdges(t *testing.T) {
 				opt.Locks = FcntlLock // a dot-lock would be created in the directory
 				opt.Durable = func() {
 					stages = append(stages, "durable")
-					if !lockedByOther(t, mb) {
+					if !testutil.FcntlLocked(t, mb) {
 						t.Error("at Durable: the mailbox is not locked")
 					}
 					if in := intentOf(t, mb); in != "" {

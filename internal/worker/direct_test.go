@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"lda/internal/job"
+	"lda/internal/testutil"
 	"lda/policy"
 )
 
@@ -107,7 +108,7 @@ func TestDirectAnswer(t *testing.T) {
 					t.Errorf("answered inside the job: %v, want %v", inJob, c.early)
 				}
 				if c.early {
-					if !mboxLocked(t, mb) {
+					if !testutil.FcntlLocked(t, mb) {
 						t.Error("answered with the mailbox unlocked")
 					}
 					if _, err := unix.Getxattr(mb, "user.lda.append", nil); !errors.Is(err, unix.ENODATA) && !errors.Is(err, unix.ENOTSUP) {
@@ -129,25 +130,10 @@ func TestDirectAnswer(t *testing.T) {
 				if len(sends) != 1 || !strings.HasPrefix(sends[0], "250 ") {
 					t.Fatalf("job %d: answers %q, want one 250", i, sends)
 				}
-				if c.early && mboxLocked(t, mb) {
+				if c.early && testutil.FcntlLocked(t, mb) {
 					t.Errorf("job %d: the mailbox is still locked after the job", i)
 				}
 			}
 		})
 	}
-}
-
-// mboxLocked reports whether an fcntl lock is held on the file mb.
-func mboxLocked(t *testing.T, mb string) bool {
-	t.Helper()
-	fd, err := unix.Open(mb, unix.O_RDWR|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fd)
-	lk := unix.Flock_t{Type: unix.F_WRLCK}
-	if err := unix.FcntlFlock(uintptr(fd), unix.F_OFD_GETLK, &lk); err != nil {
-		t.Fatal(err)
-	}
-	return lk.Type != unix.F_UNLCK
 }
