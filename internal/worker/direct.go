@@ -89,9 +89,10 @@ func MainDirect() int {
 type replier struct {
 	rec  *job.Recovery
 	send func([]byte) error
-	out  []byte // the result, one buffer for the worker's life
-	sent bool   // the job's result is sent
-	err  error  // the send's
+	out  []byte            // the result, one buffer for the worker's life
+	sent bool              // the job's result is sent
+	err  error             // the send's
+	fn   func(*job.Result) // answer, made once: a method value per job would be an allocation
 }
 
 // serve runs one job (its message f, if any, closed after it) and makes
@@ -101,7 +102,10 @@ type replier struct {
 // answer it could not send.
 func (r *replier) serve(pkt []byte, f *os.File, bind *job.Job, sys *policy.System) (stop bool) {
 	r.sent, r.err = false, nil
-	res, stop := directJob(pkt, f, bind, sys, r.rec, r.answer)
+	if r.fn == nil {
+		r.fn = r.answer
+	}
+	res, stop := directJob(pkt, f, bind, sys, r.rec, r.fn)
 	if f != nil {
 		f.Close()
 	}

@@ -4,7 +4,6 @@ import (
 	"strings"
 	"testing"
 
-	"lda/internal/job"
 	"lda/policy"
 )
 
@@ -35,24 +34,18 @@ mbox: {locking: [fcntl], create: true}
 
 func benchDirectJob(b *testing.B, sys *policy.System) {
 	fx := newDirectFixture(b)
-	pkt, ro, bind, rec := fx.pkt, fx.msg, fx.bind, fx.rec
-	var out []byte
-	answered := false
-	answer := func(res *job.Result) { // as MainDirect answers
-		rec.Clear()
-		out = appendResult(out[:0], res)
-		answered = true
-	}
+	r := &replier{rec: fx.rec, send: func([]byte) error { return nil }} // MainDirect's, but for the socket
+	r.fn = r.answer
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		answered = false
-		res, stop := directJob(pkt, ro, bind, sys, rec, answer)
+		r.sent = false
+		res, stop := directJob(fx.pkt, fx.msg, fx.bind, sys, fx.rec, r.fn) // serve would close the message
 		if stop || res.Status.Code != 250 {
 			b.Fatalf("job %d: %v (stop %v)", i, res.Status, stop)
 		}
-		if !answered {
-			answer(res)
+		if !r.sent {
+			r.answer(res)
 		}
 	}
 }
