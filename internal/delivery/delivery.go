@@ -336,6 +336,30 @@ func (a *Agent) recover(ctx context.Context, rj *job.Job) {
 	if rj.Kind == job.KindProgram {
 		return
 	}
+	for attempt := 1; ; attempt++ {
+		st := a.recoverOnce(ctx, rj, attempt)
+		if attempt == recoverAttempts || !diedMidway(st) {
+			return
+		}
+	}
+}
+
+// recoverAttempts bounds the recovery workers root runs for one record. A
+// recovery worker killed in its turn (by the OOM killer, or by its user)
+// would leave the partial message in the mailbox until the next delivery
+// there cuts it (the append intent), so root tries again at once: the
+// recovery finds what is left to undo, if anything, each time.
+const recoverAttempts = 3
+
+// diedMidway reports a worker that ended without its answer (killed),
+// not one stopped at the time limit, which another attempt would wait
+// out again.
+func diedMidway(st *status.Status) bool {
+	return st != nil && st.Enhanced == status.Unknown.Enhanced && errors.Is(st, job.ErrIncomplete)
+}
+
+// recoverOnce runs one recovery worker for rj and logs the outcome.
+func (a *Agent) recoverOnce(ctx context.Context, rj *job.Job, attempt int) *status.Status {
 	res, st := a.run(ctx, rj, nil)
 	level := slog.LevelWarn
 	if st == nil || !st.OK() {
@@ -353,10 +377,11 @@ func (a *Agent) recover(ctx context.Context, rj *job.Job) {
 		detail = res.Detail
 	}
 	if rj.Recover != nil {
-		a.Log.Log(ctx, level, "mbox recovery", "user", rj.User, "offset", rj.Recover.Offset, "status", reply(st), "detail", detail)
+		a.Log.Log(ctx, level, "mbox recovery", "user", rj.User, "offset", rj.Recover.Offset, "status", reply(st), "detail", detail, "attempt", attempt)
 	} else {
-		a.Log.Log(ctx, level, "maildir recovery", "user", rj.User, "tmp", rj.RecoverTmp, "status", reply(st), "detail", detail)
+		a.Log.Log(ctx, level, "maildir recovery", "user", rj.User, "tmp", rj.RecoverTmp, "status", reply(st), "detail", detail, "attempt", attempt)
 	}
+	return st
 }
 
 func (a *Agent) log(r Request, out Outcome, d time.Duration) { logDelivery(a.Log, r, out, d) }

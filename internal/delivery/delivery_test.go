@@ -25,8 +25,8 @@ func TestDeadWorkers(t *testing.T) {
 	if out.Status.Code != 451 || out.Status.Enhanced != "4.3.0" {
 		t.Fatalf("status %v, want 451 4.3.0", out.Status)
 	}
-	if !strings.Contains(log, `msg="mbox recovery"`) || !strings.Contains(log, "level=ERROR") {
-		t.Fatalf("no failed-recovery line:\n%s", log)
+	if n := strings.Count(log, `msg="mbox recovery"`); n != recoverAttempts || strings.Count(log, "level=ERROR") < recoverAttempts {
+		t.Fatalf("%d recovery lines, want %d failed ones (a recovery worker that dies is tried again, a bounded number of times):\n%s", n, recoverAttempts, log)
 	}
 	if !strings.Contains(log, "msg=delivery") || !strings.Contains(log, "worker exited") {
 		t.Fatalf("no delivery line naming the dead worker:\n%s", log)
@@ -49,6 +49,37 @@ func TestRecoveryDetail(t *testing.T) {
 		}
 	}
 	t.Fatalf("no recovery line:\n%s", log)
+}
+
+// TestRecoveryRetried: a recovery worker killed in its turn is followed
+// by another, so that the partial message does not wait for the next
+// delivery to that mailbox; one that answers ends the attempts.
+func TestRecoveryRetried(t *testing.T) {
+	testutil.RequireRoot(t)
+	marks, err := os.MkdirTemp(testutil.RootDir(t), "marks") // the stand-in runs as nobody
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(marks, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	mark := filepath.Join(marks, "tried")
+	out, log := deliverThrough(t, `if [ ! -e `+mark+` ]; then : > `+mark+`; kill -9 $$; fi
+printf 'status 250+202.0.0+20partial+20message+20removed\nend\n'`)
+	if out.Status.Code != 451 {
+		t.Fatalf("status %v, want 451 for the delivery whose worker died", out.Status)
+	}
+	var lines []string
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, `msg="mbox recovery"`) {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) != 2 ||
+		!strings.Contains(lines[0], "level=ERROR") || !strings.Contains(lines[0], "attempt=1") ||
+		!strings.Contains(lines[1], `status="250 2.0.0"`) || !strings.Contains(lines[1], "attempt=2") {
+		t.Fatalf("recovery lines %q, want a failed first attempt and a second that succeeded", lines)
+	}
 }
 
 // deliverThrough delivers a small message for nobody to an mbox through
