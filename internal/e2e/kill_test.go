@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -56,7 +55,12 @@ func TestServeKilledWorkers(t *testing.T) {
 					return
 				case <-time.After(10 * time.Millisecond):
 				}
-				if pids := userWorkers(f.bin, u.UID); len(pids) > 0 {
+				// Delivery workers only (warmWorkers leaves out root's
+				// one-shot recovery workers): killing those too once left
+				// a partial message for the next delivery to cut, and
+				// root now runs another after one that dies
+				// (TestRecoveryRetried); three in a row could still fail.
+				if pids := warmWorkers(f.bin, u.UID); len(pids) > 0 {
 					if syscall.Kill(pids[rand.IntN(len(pids))], syscall.SIGKILL) == nil {
 						n++
 					}
@@ -133,29 +137,4 @@ func TestServeKilledWorkers(t *testing.T) {
 			t.Errorf("k%d in the mailbox was never sent", id)
 		}
 	}
-}
-
-// userWorkers returns the pids of the running direct workers (`lda
-// worker direct`) of uid: the delivery workers, not root's one-shot
-// recovery workers. Killing those too once left a partial message at the
-// end of the mailbox, for the next delivery to cut; root now runs
-// another recovery worker after one that dies (TestRecoveryRetried).
-func userWorkers(bin string, uid int) []int {
-	var pids []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil || !strings.HasPrefix(string(cmdline), bin+"\x00worker\x00direct\x00") {
-			continue
-		}
-		var st syscall.Stat_t
-		if syscall.Stat(filepath.Join("/proc", e.Name()), &st) == nil && int(st.Uid) == uid {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
 }
