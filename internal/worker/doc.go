@@ -28,7 +28,10 @@
 // that would undo it into the memfd on fd 4, which root reads after the
 // worker's death (job.Recovery: the memfd mapped shared, two slots and a
 // header stored last, so a death at any instruction leaves a whole
-// record); it clears the record before it answers.
+// record); it clears the record before it answers. A plain mbox delivery
+// answers as soon as its message is on stable storage
+// (mbox.Options.Durable), with the mailbox still locked; the unlock and
+// the closes follow the answer.
 //
 // # Security
 //
