@@ -104,7 +104,16 @@ type Job struct {
 	// RecoverTmp: in ModeRecover for a Maildir, the tmp/ file a dead
 	// worker may have left (maildir.RemoveTmp), instead of Recover.
 	RecoverTmp string
+	// Gather: the listener runs gathered on CPU (package affinity), and
+	// asks the direct worker to run there too. Only a deliver, filter or
+	// envelope job carries it; a worker whose starting mask lacks CPU
+	// runs spread.
+	Gather bool
+	CPU    int
 }
+
+// MaxCPU bounds Job.CPU: the CPUs a unix.CPUSet can hold.
+const MaxCPU = 1023
 
 // Encode returns the wire form of j. It validates j first, so that the
 // parent can never send what the worker would refuse.
@@ -158,6 +167,9 @@ func (j *Job) AppendEncode(b []byte) ([]byte, error) {
 	}
 	if j.RecoverTmp != "" {
 		kv("recovertmp", j.RecoverTmp)
+	}
+	if j.Gather {
+		num("cpu", int64(j.CPU))
 	}
 	b = append(b, "end\n"...)
 	if len(b)-start > MaxRecord {
@@ -252,6 +264,12 @@ func (j *Job) Validate() error {
 	}
 	if j.Recover != nil && ((j.Kind != KindMbox && j.Kind != KindDefault) || j.Recover.Offset < 0 || validLine(j.Recover.FromLine) != nil) {
 		return errors.New("job: bad recover record")
+	}
+	if j.Gather && (j.CPU < 0 || j.CPU > MaxCPU || (j.Mode != ModeDeliver && j.Mode != ModeFilter && j.Mode != ModeEnvelope)) {
+		return errors.New("job: bad cpu")
+	}
+	if !j.Gather && j.CPU != 0 {
+		return errors.New("job: cpu without gathering")
 	}
 	return nil
 }
@@ -491,7 +509,7 @@ var jobKeys = keySet{
 	"mode", "user", "uid", "gid", "home", "kind",
 	"path", "folder", "program", "sender", "recipient",
 	"headers", "received", "policy", "sievedir", "size", "recover",
-	"recovertmp",
+	"recovertmp", "cpu",
 }
 
 // Decode parses and validates a job record.
@@ -501,7 +519,7 @@ func Decode(data []byte) (*Job, error) {
 		return nil, err
 	}
 	f := &rec.fields
-	if k := f.missing("recover", "recovertmp"); k != "" {
+	if k := f.missing("recover", "recovertmp", "cpu"); k != "" {
 		return nil, fmt.Errorf("job: missing key %q", k)
 	}
 	uid, err1 := parseUint(f.get("uid"))
@@ -527,6 +545,13 @@ func Decode(data []byte) (*Job, error) {
 		Sender: f.get("sender"), Recipient: f.get("recipient"), Headers: headers, Received: f.get("received"),
 		Policy: f.get("policy"), SieveDir: f.get("sievedir"), Size: int64(size), Recover: rec.progress,
 		RecoverTmp: f.get("recovertmp"),
+	}
+	if v, ok := f.lookup("cpu"); ok {
+		cpu, err := parseUint(v)
+		if err != nil || cpu > MaxCPU {
+			return nil, errors.New("job: bad cpu")
+		}
+		j.Gather, j.CPU = true, int(cpu)
 	}
 	if err := j.Validate(); err != nil {
 		return nil, err

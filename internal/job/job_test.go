@@ -31,10 +31,16 @@ func TestJobRoundTrip(t *testing.T) {
 	intl := sample() // RFC 6531 addresses and an RFC 6532 trace line
 	intl.Sender, intl.Recipient = "jürgen@bücher.example", "用户@例子.example"
 	intl.Received = "from mx.bücher.example by b; Sun, 6 Dec 2026 00:00:00 +0000"
+	gathered := sample()
+	gathered.Gather, gathered.CPU = true, 1
+	g0 := *def
+	g0.Gather = true // on CPU 0
+	gathered0 := &g0
 	for _, tc := range []struct {
 		name string
 		j    *Job
-	}{{"mbox", sample()}, {"recover", rec}, {"maildir folder", maildir}, {"program", prog}, {"default null sender", def}, {"UTF-8 envelope", intl}} {
+	}{{"mbox", sample()}, {"recover", rec}, {"maildir folder", maildir}, {"program", prog}, {"default null sender", def}, {"UTF-8 envelope", intl},
+		{"gathered", gathered}, {"gathered on CPU 0", gathered0}} {
 		t.Run(tc.name, func(t *testing.T) {
 			b, err := tc.j.Encode()
 			if err != nil {
@@ -46,6 +52,44 @@ func TestJobRoundTrip(t *testing.T) {
 			}
 			if !reflect.DeepEqual(got, tc.j) {
 				t.Fatalf("round trip:\n got %+v\nwant %+v", got, tc.j)
+			}
+		})
+	}
+}
+
+// TestGatherValidate: only the listener's jobs for a direct worker may
+// say where to run, and only on a CPU a CPUSet holds.
+func TestGatherValidate(t *testing.T) {
+	rec := &Progress{Offset: 1, Dev: 2, Ino: 3, FromLine: "From a Sun Nov 22 05:00:00 2026"}
+	for _, tc := range []struct {
+		name   string
+		mode   string
+		gather bool
+		cpu    int
+		ok     bool
+	}{
+		{"deliver", ModeDeliver, true, 3, true},
+		{"filter", ModeFilter, true, 0, true},
+		{"envelope", ModeEnvelope, true, MaxCPU, true},
+		{"spread", ModeDeliver, false, 0, true},
+		{"recover", ModeRecover, true, 1, false},
+		{"explain", ModeExplain, true, 1, false},
+		{"bind", ModeBind, true, 1, false},
+		{"negative", ModeDeliver, true, -1, false},
+		{"beyond a CPUSet", ModeDeliver, true, MaxCPU + 1, false},
+		{"cpu without gather", ModeDeliver, false, 2, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			j := sample()
+			j.Mode, j.Gather, j.CPU = tc.mode, tc.gather, tc.cpu
+			switch tc.mode {
+			case ModeFilter, ModeEnvelope, ModeBind:
+				j.Kind, j.Path, j.Size = KindDefault, "", 0
+			case ModeRecover:
+				j.Recover = rec
+			}
+			if err := j.Validate(); (err == nil) != tc.ok {
+				t.Fatalf("Validate = %v, want ok %v", err, tc.ok)
 			}
 		})
 	}
@@ -69,6 +113,12 @@ func TestDecodeRefuses(t *testing.T) {
 		{"result key in a job", strings.Replace(g, "end\n", "progress 0 1 2 From+20x\nend\n", 1)},
 		{"empty key", strings.Replace(g, "end\n", " x\nend\n", 1)},
 		{"uid 0", strings.Replace(g, "uid 1001", "uid 0", 1)},
+		{"cpu too high", strings.Replace(g, "end\n", "cpu 1024\nend\n", 1)},
+		{"cpu signed", strings.Replace(g, "end\n", "cpu -1\nend\n", 1)},
+		{"cpu leading zero", strings.Replace(g, "end\n", "cpu 01\nend\n", 1)},
+		{"cpu empty", strings.Replace(g, "end\n", "cpu \nend\n", 1)},
+		{"cpu twice", strings.Replace(g, "end\n", "cpu 1\ncpu 1\nend\n", 1)},
+		{"cpu on an explain job", strings.Replace(strings.Replace(g, "mode deliver", "mode explain", 1), "end\n", "cpu 1\nend\n", 1)},
 		{"signed uid", strings.Replace(g, "uid 1001", "uid +1001", 1)},
 		{"leading zero", strings.Replace(g, "uid 1001", "uid 01001", 1)},
 		{"huge uid", strings.Replace(g, "uid 1001", "uid 99999999999", 1)},
@@ -207,7 +257,9 @@ func TestResult(t *testing.T) {
 // encodes back to the very same bytes (one canonical form), and that
 // results decode without panics into validated statuses.
 func FuzzDecode(f *testing.F) {
-	for _, j := range []*Job{sample()} {
+	gathered := sample()
+	gathered.Gather, gathered.CPU = true, 7
+	for _, j := range []*Job{sample(), gathered} {
 		b, _ := j.Encode()
 		f.Add(b)
 	}
