@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 
+	"lda/internal/affinity"
 	"lda/internal/job"
 	"lda/internal/seqpacket"
 	"lda/internal/status"
@@ -38,6 +39,7 @@ func MainDirect() int {
 	if rootCredentials() {
 		return 1
 	}
+	affinity.Start()
 	conn, err := seqpacket.New(os.NewFile(directSocket, "worker"))
 	if err != nil {
 		return 1
@@ -137,19 +139,40 @@ func directJob(pkt []byte, f *os.File, bind *job.Job, sys *policy.System, rec *j
 			return &job.Result{Status: st}, true
 		}
 	}
+	gather(j)
 	t := &task{Job: j, msg: f, progress: func(p job.Progress) {
-		r := *j
-		r.Mode, r.Recover = job.ModeRecover, &p
+		r := recoverOf(j)
+		r.Recover = &p
 		if err := rec.Set(&r); err != nil {
 			progressLost(err)
 		}
 	}, creating: func(folder, tmp string) error {
-		r := *j
-		r.Mode, r.Folder, r.RecoverTmp = job.ModeRecover, folder, tmp
+		r := recoverOf(j)
+		r.Folder, r.RecoverTmp = folder, tmp
 		return rec.Set(&r)
 	}, answer: answer}
 	res = execute(sys, t)
 	return res, t.retiring()
+}
+
+// recoverOf returns the recover job for j, for the recovery record (its
+// Recover or RecoverTmp still to be set): root's to run, so it carries
+// nothing of the listener's gathering.
+func recoverOf(j *job.Job) job.Job {
+	r := *j
+	r.Mode, r.Gather, r.CPU = job.ModeRecover, false, 0
+	return r
+}
+
+// gather runs the worker where the listener asks (job.Job.Gather): on the
+// CPU the listener is gathered on, or spread. A CPU outside the worker's
+// starting mask leaves it spread (affinity.Set).
+func gather(j *job.Job) {
+	cpu := affinity.Spread
+	if j.Gather {
+		cpu = j.CPU
+	}
+	affinity.Set(cpu)
 }
 
 // admitDirect checks that j is a job the listener may give: a delivery,

@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"lda/internal/affinity"
 	"lda/internal/job"
 	"lda/internal/testutil"
 	"lda/policy"
@@ -135,5 +136,78 @@ func TestDirectAnswer(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestDirectGathered: a job that says where the listener runs moves the
+// worker there, the next one that says nothing spreads it again, and an
+// mbox append of a gathered job still records its recover job (which is
+// root's, and so carries no CPU: a record that did not validate would end
+// the worker before the append).
+func TestDirectGathered(t *testing.T) {
+	var all unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &all); err != nil {
+		t.Fatal(err)
+	}
+	if all.Count() < 2 {
+		t.Skip("this process may run on one CPU only")
+	}
+	last := -1
+	for c := 0; c <= job.MaxCPU; c++ {
+		if all.IsSet(c) {
+			last = c
+		}
+	}
+	affinity.Start()
+	sys, err := policy.ParseSystem(strings.NewReader(mboxPolicy), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fx := newDirectFixture(t)
+	gathered, err := job.Decode(fx.pkt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gathered.Gather, gathered.CPU = true, last
+	gpkt, err := gathered.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sends []string
+	r := &replier{rec: fx.rec, send: func(b []byte) error {
+		res, err := job.DecodeResult(append(job.ResultHeader(), b...))
+		if err != nil {
+			t.Fatalf("result: %v", err)
+		}
+		sends = append(sends, res.Status.Reply())
+		return nil
+	}}
+	for i, c := range []struct {
+		pkt  []byte
+		want int
+	}{{gpkt, last}, {gpkt, last}, {fx.pkt, affinity.Spread}} {
+		fd, err := unix.FcntlInt(fx.msg.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sends = nil
+		if stop := r.serve(c.pkt, os.NewFile(uintptr(fd), "message"), fx.bind, sys); stop || len(sends) != 1 || !strings.HasPrefix(sends[0], "250 ") {
+			t.Fatalf("job %d: stop %v, answers %q", i, stop, sends)
+		}
+		if got := affinity.Current(); got != c.want {
+			t.Fatalf("job %d: worker on %d, want %d", i, got, c.want)
+		}
+		var mine unix.CPUSet
+		if err := unix.SchedGetaffinity(0, &mine); err != nil {
+			t.Fatal(err)
+		}
+		if (c.want == affinity.Spread) != (mine == all) {
+			t.Fatalf("job %d: this thread's mask %v", i, mine)
+		}
+	}
+	rj := recoverOf(gathered)
+	rj.Recover = &job.Progress{Offset: 0, Dev: 1, Ino: 2, FromLine: "From a@b.example Sun Dec  6 00:00:00 2026"}
+	if rj.Gather || rj.CPU != 0 || rj.Validate() != nil {
+		t.Fatalf("recover job of a gathered job: %+v: %v", rj, rj.Validate())
 	}
 }

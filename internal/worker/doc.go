@@ -31,7 +31,11 @@
 // record); it clears the record before it answers. A plain mbox delivery
 // answers as soon as its message is on stable storage
 // (mbox.Options.Durable), with the mailbox still locked; the unlock and
-// the closes follow the answer.
+// the closes follow the answer. A direct job may say on which CPU the
+// listener is gathered (job.Job.Gather, "cpu N"): the worker moves its
+// own threads there before the job runs, and back to the mask it started
+// with for a job that says nothing (package affinity; never outside that
+// mask). Where a worker runs changes how soon it answers, never what.
 //
 // # Security
 //
