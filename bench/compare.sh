@@ -34,6 +34,9 @@
 #   MAX_DELIVERIES= that section's max_deliveries (default: none given,
 #                   so lda's own, 1000, applies); see RESULTS.md, the
 #                   twenty-third round, for 10000
+#   GATHER=         that section's gather (default: none given, so lda's
+#                   own, true, applies; GATHER=false for the build that
+#                   never gathers: RESULTS.md, the twenty-fifth round)
 #   MATRICES="maildir mbox"
 #   CELLS=          only these cells, by name (e.g. CELLS=1c-1k with
 #                   MATRICES=mbox): many repetitions of one cell, for a
@@ -378,7 +381,7 @@ hostname: bench.test
 log: $d/lda.log
 EOF
 		if [ "$1" = with ]; then
-			printf 'workers: {max_idle: 64, idle_time: 30s%s}\n' "${MAX_DELIVERIES:+, max_deliveries: $MAX_DELIVERIES}" >>"$d/lda.yaml"
+			printf 'workers: {max_idle: 64, idle_time: 30s%s%s}\n' "${MAX_DELIVERIES:+, max_deliveries: $MAX_DELIVERIES}" "${GATHER:+, gather: $GATHER}" >>"$d/lda.yaml"
 		fi
 		chmod 644 "$d/lda.yaml" "$d/policy.yaml"
 	}
@@ -805,7 +808,7 @@ floor_table() {
 
 echo
 say "results (medians of $REPS repetitions x $MESSAGES messages; d/s = successful recipient deliveries per second)"
-echo "lda: $LDA_DESC; warm-workers section: ${LDA_WORKERS:-?} (max_deliveries: ${MAX_DELIVERIES:-default}); dovecot $(dovecot --version | cut -d' ' -f1); mail.local from $MAIL_LOCAL_DEB; pipelining: $PIPELINING; bodies: $BODIES; sender: ${SENDER:-bench@bench.test}; warm-up: $WARMUP; chunking: $CHUNKING${CHUNK_FLAG:+ (lda and Dovecot send BDAT; mail.local, without CHUNKING, DATA)}; sieve: ${SIEVE:-none}; servers pinned: ${PIN:-no}"
+echo "lda: $LDA_DESC; warm-workers section: ${LDA_WORKERS:-?} (max_deliveries: ${MAX_DELIVERIES:-default}, gather: ${GATHER:-default}); dovecot $(dovecot --version | cut -d' ' -f1); mail.local from $MAIL_LOCAL_DEB; pipelining: $PIPELINING; bodies: $BODIES; sender: ${SENDER:-bench@bench.test}; warm-up: $WARMUP; chunking: $CHUNKING${CHUNK_FLAG:+ (lda and Dovecot send BDAT; mail.local, without CHUNKING, DATA)}; sieve: ${SIEVE:-none}; servers pinned: ${PIN:-no}"
 echo "machine: $(nproc) CPUs, Linux $(uname -r), homes on $(findmnt -no FSTYPE -T "$BASE") ($(findmnt -no OPTIONS -T "$BASE" | cut -d, -f1-3)), /var/mail on $(findmnt -no FSTYPE -T /var/mail); 1-min load average before the runs: $(awk -F'\t' 'NR > 1 { print $NF }' "$TSV" | sort -g | sed -n '1p;$p' | paste -sd- -)"
 echo
 for m in $MATRICES; do

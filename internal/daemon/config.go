@@ -80,6 +80,7 @@ type Workers struct {
 	MaxIdle       int           `yaml:"max_idle"`       // idle workers kept over all users; 0: one worker per job
 	IdleTime      time.Duration `yaml:"idle_time"`      // an idle worker is stopped after this
 	MaxDeliveries int           `yaml:"max_deliveries"` // a worker is replaced after this many jobs
+	Gather        bool          `yaml:"gather"`         // gather the listener and its workers on one CPU while deliveries come one at a time
 }
 
 // Limits bound what one peer can make the daemon hold.
@@ -100,7 +101,7 @@ func defaults() Config {
 		SpoolDir: "/var/spool/lda", Delimiter: "+", BareLF: "reject", Headers: true, Chunking: true,
 		Log: "syslog", Parallel: 4, DeliveryTime: 10 * time.Minute,
 		SieveDir: "/etc/lda/sieve", RcptSieve: true, RedirectCmd: []string{"/usr/sbin/sendmail", "-i"},
-		Workers: Workers{MaxIdle: 32, IdleTime: 10 * time.Second, MaxDeliveries: 1000},
+		Workers: Workers{MaxIdle: 32, IdleTime: 10 * time.Second, MaxDeliveries: 1000, Gather: true},
 		Limits: Limits{Connections: 64, Recipients: 1000, MessageSize: 100 << 20, SpoolMemory: 1 << 20, LineLength: 4096,
 			IdleTimeout: 5 * time.Minute, DataTimeout: 10 * time.Minute},
 	}

@@ -49,8 +49,23 @@ func TestParseConfig(t *testing.T) {
 			}
 		})
 	}
+	for _, g := range []struct {
+		yaml string
+		want bool
+	}{{"", true}, {"workers: {max_idle: 8}\n", true}, {"workers: {gather: false}\n", false}, {"workers: {gather: true, max_idle: 3}\n", true}} {
+		t.Run("gather "+strings.TrimSpace(g.yaml), func(t *testing.T) {
+			c, err := ParseConfig(strings.NewReader(goodConfig+g.yaml), "lda.yaml")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Workers.Gather != g.want || c.Workers.MaxDeliveries != 1000 {
+				t.Fatalf("%q: workers %+v, want gather %v and the default max_deliveries", g.yaml, c.Workers, g.want)
+			}
+		})
+	}
 	for _, tc := range []struct{ name, yaml, want string }{
 		{"unknown key", goodConfig + "frobnicate: 1\n", "lda.yaml:6: field"},
+		{"bad gather", goodConfig + "workers: {gather: sometimes}\n", "lda.yaml"},
 		{"bad version", strings.Replace(goodConfig, "version: 1", "version: 2", 1), "lda.yaml:1: version"},
 		{"root listener", strings.Replace(goodConfig, "listener_user: lda", "listener_user: root", 1), "lda.yaml:4: listener_user"},
 		{"no peers", strings.Replace(goodConfig, `peers: [postfix, "102"]`, "peers: []", 1), "lda.yaml:5: peers"},

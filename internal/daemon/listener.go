@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"lda/internal/affinity"
 	"lda/internal/delivery"
 	"lda/internal/job"
 	"lda/internal/lmtp"
@@ -186,6 +187,10 @@ func newListener(log *slog.Logger) (*Listener, error) {
 			Pool:       delivery.NewPool(delivery.PoolConfig{MaxIdle: w.MaxIdle, IdleTime: w.IdleTime, MaxDeliveries: w.MaxDeliveries}),
 			PolicyPath: pol, SieveDir: cfg.SieveDir, Headers: cfg.Headers, Timeout: cfg.DeliveryTime, Log: log,
 			Start: l.startWorker, End: l.endWorker,
+		}
+		if w.Gather {
+			affinity.Start()
+			l.direct.Gather = &delivery.Gatherer{}
 		}
 	}
 	return l, nil

@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"lda/internal/affinity"
 	"lda/internal/job"
 	"lda/internal/seqpacket"
 	"lda/internal/status"
@@ -28,6 +29,7 @@ type Direct struct {
 	SieveDir   string
 	Headers    bool
 	Timeout    time.Duration
+	Gather     *Gatherer // nil: never gathers
 	Log        *slog.Logger
 	// Start asks root for a direct worker of user: its reply (with the
 	// bind record) and the worker's socket. End asks root to end worker
@@ -111,12 +113,17 @@ func (d *Direct) deliver(ctx context.Context, r Request) (Outcome, bool) {
 	if mode == "" {
 		mode = job.ModeDeliver
 	}
+	cpu := d.Gather.begin()
+	defer d.Gather.end()
 	encode := func(wk warmKey, buf []byte) ([]byte, error) {
 		j := &job.Job{
 			Mode: mode, User: wk.user, UID: wk.uid, GID: wk.gid, Home: wk.home,
 			Kind: r.Kind, Path: r.Path, Folder: r.Folder, Program: r.Program,
 			Sender: r.Sender, Recipient: r.Recipient, Headers: d.Headers, Received: r.Received,
 			Policy: wk.policy, SieveDir: d.SieveDir, Size: r.Size,
+		}
+		if cpu != affinity.Spread {
+			j.Gather, j.CPU = true, cpu
 		}
 		return j.AppendEncode(buf)
 	}
