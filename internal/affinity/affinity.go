@@ -2,6 +2,7 @@ package affinity
 
 import (
 	"os"
+	"runtime"
 	"strconv"
 	"sync"
 
@@ -12,25 +13,37 @@ import (
 // starting mask.
 const Spread = -1
 
-// maxCPU is the highest CPU a unix.CPUSet holds.
-const maxCPU = 1023
+// unknown is where the process is after a move that failed half-way and
+// could not be undone: the next Set applies its mask whatever it is.
+const unknown = -2
+
+// MaxCPU is the highest CPU a unix.CPUSet holds. On a machine with more,
+// sched_getaffinity(2) refuses the set, Start finds no mask, and the
+// process never gathers.
+const MaxCPU = 1023
 
 var (
-	mu      sync.Mutex
-	start   unix.CPUSet // the mask the process started with
-	started bool
-	current = Spread
+	mu        sync.Mutex
+	startMask unix.CPUSet // the mask the process started with
+	started   bool
+	current   = Spread
 )
 
 // Start records the calling thread's mask as the process's starting
-// mask, to which Set(Spread) returns. A process calls it once, before
-// its first Set; without it Set gathers nowhere.
-func Start() {
+// mask, to which Set(Spread) returns, and returns how many CPUs it holds
+// (0 if the kernel would not say). A process calls it once, before its
+// first Set; without it Set gathers nowhere. The mask is a snapshot: a
+// change made to the process from outside later (taskset -p, a cpuset
+// that shrinks) is undone by the next spread, within the snapshot.
+func Start() int {
 	mu.Lock()
 	defer mu.Unlock()
-	if unix.SchedGetaffinity(0, &start) == nil && start.Count() > 0 {
-		started = true
+	var s unix.CPUSet
+	if unix.SchedGetaffinity(0, &s) != nil || s.Count() == 0 {
+		return 0
 	}
+	startMask, started = s, true
+	return s.Count()
 }
 
 // Last returns the highest CPU of the starting mask, where a gathering
@@ -40,8 +53,8 @@ func Last() int {
 	mu.Lock()
 	defer mu.Unlock()
 	if started {
-		for c := maxCPU; c >= 0; c-- {
-			if start.IsSet(c) {
+		for c := MaxCPU; c >= 0; c-- {
+			if startMask.IsSet(c) {
 				return c
 			}
 		}
@@ -49,7 +62,8 @@ func Last() int {
 	return Spread
 }
 
-// Current returns the CPU the process is gathered on, or Spread.
+// Current returns the CPU the process is gathered on, Spread, or -2 when
+// a failed move left it unknown.
 func Current() int {
 	mu.Lock()
 	defer mu.Unlock()
@@ -59,53 +73,111 @@ func Current() int {
 // Set gathers every thread of the process on cpu, or spreads them over
 // the starting mask again (cpu Spread). It does nothing when the process
 // is there already, and reports whether the process is now where it was
-// asked to be. A cpu outside the starting mask, or a mask the kernel
-// refuses, leaves the process spread.
+// asked to be. A cpu outside the starting mask is not taken: the process
+// is spread instead. A mask the kernel refuses for a thread leaves the
+// process spread, or, if even that cannot be done, in a state the next
+// Set repairs.
+//
+// The runtime's GOMAXPROCS follows: 1 while gathered (two Ps on one CPU
+// would only take turns), and the runtime's default again once spread
+// (runtime.SetDefaultGOMAXPROCS, which also resumes its own updates).
+// Without this the runtime would follow the mask by itself, but only at
+// its next periodic check, up to a second later.
 func Set(cpu int) bool {
 	mu.Lock()
 	defer mu.Unlock()
 	ok := true
-	if cpu != Spread && (!started || cpu < 0 || cpu > maxCPU || !start.IsSet(cpu)) {
+	if cpu != Spread && (!started || cpu < 0 || cpu > MaxCPU || !startMask.IsSet(cpu)) {
 		cpu, ok = Spread, false
 	}
 	if cpu == current {
 		return ok
 	}
-	set := start
+	set := startMask
 	if cpu != Spread {
 		set.Zero()
 		set.Set(cpu)
 	}
 	if err := applyAll(&set); err != nil {
-		// Whatever threads took the mask get the starting one back.
-		applyAll(&start)
-		current = Spread
+		current = unknown
+		if cpu != Spread && applyAll(&startMask) == nil {
+			current = Spread
+			runtime.SetDefaultGOMAXPROCS()
+		}
 		return false
 	}
 	current = cpu
+	if cpu == Spread {
+		runtime.SetDefaultGOMAXPROCS()
+	} else {
+		runtime.GOMAXPROCS(1)
+	}
 	return ok
 }
 
-// setThread is sched_setaffinity(2) on one thread; a hook for tests.
+// Spawn calls start, which forks a child (exec.Cmd.Start), on a thread
+// whose mask is the starting one, so that the child (a delivery program,
+// getent, the redirect command) is spread whatever this process is:
+// clone(2) copies the mask of the calling thread, and a child gathered
+// with its parent would stay there, since no later spread reaches it.
+func Spawn(start func() error) error {
+	mu.Lock()
+	defer mu.Unlock()
+	if !started || current == Spread {
+		return start()
+	}
+	// Gathered, or unknown after a failed move: either way the child
+	// gets the starting mask, and this thread the gathered one back.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	setThread(0, &startMask)
+	defer func() {
+		if current >= 0 {
+			var s unix.CPUSet
+			s.Set(current)
+			setThread(0, &s)
+		}
+	}()
+	return start()
+}
+
+// setThread is sched_setaffinity(2) on one thread (0: the calling one); a
+// hook for tests.
 var setThread = unix.SchedSetaffinity
 
-// applyAll sets the mask of every thread in /proc/self/task. The list is
-// read twice: a thread that a thread not yet set makes during the first
-// pass copies the old mask, and the second pass finds it. A thread that
-// ends meanwhile (ESRCH) is no error.
+// listThreads lists the process's thread ids; a hook for tests.
+var listThreads = threads
+
+// applyAll sets the mask of every thread in /proc/self/task. It reads
+// the list again until a reading finds no thread it has not set (at most
+// eight readings): a thread that a thread not yet set makes meanwhile
+// copies the old mask, and the next reading finds it. It sets every
+// thread it can and returns the first error; a thread that ends meanwhile
+// (ESRCH) is no error.
 func applyAll(set *unix.CPUSet) error {
-	for pass := 0; pass < 2; pass++ {
-		tids, err := threads()
+	done := map[int]bool{}
+	var first error
+	for reading := 0; reading < 8; reading++ {
+		tids, err := listThreads()
 		if err != nil {
 			return err
 		}
+		fresh := 0
 		for _, tid := range tids {
-			if err := setThread(tid, set); err != nil && err != unix.ESRCH {
-				return err
+			if done[tid] {
+				continue
+			}
+			fresh++
+			done[tid] = true
+			if err := setThread(tid, set); err != nil && err != unix.ESRCH && first == nil {
+				first = err
 			}
 		}
+		if fresh == 0 {
+			break
+		}
 	}
-	return nil
+	return first
 }
 
 // threads lists the process's thread ids.

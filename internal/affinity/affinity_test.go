@@ -1,6 +1,9 @@
 package affinity
 
 import (
+	"errors"
+	"os"
+	"os/exec"
 	"runtime"
 	"sync"
 	"testing"
@@ -8,10 +11,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// setup records this process's mask as the starting one and, at the
-// test's end, puts every thread back on it and forgets the state. It
-// skips when the process may run on one CPU only: there is nothing to
-// gather then.
+// setup records this process's mask and GOMAXPROCS and, at the test's
+// end, puts every thread back on that mask, the hooks and GOMAXPROCS back
+// as they were, and forgets the package's state. It skips when the
+// process may run on one CPU only: there is nothing to gather then.
 func setup(t *testing.T) unix.CPUSet {
 	t.Helper()
 	var all unix.CPUSet
@@ -21,10 +24,13 @@ func setup(t *testing.T) unix.CPUSet {
 	if all.Count() < 2 {
 		t.Skip("this process may run on one CPU only")
 	}
+	procs := runtime.GOMAXPROCS(0)
 	t.Cleanup(func() {
+		setThread, listThreads = unix.SchedSetaffinity, threads
 		applyAll(&all)
+		runtime.GOMAXPROCS(procs)
 		mu.Lock()
-		start, started, current = unix.CPUSet{}, false, Spread
+		startMask, started, current = unix.CPUSet{}, false, Spread
 		mu.Unlock()
 	})
 	return all
@@ -79,15 +85,27 @@ func busyThreads(t *testing.T, n int) {
 	t.Cleanup(func() { close(stop); done.Wait() })
 }
 
+// defaultProcs is what runtime.SetDefaultGOMAXPROCS gives here, or 0 when
+// the environment sets GOMAXPROCS (which that call ignores).
+func defaultProcs() int {
+	if os.Getenv("GOMAXPROCS") != "" {
+		return 0
+	}
+	return runtime.GOMAXPROCS(0)
+}
+
 func TestGatherAndSpread(t *testing.T) {
 	all := setup(t)
 	busyThreads(t, 3)
-	Start()
+	procs := defaultProcs()
+	if n := Start(); n != all.Count() {
+		t.Fatalf("Start = %d, want %d", n, all.Count())
+	}
 	last := Last()
 	if last < 0 || !all.IsSet(last) {
 		t.Fatalf("Last = %d, not in %v", last, all)
 	}
-	for c := last + 1; c <= maxCPU; c++ {
+	for c := last + 1; c <= MaxCPU; c++ {
 		if all.IsSet(c) {
 			t.Fatalf("Last = %d, but %d is in the mask", last, c)
 		}
@@ -96,28 +114,36 @@ func TestGatherAndSpread(t *testing.T) {
 		t.Fatalf("Set(%d) failed; Current %d", last, Current())
 	}
 	threadsOn(t, only(last))
+	if p := runtime.GOMAXPROCS(0); p != 1 {
+		t.Fatalf("GOMAXPROCS %d while gathered, want 1", p)
+	}
 	// A thread made while gathered copies the gathered mask.
 	busyThreads(t, 1)
 	threadsOn(t, only(last))
-	if !Set(last) {
-		t.Fatal("Set to where it is reported false")
+	calls := 0
+	setThread = func(tid int, set *unix.CPUSet) error { calls++; return unix.SchedSetaffinity(tid, set) }
+	if !Set(last) || calls != 0 {
+		t.Fatalf("Set to where it is: %d threads set again", calls)
 	}
 	if !Set(Spread) || Current() != Spread {
 		t.Fatalf("Set(Spread) failed; Current %d", Current())
 	}
 	threadsOn(t, all)
+	if p := runtime.GOMAXPROCS(0); procs != 0 && p != procs {
+		t.Fatalf("GOMAXPROCS %d once spread, want the default %d", p, procs)
+	}
 }
 
 // TestOutsideTheMask: a CPU the process did not start with, or none a
-// CPUSet can hold, is never taken, and the process stays spread over its
-// starting mask.
+// CPUSet can hold, is never taken, and spreading means the starting mask,
+// never a wider one.
 func TestOutsideTheMask(t *testing.T) {
 	all := setup(t)
 	// Start with a mask of one CPU fewer: the calling thread's.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	first := -1
-	for c := 0; c <= maxCPU && first < 0; c++ {
+	for c := 0; c <= MaxCPU && first < 0; c++ {
 		if all.IsSet(c) {
 			first = c
 		}
@@ -131,10 +157,15 @@ func TestOutsideTheMask(t *testing.T) {
 	if err := unix.SchedSetaffinity(0, &all); err != nil {
 		t.Fatal(err)
 	}
+	var applied []unix.CPUSet
+	setThread = func(tid int, set *unix.CPUSet) error {
+		applied = append(applied, *set)
+		return unix.SchedSetaffinity(tid, set)
+	}
 	for _, tc := range []struct {
 		name string
 		cpu  int
-	}{{"not in the starting mask", first}, {"negative", -2}, {"beyond a CPUSet", maxCPU + 1}} {
+	}{{"not in the starting mask", first}, {"negative", -2}, {"beyond a CPUSet", MaxCPU + 1}} {
 		t.Run(tc.name, func(t *testing.T) {
 			if Set(tc.cpu) {
 				t.Fatalf("Set(%d) succeeded", tc.cpu)
@@ -144,14 +175,25 @@ func TestOutsideTheMask(t *testing.T) {
 			}
 		})
 	}
-	threadsOn(t, all) // untouched: spread already, nothing was applied
+	if len(applied) != 0 {
+		t.Fatalf("refused CPUs set %d threads", len(applied))
+	}
+	threadsOn(t, all)
 	if !Set(Last()) {
 		t.Fatal("could not gather inside the mask")
 	}
+	applied = nil
 	if !Set(Spread) {
 		t.Fatal("could not spread")
 	}
-	threadsOn(t, narrow) // spread means the starting mask, never wider
+	if len(applied) < 2 {
+		t.Fatalf("spreading set %d threads", len(applied))
+	}
+	for _, m := range applied {
+		if m != narrow {
+			t.Fatalf("spread with mask %v, want the starting %v", m, narrow)
+		}
+	}
 }
 
 // TestNotStarted: without Start a process gathers nowhere.
@@ -169,28 +211,86 @@ func TestNotStarted(t *testing.T) {
 	threadsOn(t, all)
 }
 
-// TestRefused: a mask the kernel refuses for one thread (a cpuset
-// changed under the process, say) leaves every thread spread.
+// TestRefused: a mask the kernel refuses for one thread (a cpuset that
+// changed under the process, say) leaves every thread spread; a failure
+// that cannot even be undone leaves the state unknown, and the next
+// spread repairs it.
 func TestRefused(t *testing.T) {
 	all := setup(t)
 	busyThreads(t, 2)
 	Start()
-	calls := 0
-	setThread = func(tid int, set *unix.CPUSet) error {
-		if calls++; calls == 2 {
-			return unix.EINVAL
+	last := Last()
+	t.Run("one thread refuses", func(t *testing.T) {
+		calls := 0
+		setThread = func(tid int, set *unix.CPUSet) error {
+			if calls++; calls == 2 {
+				return unix.EINVAL
+			}
+			return unix.SchedSetaffinity(tid, set)
 		}
-		return unix.SchedSetaffinity(tid, set)
+		defer func() { setThread = unix.SchedSetaffinity }()
+		if Set(last) {
+			t.Fatal("Set succeeded with a refused thread")
+		}
+		if Current() != Spread {
+			t.Fatalf("Current = %d", Current())
+		}
+		threadsOn(t, all) // the threads set before the refusal were put back
+	})
+	t.Run("the thread list fails after the first pass", func(t *testing.T) {
+		lists := 0
+		listThreads = func() ([]int, error) {
+			if lists++; lists > 1 {
+				return nil, errors.New("too many open files")
+			}
+			return threads()
+		}
+		if Set(last) {
+			t.Fatal("Set succeeded without its second reading")
+		}
+		if Current() == Spread {
+			t.Fatal("reported spread with every thread gathered and no way back")
+		}
+		listThreads = threads
+		if !Set(Spread) || Current() != Spread {
+			t.Fatalf("Set(Spread) did not repair: Current %d", Current())
+		}
+		threadsOn(t, all)
+	})
+}
+
+// TestSpawn: a child started while the process is gathered gets the
+// starting mask, and the thread that started it goes back.
+func TestSpawn(t *testing.T) {
+	all := setup(t)
+	Start()
+	last := Last()
+	for _, gathered := range []bool{true, false} {
+		cpu := Spread
+		if gathered {
+			cpu = last
+		}
+		if !Set(cpu) {
+			t.Fatal("Set failed")
+		}
+		cmd := exec.Command("sleep", "5")
+		if err := Spawn(cmd.Start); err != nil {
+			t.Fatal(err)
+		}
+		var child unix.CPUSet
+		err := unix.SchedGetaffinity(cmd.Process.Pid, &child)
+		cmd.Process.Kill()
+		cmd.Wait()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if child != all {
+			t.Fatalf("gathered %v: child's mask %v, want %v", gathered, child, all)
+		}
+		if gathered {
+			threadsOn(t, only(last))
+		} else {
+			threadsOn(t, all)
+		}
 	}
-	defer func() { setThread = unix.SchedSetaffinity }()
-	if Set(Last()) {
-		t.Fatal("Set succeeded with a refused thread")
-	}
-	if Current() != Spread {
-		t.Fatalf("Current = %d", Current())
-	}
-	if calls < 3 {
-		t.Fatalf("only %d threads set: the starting mask was not put back", calls)
-	}
-	threadsOn(t, all)
 }

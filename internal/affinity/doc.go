@@ -19,7 +19,15 @@
 // What it checks: a CPU it is asked to gather on must be in the mask the
 // process started with (Start), the one an administrator may have set
 // (systemd's CPUAffinity=, taskset(1)); it never widens that mask.
-// Failures are only a cost: a thread that ends while the list is read, or
-// a mask the kernel refuses (a cpuset that changed), leaves the process
-// as it was, and no delivery depends on where a thread runs.
+// Failures are only a cost: a thread that ends while the list is read is
+// skipped; a mask the kernel refuses (a cpuset that changed) leaves the
+// process spread, or marks it unknown so that the next Set applies its
+// mask afresh; and no delivery depends on where a thread runs.
+//
+// Two things follow a move. The Go runtime's GOMAXPROCS: 1 while
+// gathered, the runtime's default once spread. And children: a process
+// started through Spawn (a delivery program, getent, the redirect
+// command) gets the starting mask even from a gathered process, since
+// clone(2) copies the calling thread's mask and nothing would ever move
+// the child back.
 package affinity
