@@ -188,8 +188,8 @@ func newListener(log *slog.Logger) (*Listener, error) {
 			PolicyPath: pol, SieveDir: cfg.SieveDir, Headers: cfg.Headers, Timeout: cfg.DeliveryTime, Log: log,
 			Start: l.startWorker, End: l.endWorker,
 		}
-		if w.Gather {
-			affinity.Start()
+		// Gathering needs two CPUs to choose between.
+		if w.Gather && affinity.Start() > 1 {
 			l.direct.Gather = &delivery.Gatherer{}
 		}
 	}
@@ -851,7 +851,11 @@ func (l *Listener) redirect(msg *os.File, size int64, sender, rcpt string, to []
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = redirectWaitDelay
-	err := cmd.Run()
+	// Started spread even from a gathered listener (affinity.Spawn).
+	err := affinity.Spawn(cmd.Start)
+	if err == nil {
+		err = cmd.Wait()
+	}
 	if errors.Is(err, exec.ErrWaitDelay) && cmd.ProcessState != nil && cmd.ProcessState.Success() {
 		err = nil // it exited 0: the message was submitted
 	}

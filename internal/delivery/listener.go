@@ -122,7 +122,7 @@ func (d *Direct) deliver(ctx context.Context, r Request) (Outcome, bool) {
 			Sender: r.Sender, Recipient: r.Recipient, Headers: d.Headers, Received: r.Received,
 			Policy: wk.policy, SieveDir: d.SieveDir, Size: r.Size,
 		}
-		if cpu != affinity.Spread {
+		if cpu != affinity.Spread && (mode == job.ModeDeliver || mode == job.ModeFilter || mode == job.ModeEnvelope) {
 			j.Gather, j.CPU = true, cpu
 		}
 		return j.AppendEncode(buf)

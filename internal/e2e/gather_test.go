@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
@@ -9,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"lda/internal/delivery"
+	"lda/internal/testutil"
 )
 
 // threadMasks returns the CPU masks of pid's threads, as
@@ -97,6 +100,29 @@ func TestServeGathered(t *testing.T) {
 			if got := onlyOn(t, workers[0], lastList); got != tc.gathers {
 				t.Fatalf("worker threads %v after serial deliveries; gathered on %s: %v, want %v", threadMasks(t, workers[0]), lastList, got, tc.gathers)
 			}
+			if tc.gathers {
+				// A program started by the gathered worker is spread:
+				// nothing would ever move it back (affinity.Spawn).
+				testutil.Build(t, filepath.Join(f.base, "prog"), "./internal/testprog/credprobe")
+				out := filepath.Join(f.base, "out")
+				testutil.Must(t, os.MkdirAll(out, 0o1777))
+				testutil.Must(t, os.Chmod(out, 0o1777))
+				cl := dialLMTP(t, d.socket)
+				cl.cmd("LHLO mta.test", "250")
+				cl.cmd("MAIL FROM:<sender@example.org>", "250")
+				cl.cmd("RCPT TO:<"+rcpt+"> XLDA-DEST=program:probe", "250")
+				cl.cmd("DATA", "354")
+				fmt.Fprintf(cl.c, "Subject: probe\r\n\r\nx\r\n.\r\n")
+				cl.expect("250 2.0.0")
+				cl.cmd("QUIT", "221")
+				self := credSections(snapshot(t, filepath.Join(out, f.u1.Name+".probe")))["self"]
+				if v, _ := credStatusField(self, "Cpus_allowed_list"); v != allList {
+					t.Fatalf("the program ran on %q, want %s", v, allList)
+				}
+				if !onlyOn(t, workers[0], lastList) || !onlyOn(t, listener, lastList) {
+					t.Fatalf("after the program: worker %v, listener %v, want both on %s", threadMasks(t, workers[0]), threadMasks(t, listener), lastList)
+				}
+			}
 			// Overlapping deliveries, to another user, until the
 			// listener has spread (one round nearly always does).
 			rounds := 0
@@ -127,7 +153,7 @@ func TestServeGathered(t *testing.T) {
 				t.Fatalf("worker threads %v after a spread job, want all on %s", threadMasks(t, workers[0]), allList)
 			}
 			if n := countNew(t, f.u1.Home+"/Maildir/new"); n != delivery.DefaultGatherCalm+2 {
-				t.Fatalf("%s has %d messages, want %d", f.u1.Name, n, delivery.DefaultGatherCalm+2)
+				t.Fatalf("%s has %d messages in its Maildir, want %d", f.u1.Name, n, delivery.DefaultGatherCalm+2)
 			}
 			if n := countNew(t, f.u2.Home+"/Maildir/new"); n != rounds*24 {
 				t.Fatalf("%s has %d messages, want %d", f.u2.Name, n, rounds*24)

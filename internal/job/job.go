@@ -37,6 +37,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"lda/internal/affinity"
 	"lda/internal/status"
 	"lda/internal/xtext"
 	"lda/maildir"
@@ -113,7 +114,7 @@ type Job struct {
 }
 
 // MaxCPU bounds Job.CPU: the CPUs a unix.CPUSet can hold.
-const MaxCPU = 1023
+const MaxCPU = affinity.MaxCPU
 
 // Encode returns the wire form of j. It validates j first, so that the
 // parent can never send what the worker would refuse.

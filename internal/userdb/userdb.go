@@ -24,6 +24,7 @@ import (
 	"strings"
 	"time"
 
+	"lda/internal/affinity"
 	"lda/policy"
 )
 
@@ -151,7 +152,14 @@ func lookupGetent(name string) (*User, error) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "getent", "passwd", "--", name)
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "LC_ALL=C"}
-	out, err := cmd.Output()
+	var stdout bytes.Buffer
+	cmd.Stdout = &stdout
+	// Started spread even from a gathered listener (affinity.Spawn).
+	err := affinity.Spawn(cmd.Start)
+	if err == nil {
+		err = cmd.Wait()
+	}
+	out := stdout.Bytes()
 	var ee *exec.ExitError
 	if errors.As(err, &ee) && ee.ExitCode() == 2 {
 		return nil, ErrNotFound

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -159,6 +160,7 @@ func TestDirectGathered(t *testing.T) {
 		}
 	}
 	affinity.Start()
+	t.Cleanup(func() { affinity.Set(affinity.Spread) })
 	sys, err := policy.ParseSystem(strings.NewReader(mboxPolicy), "test")
 	if err != nil {
 		t.Fatal(err)
@@ -197,12 +199,21 @@ func TestDirectGathered(t *testing.T) {
 		if got := affinity.Current(); got != c.want {
 			t.Fatalf("job %d: worker on %d, want %d", i, got, c.want)
 		}
-		var mine unix.CPUSet
-		if err := unix.SchedGetaffinity(0, &mine); err != nil {
-			t.Fatal(err)
+		want := all
+		if c.want != affinity.Spread {
+			want = unix.CPUSet{}
+			want.Set(c.want)
 		}
-		if (c.want == affinity.Spread) != (mine == all) {
-			t.Fatalf("job %d: this thread's mask %v", i, mine)
+		tasks, err := os.ReadDir("/proc/self/task")
+		if err != nil || len(tasks) < 2 {
+			t.Fatalf("threads: %d, %v", len(tasks), err)
+		}
+		for _, task := range tasks {
+			tid, _ := strconv.Atoi(task.Name())
+			var got unix.CPUSet
+			if err := unix.SchedGetaffinity(tid, &got); err == nil && got != want {
+				t.Fatalf("job %d: thread %d on %v, want %v", i, tid, got, want)
+			}
 		}
 	}
 	rj := recoverOf(gathered)

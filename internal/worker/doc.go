@@ -35,7 +35,8 @@
 // listener is gathered (job.Job.Gather, "cpu N"): the worker moves its
 // own threads there before the job runs, and back to the mask it started
 // with for a job that says nothing (package affinity; never outside that
-// mask). Where a worker runs changes how soon it answers, never what.
+// mask); a program it runs gets that starting mask (affinity.Spawn).
+// Where a worker runs changes how soon it answers, never what.
 //
 // # Security
 //

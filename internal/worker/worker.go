@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"lda/internal/affinity"
 	"lda/internal/job"
 	"lda/internal/spawn"
 	"lda/internal/status"
@@ -538,7 +539,10 @@ func runProgram(spec *policy.ProgramSpec, j *job.Job, msg io.Reader) (*status.St
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 2 * time.Second
-	err = cmd.Run()
+	// Started spread even from a gathered worker (affinity.Spawn).
+	if err = affinity.Spawn(cmd.Start); err == nil {
+		err = cmd.Wait()
+	}
 	if cmd.Process != nil {
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	}
