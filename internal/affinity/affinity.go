@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -22,12 +23,19 @@ const unknown = -2
 // process never gathers.
 const MaxCPU = 1023
 
+// mu orders moves (Set, Start: write-locked) against Spawn and the
+// readers, which only read-lock it: children may start side by side, as
+// the runtime lets them, but never while the process moves (a Spawn's
+// restore could undo the move). current is atomic because a Spawn whose
+// restore fails marks it unknown under the read lock.
 var (
-	mu        sync.Mutex
+	mu        sync.RWMutex
 	startMask unix.CPUSet // the mask the process started with
 	started   bool
-	current   = Spread
+	current   atomic.Int32
 )
+
+func init() { current.Store(Spread) }
 
 // Start records the calling thread's mask as the process's starting
 // mask, to which Set(Spread) returns, and returns how many CPUs it holds
@@ -50,8 +58,8 @@ func Start() int {
 // process goes, or Spread before Start. The last rather than the first:
 // many systems steer more of their interrupts to CPU 0.
 func Last() int {
-	mu.Lock()
-	defer mu.Unlock()
+	mu.RLock()
+	defer mu.RUnlock()
 	if started {
 		for c := MaxCPU; c >= 0; c-- {
 			if startMask.IsSet(c) {
@@ -65,9 +73,7 @@ func Last() int {
 // Current returns the CPU the process is gathered on, Spread, or -2 when
 // a failed move left it unknown.
 func Current() int {
-	mu.Lock()
-	defer mu.Unlock()
-	return current
+	return int(current.Load())
 }
 
 // Set gathers every thread of the process on cpu, or spreads them over
@@ -79,10 +85,12 @@ func Current() int {
 // Set repairs.
 //
 // The runtime's GOMAXPROCS follows: 1 while gathered (two Ps on one CPU
-// would only take turns), and the runtime's default again once spread
-// (runtime.SetDefaultGOMAXPROCS, which also resumes its own updates).
-// Without this the runtime would follow the mask by itself, but only at
-// its next periodic check, up to a second later.
+// would only take turns), and the runtime's default again once spread or
+// after a failed move (runtime.SetDefaultGOMAXPROCS, which also resumes
+// its own updates, and ignores a GOMAXPROCS environment variable: lda's
+// listener and workers run with an empty environment). Without this the
+// runtime would follow the mask by itself, but only at its next periodic
+// check, up to a second later.
 func Set(cpu int) bool {
 	mu.Lock()
 	defer mu.Unlock()
@@ -90,7 +98,7 @@ func Set(cpu int) bool {
 	if cpu != Spread && (!started || cpu < 0 || cpu > MaxCPU || !startMask.IsSet(cpu)) {
 		cpu, ok = Spread, false
 	}
-	if cpu == current {
+	if cpu == Current() {
 		return ok
 	}
 	set := startMask
@@ -99,14 +107,19 @@ func Set(cpu int) bool {
 		set.Set(cpu)
 	}
 	if err := applyAll(&set); err != nil {
-		current = unknown
+		current.Store(unknown)
 		if cpu != Spread && applyAll(&startMask) == nil {
-			current = Spread
-			runtime.SetDefaultGOMAXPROCS()
+			current.Store(Spread)
 		}
+		// The runtime works its default out from the mask of the
+		// thread that asks: let that one be spread.
+		runtime.LockOSThread()
+		setThread(0, &startMask)
+		runtime.SetDefaultGOMAXPROCS()
+		runtime.UnlockOSThread()
 		return false
 	}
-	current = cpu
+	current.Store(int32(cpu))
 	if cpu == Spread {
 		runtime.SetDefaultGOMAXPROCS()
 	} else {
@@ -120,10 +133,13 @@ func Set(cpu int) bool {
 // getent, the redirect command) is spread whatever this process is:
 // clone(2) copies the mask of the calling thread, and a child gathered
 // with its parent would stay there, since no later spread reaches it.
+// Spawns run side by side; a move waits for them. start must not call
+// Set. A thread whose mask cannot be put back marks the process unknown,
+// for the next Set to repair.
 func Spawn(start func() error) error {
-	mu.Lock()
-	defer mu.Unlock()
-	if !started || current == Spread {
+	mu.RLock()
+	defer mu.RUnlock()
+	if !started || Current() == Spread {
 		return start()
 	}
 	// Gathered, or unknown after a failed move: either way the child
@@ -132,10 +148,12 @@ func Spawn(start func() error) error {
 	defer runtime.UnlockOSThread()
 	setThread(0, &startMask)
 	defer func() {
-		if current >= 0 {
+		if cpu := Current(); cpu >= 0 {
 			var s unix.CPUSet
-			s.Set(current)
-			setThread(0, &s)
+			s.Set(cpu)
+			if setThread(0, &s) != nil {
+				current.Store(unknown)
+			}
 		}
 	}()
 	return start()

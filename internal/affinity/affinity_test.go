@@ -2,11 +2,11 @@ package affinity
 
 import (
 	"errors"
-	"os"
 	"os/exec"
 	"runtime"
 	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -30,7 +30,8 @@ func setup(t *testing.T) unix.CPUSet {
 		applyAll(&all)
 		runtime.GOMAXPROCS(procs)
 		mu.Lock()
-		startMask, started, current = unix.CPUSet{}, false, Spread
+		startMask, started = unix.CPUSet{}, false
+		current.Store(Spread)
 		mu.Unlock()
 	})
 	return all
@@ -85,12 +86,10 @@ func busyThreads(t *testing.T, n int) {
 	t.Cleanup(func() { close(stop); done.Wait() })
 }
 
-// defaultProcs is what runtime.SetDefaultGOMAXPROCS gives here, or 0 when
-// the environment sets GOMAXPROCS (which that call ignores).
+// defaultProcs is what runtime.SetDefaultGOMAXPROCS gives here (setup
+// puts back whatever the test binary ran with, go test -cpu included).
 func defaultProcs() int {
-	if os.Getenv("GOMAXPROCS") != "" {
-		return 0
-	}
+	runtime.SetDefaultGOMAXPROCS()
 	return runtime.GOMAXPROCS(0)
 }
 
@@ -129,7 +128,7 @@ func TestGatherAndSpread(t *testing.T) {
 		t.Fatalf("Set(Spread) failed; Current %d", Current())
 	}
 	threadsOn(t, all)
-	if p := runtime.GOMAXPROCS(0); procs != 0 && p != procs {
+	if p := runtime.GOMAXPROCS(0); p != procs {
 		t.Fatalf("GOMAXPROCS %d once spread, want the default %d", p, procs)
 	}
 }
@@ -293,4 +292,111 @@ func TestSpawn(t *testing.T) {
 			threadsOn(t, all)
 		}
 	}
+}
+
+// TestSpreadRefused: a spread that fails (under load: it is the first
+// overlap that asks for it) still gives the runtime its default
+// GOMAXPROCS back, and leaves the state for the next Set to repair.
+func TestSpreadRefused(t *testing.T) {
+	all := setup(t)
+	busyThreads(t, 2)
+	procs := defaultProcs()
+	Start()
+	if !Set(Last()) || runtime.GOMAXPROCS(0) != 1 {
+		t.Fatal("could not gather")
+	}
+	calls := 0
+	setThread = func(tid int, set *unix.CPUSet) error {
+		if calls++; calls == 1 {
+			return unix.EINVAL
+		}
+		return unix.SchedSetaffinity(tid, set)
+	}
+	if Set(Spread) {
+		t.Fatal("Set(Spread) succeeded with a refused thread")
+	}
+	if Current() != unknown {
+		t.Fatalf("Current = %d, want unknown", Current())
+	}
+	if p := runtime.GOMAXPROCS(0); p != procs {
+		t.Fatalf("GOMAXPROCS %d after a failed spread, want the default %d", p, procs)
+	}
+	setThread = unix.SchedSetaffinity
+	if !Set(Spread) {
+		t.Fatal("the next spread did not repair")
+	}
+	threadsOn(t, all)
+}
+
+// TestSpawnSideBySide: children start side by side, as the runtime lets
+// them: a Spawn does not wait for another's fork and exec.
+func TestSpawnSideBySide(t *testing.T) {
+	setup(t)
+	Start()
+	for _, cpu := range []int{Last(), Spread} {
+		if !Set(cpu) {
+			t.Fatal("Set failed")
+		}
+		second := make(chan struct{})
+		done := make(chan error, 1)
+		go func() {
+			done <- Spawn(func() error {
+				select {
+				case <-second:
+					return nil
+				case <-time.After(5 * time.Second):
+					return errors.New("the second Spawn never ran beside the first")
+				}
+			})
+		}()
+		time.Sleep(20 * time.Millisecond) // the first is inside its start
+		if err := Spawn(func() error { close(second); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; err != nil {
+			t.Fatalf("on %d: %v", cpu, err)
+		}
+	}
+}
+
+// TestSpawnRestoreRefused: a thread whose gathered mask cannot be put
+// back after a Spawn marks the process unknown; the next Set repairs it.
+func TestSpawnRestoreRefused(t *testing.T) {
+	all := setup(t)
+	Start()
+	last := Last()
+	if !Set(last) {
+		t.Fatal("could not gather")
+	}
+	setThread = func(tid int, set *unix.CPUSet) error {
+		if tid == 0 && set.Count() == 1 {
+			return unix.EINVAL // the restore
+		}
+		return unix.SchedSetaffinity(tid, set)
+	}
+	cmd := exec.Command("true")
+	if err := Spawn(cmd.Start); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	if Current() != unknown {
+		t.Fatalf("Current = %d after a failed restore, want unknown", Current())
+	}
+	// Unknown: a child still gets the starting mask.
+	setThread = unix.SchedSetaffinity
+	sleeper := exec.Command("sleep", "5")
+	if err := Spawn(sleeper.Start); err != nil {
+		t.Fatal(err)
+	}
+	var child unix.CPUSet
+	err := unix.SchedGetaffinity(sleeper.Process.Pid, &child)
+	sleeper.Process.Kill()
+	sleeper.Wait()
+	if err != nil || child != all {
+		t.Fatalf("child of an unknown process on %v (%v), want %v", child, err, all)
+	}
+	if !Set(last) || Current() != last {
+		t.Fatal("the next Set did not repair")
+	}
+	threadsOn(t, only(last))
 }
