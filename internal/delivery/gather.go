@@ -21,14 +21,16 @@ const unsure = -2
 // listener's starting mask (affinity.Last) after Calm direct jobs in a
 // row that each found no other in flight, and spreads at the first that
 // finds one. A job is a direct worker's deliver, filter or envelope job
-// (one at RCPT time with Sieve, one after DATA); deliveries through root
-// are not counted, since root takes them only when it runs as many
-// workers as it allows, that is under load. A nil Gatherer never gathers.
+// (one at RCPT time with Sieve, one after DATA). A delivery that root
+// takes over, which it does only when it runs as many workers as it
+// allows (that is, under load), counts only while the listener asks for
+// a worker. A nil Gatherer never gathers.
 //
-// The lock is held while the listener moves (affinity.Set: two readings
-// of /proc/self/task and one system call per thread), so that a second
-// delivery waits for the first move to end before it decides; moves come
-// at most once per Calm jobs.
+// The lock is held while the listener moves (affinity.Set: two or more
+// readings of /proc/self/task, one system call per thread, a GOMAXPROCS
+// change, and a wait for any child being started, affinity.Spawn), so
+// that a second job waits for the move to end before it decides; moves
+// come at most once per Calm jobs.
 type Gatherer struct {
 	Calm int // 0: DefaultGatherCalm
 

@@ -4,8 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"lda/internal/affinity"
 )
 
 func TestParsePasswdLine(t *testing.T) {
@@ -119,5 +125,41 @@ func TestParseVirtual(t *testing.T) {
 				t.Errorf("ValidBackend(%q) accepted", b)
 			}
 		})
+	}
+}
+
+// TestGetentSpread: getent, started by a gathered listener, gets the
+// process's starting mask (affinity.Spawn), not the gathered CPU. A
+// stand-in getent on PATH reports its own mask.
+func TestGetentSpread(t *testing.T) {
+	var all unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &all); err != nil {
+		t.Fatal(err)
+	}
+	if all.Count() < 2 {
+		t.Skip("this process may run on one CPU only")
+	}
+	dir := t.TempDir()
+	out := filepath.Join(dir, "mask")
+	script := "#!/bin/sh\ngrep '^Cpus_allowed_list:' /proc/self/status >" + out + "\necho 'root:x:0:0:root:/root:/bin/sh'\n"
+	if err := os.WriteFile(filepath.Join(dir, "getent"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir)
+	affinity.Start()
+	last := affinity.Last()
+	if !affinity.Set(last) {
+		t.Fatal("could not gather")
+	}
+	defer affinity.Set(affinity.Spread)
+	if u, err := lookupGetent("root"); err != nil || u.UID != 0 {
+		t.Fatalf("lookupGetent = %+v, %v", u, err)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(strings.TrimPrefix(string(b), "Cpus_allowed_list:")); got == strconv.Itoa(last) {
+		t.Fatalf("getent ran gathered on %s", got)
 	}
 }
