@@ -258,6 +258,22 @@ func TestRefused(t *testing.T) {
 	})
 }
 
+// spawnedMask starts a child through Spawn and returns its mask.
+func spawnedMask(t *testing.T) unix.CPUSet {
+	t.Helper()
+	cmd := exec.Command("sleep", "5")
+	if err := Spawn(cmd.Start); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer cmd.Process.Kill()
+	var child unix.CPUSet
+	if err := unix.SchedGetaffinity(cmd.Process.Pid, &child); err != nil {
+		t.Fatal(err)
+	}
+	return child
+}
+
 // TestSpawn: a child started while the process is gathered gets the
 // starting mask, and the thread that started it goes back.
 func TestSpawn(t *testing.T) {
@@ -272,18 +288,7 @@ func TestSpawn(t *testing.T) {
 		if !Set(cpu) {
 			t.Fatal("Set failed")
 		}
-		cmd := exec.Command("sleep", "5")
-		if err := Spawn(cmd.Start); err != nil {
-			t.Fatal(err)
-		}
-		var child unix.CPUSet
-		err := unix.SchedGetaffinity(cmd.Process.Pid, &child)
-		cmd.Process.Kill()
-		cmd.Wait()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if child != all {
+		if child := spawnedMask(t); child != all {
 			t.Fatalf("gathered %v: child's mask %v, want %v", gathered, child, all)
 		}
 		if gathered {
@@ -384,16 +389,8 @@ func TestSpawnRestoreRefused(t *testing.T) {
 	}
 	// Unknown: a child still gets the starting mask.
 	setThread = unix.SchedSetaffinity
-	sleeper := exec.Command("sleep", "5")
-	if err := Spawn(sleeper.Start); err != nil {
-		t.Fatal(err)
-	}
-	var child unix.CPUSet
-	err := unix.SchedGetaffinity(sleeper.Process.Pid, &child)
-	sleeper.Process.Kill()
-	sleeper.Wait()
-	if err != nil || child != all {
-		t.Fatalf("child of an unknown process on %v (%v), want %v", child, err, all)
+	if child := spawnedMask(t); child != all {
+		t.Fatalf("child of an unknown process on %v, want %v", child, all)
 	}
 	if !Set(last) || Current() != last {
 		t.Fatal("the next Set did not repair")

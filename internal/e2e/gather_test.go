@@ -8,8 +8,6 @@ import (
 	"sync"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
 	"lda/internal/delivery"
 	"lda/internal/testutil"
 )
@@ -52,21 +50,10 @@ func onlyOn(t *testing.T, pid int, list string) bool {
 // listener again, and the next job of each worker spreads that worker.
 // With workers.gather false nothing is ever gathered.
 func TestServeGathered(t *testing.T) {
-	var all unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &all); err != nil {
-		t.Fatal(err)
-	}
-	if all.Count() < 2 {
-		t.Skip("the daemon would run on one CPU only")
-	}
-	last, first := -1, -1
-	for c := 0; c < 1024; c++ {
-		if all.IsSet(c) {
-			if first < 0 {
-				first = c
-			}
-			last = c
-		}
+	all, last := testutil.CPUs(t) // the daemon's mask: it inherits this process's
+	first := 0
+	for !all.IsSet(first) {
+		first++
 	}
 	lastList := strconv.Itoa(last)
 	allList := strconv.Itoa(first) + "-" + lastList

@@ -203,3 +203,22 @@ func FcntlLocked(t testing.TB, path string) bool {
 	}
 	return lk.Type != unix.F_UNLCK
 }
+
+// CPUs returns this process's CPU mask and the highest CPU in it, and
+// skips the test when the mask holds fewer than two: there is nothing to
+// gather on one CPU (package affinity).
+func CPUs(t testing.TB) (all unix.CPUSet, last int) {
+	t.Helper()
+	if err := unix.SchedGetaffinity(0, &all); err != nil {
+		t.Fatal(err)
+	}
+	if all.Count() < 2 {
+		t.Skip("this process may run on one CPU only")
+	}
+	for c := 0; c < len(all)*64; c++ {
+		if all.IsSet(c) {
+			last = c
+		}
+	}
+	return all, last
+}

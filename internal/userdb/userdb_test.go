@@ -9,9 +9,8 @@ import (
 	"strings"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
 	"lda/internal/affinity"
+	"lda/internal/testutil"
 )
 
 func TestParsePasswdLine(t *testing.T) {
@@ -132,13 +131,7 @@ func TestParseVirtual(t *testing.T) {
 // process's starting mask (affinity.Spawn), not the gathered CPU. A
 // stand-in getent on PATH reports its own mask.
 func TestGetentSpread(t *testing.T) {
-	var all unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &all); err != nil {
-		t.Fatal(err)
-	}
-	if all.Count() < 2 {
-		t.Skip("this process may run on one CPU only")
-	}
+	testutil.CPUs(t)
 	dir := t.TempDir()
 	out := filepath.Join(dir, "mask")
 	script := "#!/bin/sh\ngrep '^Cpus_allowed_list:' /proc/self/status >" + out + "\necho 'root:x:0:0:root:/root:/bin/sh'\n"

@@ -146,19 +146,7 @@ func TestDirectAnswer(t *testing.T) {
 // root's, and so carries no CPU: a record that did not validate would end
 // the worker before the append).
 func TestDirectGathered(t *testing.T) {
-	var all unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &all); err != nil {
-		t.Fatal(err)
-	}
-	if all.Count() < 2 {
-		t.Skip("this process may run on one CPU only")
-	}
-	last := -1
-	for c := 0; c <= job.MaxCPU; c++ {
-		if all.IsSet(c) {
-			last = c
-		}
-	}
+	all, last := testutil.CPUs(t)
 	affinity.Start()
 	t.Cleanup(func() { affinity.Set(affinity.Spread) })
 	sys, err := policy.ParseSystem(strings.NewReader(mboxPolicy), "test")
